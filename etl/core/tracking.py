@@ -1,0 +1,113 @@
+"""MLflow set-up: one tracking store per lakehouse, one experiment per stage, rank 0 logs.
+
+Default store: `sqlite:///<lakehouse>/mlflow.db` with artifacts in `<lakehouse>/mlartifacts`.
+`MLFLOW_TRACKING_URI` overrides it (a tracking server, or `databricks`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT_PREFIX = "larr"
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+def is_primary_process() -> bool:
+    """Only the driver / global rank 0 talks to MLflow in distributed runs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def tracking_uri(lakehouse_root: str) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if "://" in lakehouse_root:
+        raise TrackingError(
+            f"lakehouse {lakehouse_root} is remote: set MLFLOW_TRACKING_URI (for example `databricks`)"
+        )
+    return f"sqlite:///{Path(lakehouse_root).resolve()}/mlflow.db"
+
+
+def artifact_root(lakehouse_root: str) -> str | None:
+    if os.environ.get("MLFLOW_TRACKING_URI") or "://" in lakehouse_root:
+        return None  # the tracking server decides
+    return (Path(lakehouse_root).resolve() / "mlartifacts").as_uri()
+
+
+def configure(lakehouse_root: str) -> str:
+    """Point MLflow at the store and check that it answers; returns the URI."""
+    import mlflow
+
+    uri = tracking_uri(lakehouse_root)
+    mlflow.set_tracking_uri(uri)
+    try:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"MLflow tracking URI {uri} is unreachable: {first_line}") from None
+    return uri
+
+
+def experiment_for(stage: str, lakehouse_root: str) -> str:
+    """Create (once) and select the experiment of a stage; returns its id."""
+    import mlflow
+
+    name = f"{EXPERIMENT_PREFIX}-{stage}"
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is None:
+        experiment_id = client.create_experiment(name, artifact_location=artifact_root(lakehouse_root))
+    else:
+        experiment_id = existing.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    """A nested dataclass config as flat `section.key` params for MLflow."""
+    data = asdict(config) if is_dataclass(config) else config
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+@contextmanager
+def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None = None) -> Iterator[Any]:
+    """Start a run in the stage's experiment and log the resolved config (rank 0 only).
+
+    Yields the active MLflow run, or None on other ranks.
+    """
+    if not is_primary_process():
+        yield None
+        return
+    import mlflow
+
+    configure(lakehouse_root)
+    experiment_for(stage, lakehouse_root)
+    with mlflow.start_run(run_name=run_name) as run:
+        params = flatten(config)
+        for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
+            chunk = dict(list(params.items())[start : start + 100])
+            mlflow.log_params(chunk)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.json"
+            path.write_text(json.dumps(asdict(config) if is_dataclass(config) else config, indent=2))
+            mlflow.log_artifact(str(path))
+        yield run

@@ -1,0 +1,67 @@
+"""Configuration of the synthetic food-delivery world (the `generate` job)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from etl.synthetic.vocab import CITIES
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes and the hidden model's strengths. Sizes scale to 10^9 impressions on a cluster."""
+
+    seed: int = 7
+    users: int = 3000
+    pois: int = 720
+    days: int = 8
+    impressions_per_day: int = 30000
+    list_length: int = 10  # POIs shown per request (list positions 1..list_length)
+    start_date: str = "2026-04-06"  # day 1; a Monday in spring, when temperatures vary most
+    away_rate: float = 0.08  # share of requests made while visiting another city
+    partitions: int = 0  # input partitions of the generated ranges; 0 = Spark's default parallelism
+    # hidden click model: base rate and the weight of each effect on the logit
+    ctr_base_logit: float = -2.2
+    cvr_base_logit: float = -1.8
+    collaborative_weight: float = 0.6
+    popularity_weight: float = 0.5
+    position_weight: float = 0.25
+    semantic_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("users", "pois", "days", "impressions_per_day", "list_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"world.{name} must be positive, got {getattr(self, name)}")
+        if self.pois < len(CITIES) * self.list_length:
+            raise ValueError(
+                f"world.pois must be at least cities x list_length = {len(CITIES) * self.list_length}"
+                f" so that every request can show distinct shops, got {self.pois}"
+            )
+        if not 0.0 <= self.away_rate <= 1.0:
+            raise ValueError(f"world.away_rate must be in [0, 1], got {self.away_rate}")
+
+    @property
+    def requests(self) -> int:
+        return self.days * self.impressions_per_day // self.list_length
+
+
+@dataclass(frozen=True)
+class DirtyConfig:
+    """Malformed rows for the cleaning job to catch (nulls, unknown ids, bad times, duplicates)."""
+
+    fraction: float = 0.002
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 0.5:
+            raise ValueError(f"dirty.fraction must be in [0, 0.5), got {self.fraction}")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    dirty: DirtyConfig = field(default_factory=DirtyConfig)
+    test_day: int = 8  # the day whose Bayes-optimal AUC is reported
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.test_day <= self.world.days:
+            raise ValueError(f"test_day must be within 1..world.days={self.world.days}, got {self.test_day}")

@@ -1,0 +1,267 @@
+"""Requests -> impressions with scene fields, hidden click/order probabilities and sampled labels.
+
+Grain: one row per (request, list position); partition column `dt` (the request's date).
+A request is a user opening the app at a time and place (the real-time scene); it shows
+`list_length` distinct shops of the city the user is in. Clicks and orders are drawn from a
+hidden model that mixes collaborative effects (latent factors, popularity, position bias) with
+semantic ones that only the text reveals (dish temperature vs weather, rain vs distance,
+late-night and breakfast food vs hour, a visitor's taste for the local speciality, the user's
+taste times the dish's attributes).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from etl.synthetic import vocab
+from etl.synthetic.config import WorldConfig
+from etl.synthetic.entities import KM_PER_DEGREE, LATENT_DIM, cities_frame
+from etl.synthetic.randomness import normal, randint, uniform, weighted_index
+
+SECONDS_PER_DAY = 86400
+
+
+def _clamp(col: Column, low: float, high: float) -> Column:
+    return F.least(F.lit(high), F.greatest(F.lit(low), col))
+
+
+def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFrame) -> DataFrame:
+    """One row per request with its scene: city, place, time, weather, temperature, device."""
+    seed, n_cities = cfg.seed, len(vocab.CITIES)
+    cities = F.broadcast(
+        cities_frame(spark).select("city_idx", "city", "province", "base_temp_c", "center_lat", "center_lon")
+    )
+    start = F.lit(cfg.start_date).cast("date")
+    req = (
+        spark.range(cfg.requests, numPartitions=cfg.partitions or None)
+        .withColumnRenamed("id", "request_id")
+        .withColumn("day", (randint(seed, "req_day", cfg.days, "request_id") + 1).cast("int"))
+        # heavy users: the user index is drawn with a skew towards low indices
+        .withColumn(
+            "user_id", F.floor(F.pow(uniform(seed, "req_user", "request_id"), 1.7) * cfg.users).cast("long")
+        )
+        .withColumn(
+            "hour", weighted_index(vocab.HOUR_WEIGHTS, uniform(seed, "req_hour", "request_id")).cast("int")
+        )
+        .join(
+            users_hidden.select(
+                "user_id", "home_city_idx", "home_province", "is_student", "home_lat", "home_lon", "device"
+            ),
+            "user_id",
+        )
+        .withColumn("is_away", uniform(seed, "req_away", "request_id") < cfg.away_rate)
+        .withColumn(
+            "city_idx",
+            F.when(
+                F.col("is_away"),
+                (F.col("home_city_idx") + 1 + randint(seed, "req_away_city", n_cities - 1, "request_id"))
+                % n_cities,
+            )
+            .otherwise(F.col("home_city_idx"))
+            .cast("int"),
+        )
+        .join(cities, "city_idx")
+        .withColumn("dt", F.date_add(start, F.col("day") - 1))
+        .withColumn("day_of_week", F.dayofweek("dt"))  # 1 = Sunday ... 7 = Saturday
+    )
+    workday_hours = (F.col("day_of_week").between(2, 6)) & F.col("hour").between(9, 17)
+    u_loc = uniform(seed, "req_location", "request_id")
+    location = (
+        F.when(F.col("is_away"), F.when(u_loc < 0.85, "hotel").otherwise("office"))
+        .when(F.col("is_student") & (u_loc < 0.7), "campus")
+        .when(workday_hours & (u_loc < 0.55), "office")
+        .otherwise("home")
+    )
+    # weather is shared by every request of a city in the same quarter of a day
+    block = F.floor(F.col("hour") / 6)
+    day_shock = normal(seed, "temp_day", "city_idx", "day") * 5.0
+    diurnal = -4.0 * F.cos(F.lit(2 * math.pi / 24) * (F.col("hour") - 14))
+    temperature = F.round(F.col("base_temp_c") + day_shock + diurnal, 1)
+    u_weather = uniform(seed, "weather", "city_idx", "day", block)
+    weather = (
+        F.when(u_weather < 0.45, "sunny")
+        .when(u_weather < 0.72, "cloudy")
+        .otherwise(F.when(F.col("temperature_c") < 1.0, "snowy").otherwise("rainy"))
+    )
+    away_lat = F.col("center_lat") + normal(seed, "req_lat", "request_id") * 0.04
+    away_lon = F.col("center_lon") + normal(seed, "req_lon", "request_id") * 0.05
+    seconds = (
+        (F.col("day") - 1) * SECONDS_PER_DAY
+        + F.col("hour") * 3600
+        + randint(seed, "req_second", 3600, "request_id")
+    )
+    start_epoch = F.unix_timestamp(F.lit(cfg.start_date + " 00:00:00"), "yyyy-MM-dd HH:mm:ss")
+    return (
+        req.withColumn("location_type", location)
+        .withColumn(
+            "district_type",
+            F.create_map(
+                *[x for kv in vocab.DISTRICT_TYPE_OF_LOCATION.items() for x in (F.lit(kv[0]), F.lit(kv[1]))]
+            )[F.col("location_type")],
+        )
+        .withColumn("temperature_c", temperature)
+        .withColumn("weather", weather)
+        .withColumn(
+            "user_lat",
+            F.round(F.when(F.col("location_type") == "home", F.col("home_lat")).otherwise(away_lat), 5),
+        )
+        .withColumn(
+            "user_lon",
+            F.round(F.when(F.col("location_type") == "home", F.col("home_lon")).otherwise(away_lon), 5),
+        )
+        .withColumn("ts", F.timestamp_seconds(start_epoch + seconds))
+    )
+
+
+def expand_to_lists(req: DataFrame, cfg: WorldConfig) -> DataFrame:
+    """Each request shows `list_length` distinct shops of its city.
+
+    Shop k of city c is POI c + n_cities * k. The list starts at a popularity-skewed rank k0 and
+    steps by s <= m // L, so its L ranks k0 + j*s (mod m) are distinct; low ranks are shown most,
+    which gives the long tail of rarely shown shops.
+    """
+    seed, n_cities, length = cfg.seed, len(vocab.CITIES), cfg.list_length
+    shops_in_city = F.floor((F.lit(cfg.pois - 1) - F.col("city_idx")) / n_cities) + 1
+    first = F.floor(F.pow(uniform(seed, "list_start", "request_id"), 2.2) * shops_in_city)
+    max_step = F.floor(shops_in_city / length)
+    step = 1 + F.floor(F.pow(uniform(seed, "list_step", "request_id"), 2.0) * max_step)
+    step = F.least(step, max_step)
+    return (
+        req.withColumn("slot", F.explode(F.sequence(F.lit(0), F.lit(length - 1))))
+        .withColumn("rank_in_city", ((first + F.col("slot") * step) % shops_in_city).cast("long"))
+        .withColumn("poi_id", F.col("city_idx") + n_cities * F.col("rank_in_city"))
+        .withColumn("position", (F.col("slot") + 1).cast("int"))
+        .withColumn("event_id", F.col("request_id") * length + F.col("slot"))
+    )
+
+
+def score(impr: DataFrame, users_hidden: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFrame:
+    """Join hidden user and POI attributes and compute the true click and order probabilities."""
+    u = users_hidden.select(
+        "user_id",
+        "spicy_pref",
+        "sweet_pref",
+        "price_sensitivity",
+        "activity",
+        *[F.col(f"factor_{k}").alias(f"u_factor_{k}") for k in range(LATENT_DIM)],
+    )
+    p = pois_hidden.select(
+        "poi_id",
+        "temperature",
+        "spicy",
+        "sweet",
+        "meal",
+        "dish_province",
+        "quality",
+        "price_level",
+        "open_hour",
+        "close_hour",
+        F.col("latitude").alias("poi_lat"),
+        F.col("longitude").alias("poi_lon"),
+        *[F.col(f"factor_{k}").alias(f"p_factor_{k}") for k in range(LATENT_DIM)],
+    )
+    df = impr.join(u, "user_id").join(p, "poi_id")
+    hour, temp = F.col("hour"), F.col("temperature_c")
+    dist_km = F.sqrt(
+        F.pow((F.col("user_lat") - F.col("poi_lat")) * KM_PER_DEGREE, 2)
+        + F.pow(
+            (F.col("user_lon") - F.col("poi_lon")) * KM_PER_DEGREE * F.cos(F.radians(F.col("user_lat"))),
+            2,
+        )
+    )
+    is_open = F.when(
+        F.col("close_hour") > 24, (hour >= F.col("open_hour")) | (hour < F.col("close_hour") - 24)
+    ).otherwise((hour >= F.col("open_hour")) & (hour < F.col("close_hour")))
+    late_night = (hour >= 22) | (hour < 3)
+    breakfast_time = hour.between(6, 9)
+    evening = (hour >= 17) | (hour < 3)
+    flag = lambda cond: cond.cast("double")  # noqa: E731
+    semantic = (
+        0.9 * flag(F.col("temperature") == -1) * _clamp((temp - 20.0) / 8.0, -1.5, 1.5)
+        + 0.6 * flag(F.col("temperature") == 1) * _clamp((10.0 - temp) / 8.0, -1.0, 1.5)
+        - 0.35 * flag(F.col("weather").isin("rainy", "snowy")) * F.least(F.col("dist_km"), F.lit(10.0))
+        + 1.0 * flag((F.col("meal") == "late_night") & late_night)
+        - 0.5 * flag((F.col("meal") == "late_night") & breakfast_time)
+        + 1.0 * flag((F.col("meal") == "breakfast") & breakfast_time)
+        - 0.7 * flag((F.col("meal") == "breakfast") & evening)
+        + 1.2 * flag(F.col("is_away") & (F.col("dish_province") == F.col("province")))
+        + 0.4 * flag(~F.col("is_away") & (F.col("dish_province") == F.col("home_province")))
+        + 0.6 * F.col("spicy_pref") * F.col("spicy")
+        + 0.5 * F.col("sweet_pref") * F.col("sweet")
+    )
+    collaborative = sum(
+        F.col(f"u_factor_{k}") * F.col(f"p_factor_{k}") for k in range(LATENT_DIM)
+    ) / math.sqrt(LATENT_DIM)
+    ctr_logit = (
+        F.lit(cfg.ctr_base_logit)
+        + cfg.collaborative_weight * collaborative
+        + cfg.popularity_weight * F.col("quality")
+        + 0.3 * F.col("activity")
+        - cfg.position_weight * F.log(F.col("position").cast("double"))
+        - 0.04 * F.col("dist_km")
+        - 2.5 * flag(~is_open)
+        + cfg.semantic_weight * F.col("semantic_logit")
+    )
+    cvr_logit = (
+        F.lit(cfg.cvr_base_logit)
+        + 0.5 * cfg.semantic_weight * F.col("semantic_logit")
+        + 0.4 * F.col("quality")
+        + 0.2 * collaborative
+        - 0.3 * F.col("price_sensitivity") * (F.col("price_level") - 2.5)
+    )
+    return (
+        df.withColumn("dist_km", dist_km)
+        .withColumn("semantic_logit", semantic)
+        .withColumn("p_click", 1.0 / (1.0 + F.exp(-ctr_logit)))
+        .withColumn("p_order", 1.0 / (1.0 + F.exp(-cvr_logit)))
+        .withColumn("clicked", (uniform(cfg.seed, "click", "event_id") < F.col("p_click")).cast("int"))
+        .withColumn(
+            "ordered",
+            ((F.col("clicked") == 1) & (uniform(cfg.seed, "order", "event_id") < F.col("p_order"))).cast(
+                "int"
+            ),
+        )
+    )
+
+
+RAW_IMPRESSION_COLUMNS = (
+    "event_id",
+    "request_id",
+    "ts",
+    "user_id",
+    "poi_id",
+    "position",
+    "city",
+    "district_type",
+    "location_type",
+    "weather",
+    "temperature_c",
+    "is_away",
+    "user_lat",
+    "user_lon",
+    "device",
+    "clicked",
+    "ordered",
+    "dt",
+)
+
+
+def raw_and_truth(scored: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Split the scored frame into the raw log and the truth table (probabilities, never features)."""
+    raw = scored.select(*RAW_IMPRESSION_COLUMNS)
+    truth = scored.select(
+        "event_id",
+        "user_id",
+        "poi_id",
+        "p_click",
+        "p_order",
+        (F.col("p_click") * F.col("p_order")).alias("p_ctcvr"),
+        "semantic_logit",
+        "clicked",
+        "ordered",
+        "dt",
+    )
+    return raw, truth

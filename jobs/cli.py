@@ -1,0 +1,89 @@
+"""`larr`: the one entry point, for a terminal, spark-submit (jobs/spark_submit.py) and a
+Databricks wheel task (the console script).
+
+    larr [--lakehouse PATH] <command> [--config FILE] [--set section.key=value ...]
+
+Each command loads its typed config strictly, checks the lakehouse and the MLflow store before
+any Spark work, runs inside an MLflow run of its stage (config logged), and ends by printing one
+JSON line with its key figures (also written under <lakehouse>/_runs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from etl.core.catalog import CatalogError, TableCatalog
+from etl.core.tracking import TrackingError, configure, stage_run
+from jobs.commands import COMMANDS, Command, Context
+from jobs.config import ConfigError, default_config_path, load_config
+from jobs.summary import emit
+
+USER_ERRORS = (ConfigError, CatalogError, TrackingError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="larr", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lakehouse", help="lakehouse root (default $LARR_LAKEHOUSE or ./lakehouse)")
+    common.add_argument("--unity-catalog", help="use Unity Catalog tables under 'catalog.schema'")
+    common.add_argument("--config", help="YAML config (default: the job's file in jobs/)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key",
+    )
+    groups: dict[str, argparse._SubParsersAction] = {}
+    top = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for command in COMMANDS.values():
+        words = command.name.split()
+        subparsers = top
+        for depth, word in enumerate(words[:-1]):
+            key = " ".join(words[: depth + 1])
+            if key not in groups:
+                group = subparsers.add_parser(word, help=f"{word} commands")
+                groups[key] = group.add_subparsers(
+                    dest=f"command_{depth + 1}", required=True, metavar="command"
+                )
+            subparsers = groups[key]
+        sub = subparsers.add_parser(words[-1], parents=[common], help=command.help)
+        sub.set_defaults(_command=command)
+    return parser
+
+
+def run_command(command: Command, args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    config_path = args.config or (default_config_path(command.config_file) if command.config_file else None)
+    cfg = load_config(command.config_cls, config_path, args.overrides)
+    catalog = TableCatalog.resolve(args.lakehouse, args.unity_catalog)
+    catalog.check_writable()
+    configure(catalog.root)  # an unreachable store fails here, before any Spark work
+    ctx = Context(catalog=catalog)
+    with stage_run(command.stage, catalog.root, cfg, run_name=command.name) as mlflow_run:
+        figures = command.run(ctx, cfg)
+        figures["seconds"] = round(time.perf_counter() - started, 2)
+        if mlflow_run is not None:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
+            figures.setdefault("mlflow_run_id", mlflow_run.info.run_id)
+    return emit(command.name, figures, catalog.root, ctx.spark_if_started)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_command(args._command, args)
+    except USER_ERRORS as err:
+        print(f"larr {args._command.name}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

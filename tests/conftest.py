@@ -1,0 +1,51 @@
+"""One session-scoped Spark (local[2], UI off, few shuffle partitions) with real Delta Lake, and a
+fresh lakehouse catalog per test in a temp folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from etl.core.spark import SparkSettings, get_spark
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = get_spark(
+        SparkSettings(master="local[2]", app_name="larr-tests", shuffle_partitions=4, driver_memory="3g")
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def lakehouse(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "lakehouse"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LARR_LAKEHOUSE", raising=False)
+    return root
+
+
+@pytest.fixture()
+def catalog(lakehouse):
+    from etl.core.catalog import TableCatalog
+
+    return TableCatalog.resolve(str(lakehouse))
+
+
+@pytest.fixture(scope="session")
+def tiny_world_config():
+    """A world small enough for a test and big enough for the semantic effects to show."""
+    from etl.synthetic.config import DirtyConfig, GenerateConfig, WorldConfig
+
+    return GenerateConfig(
+        world=WorldConfig(users=400, pois=240, days=3, impressions_per_day=6000, partitions=2),
+        dirty=DirtyConfig(fraction=0.01),
+        test_day=3,
+    )

@@ -1,0 +1,63 @@
+import os
+
+import pytest
+from pyspark.sql import functions as F
+
+from etl.core.catalog import CatalogError, TableCatalog
+
+
+def test_locations_and_unity_catalog_names(tmp_path, monkeypatch):
+    local = TableCatalog.resolve(str(tmp_path))
+    assert local.location("raw.impressions") == f"{tmp_path}/raw/impressions"
+    assert local.unity_name("raw.impressions") is None
+    uc = TableCatalog.resolve(str(tmp_path), unity_prefix="main.larr")
+    assert uc.unity_name("raw.impressions") == "main.larr.raw_impressions"
+    monkeypatch.setenv("LARR_LAKEHOUSE", str(tmp_path / "from-env"))
+    assert TableCatalog.resolve().root == str(tmp_path / "from-env")
+    assert TableCatalog.resolve(str(tmp_path / "flag")).root == str(tmp_path / "flag")
+    with pytest.raises(CatalogError, match="'layer.table'"):
+        local.location("Impressions")
+    with pytest.raises(CatalogError, match="catalog.schema"):
+        TableCatalog.resolve(str(tmp_path), unity_prefix="main")
+
+
+def test_write_read_and_time_travel(spark, catalog):
+    assert catalog.version(spark, "raw.numbers") is None
+    assert catalog.write(spark.range(5), "raw.numbers") == 0
+    assert catalog.write(spark.range(3), "raw.numbers") == 1
+    assert catalog.last_commit_rows(spark, "raw.numbers") == 3
+    assert sorted(r.id for r in catalog.read(spark, "raw.numbers").collect()) == [0, 1, 2]
+    assert sorted(r.id for r in catalog.read(spark, "raw.numbers", version=0).collect()) == [0, 1, 2, 3, 4]
+    assert os.path.isdir(os.path.join(catalog.location("raw.numbers"), "_delta_log"))
+
+
+def test_replace_where_overwrites_only_that_partition(spark, catalog):
+    df = spark.createDataFrame([(1, "a"), (2, "b")], "day int, v string")
+    catalog.write(df, "raw.days", partition_by=["day"])
+    catalog.write(spark.createDataFrame([(2, "c")], "day int, v string"), "raw.days", replace_where="day = 2")
+    rows = sorted(tuple(r) for r in catalog.read(spark, "raw.days").collect())
+    assert rows == [(1, "a"), (2, "c")]
+
+
+def test_a_failed_write_leaves_the_previous_version_readable(spark, catalog):
+    catalog.write(spark.range(5), "raw.numbers")
+    failing = spark.range(100).select(
+        F.when(F.col("id") == 77, F.raise_error(F.lit("boom"))).otherwise(F.col("id")).alias("id")
+    )
+    with pytest.raises(Exception, match="boom"):
+        catalog.write(failing, "raw.numbers")
+    assert catalog.version(spark, "raw.numbers") == 0
+    assert catalog.read(spark, "raw.numbers").count() == 5
+
+
+def test_missing_table_is_named(spark, catalog):
+    with pytest.raises(CatalogError, match="table raw.nothing does not exist"):
+        catalog.read(spark, "raw.nothing")
+
+
+def test_unwritable_lakehouse_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    catalog = TableCatalog.resolve(str(blocker / "lakehouse"))
+    with pytest.raises(CatalogError, match=f"lakehouse {blocker}/lakehouse is not writable"):
+        catalog.check_writable()

@@ -1,0 +1,53 @@
+from dataclasses import dataclass, field
+
+import mlflow
+import pytest
+
+from etl.core import tracking
+
+
+@dataclass(frozen=True)
+class Section:
+    rate: float = 0.1
+    sizes: list[int] = field(default_factory=lambda: [1, 2])
+
+
+@dataclass(frozen=True)
+class Cfg:
+    section: Section = field(default_factory=Section)
+    name: str = "x"
+
+
+def test_default_store_lives_in_the_lakehouse(lakehouse):
+    assert tracking.tracking_uri(str(lakehouse)) == f"sqlite:///{lakehouse}/mlflow.db"
+
+
+def test_env_overrides_the_store(lakehouse, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")
+    assert tracking.tracking_uri(str(lakehouse)) == "sqlite:////tmp/elsewhere.db"
+
+
+def test_unreachable_store_is_one_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/sub/mlflow.db")
+    with pytest.raises(
+        tracking.TrackingError, match=f"MLflow tracking URI sqlite:///{blocker}/sub/mlflow.db"
+    ):
+        tracking.configure(str(tmp_path))
+
+
+def test_stage_run_logs_the_flat_config_to_the_stage_experiment(lakehouse):
+    with tracking.stage_run("unit", str(lakehouse), Cfg()) as run:
+        run_id = run.info.run_id
+    logged = mlflow.get_run(run_id)
+    assert logged.data.params == {"section.rate": "0.1", "section.sizes": "[1, 2]", "name": "x"}
+    assert mlflow.get_experiment(logged.info.experiment_id).name == "larr-unit"
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id)]
+    assert artifacts == ["config.json"]
+
+
+def test_only_rank_zero_logs(lakehouse, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    with tracking.stage_run("unit", str(lakehouse), Cfg()) as run:
+        assert run is None
