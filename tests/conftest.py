@@ -49,3 +49,14 @@ def tiny_world_config():
         dirty=DirtyConfig(fraction=0.01),
         test_day=3,
     )
+
+
+@pytest.fixture(scope="session")
+def world_catalog(spark, tiny_world_config, tmp_path_factory):
+    """A tiny generated world written once per test session (read-only for tests)."""
+    from etl.core.catalog import TableCatalog
+    from etl.synthetic import job
+
+    catalog = TableCatalog.resolve(str(tmp_path_factory.mktemp("world") / "lakehouse"))
+    job.write_world(spark, catalog, tiny_world_config, log=lambda _: None)
+    return catalog

@@ -11,6 +11,8 @@ taste times the dish's attributes).
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import math
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -93,7 +95,8 @@ def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFram
         + F.col("hour") * 3600
         + randint(seed, "req_second", 3600, "request_id")
     )
-    start_epoch = F.unix_timestamp(F.lit(cfg.start_date + " 00:00:00"), "yyyy-MM-dd HH:mm:ss")
+    # epoch seconds computed here, not parsed by Spark, so the session time zone cannot shift them
+    start_epoch = F.lit(calendar.timegm(dt.date.fromisoformat(cfg.start_date).timetuple()))
     return (
         req.withColumn("location_type", location)
         .withColumn(
