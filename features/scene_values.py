@@ -11,18 +11,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-SCENE_FEATURES: tuple[str, ...] = (
-    "city",
-    "district_type",
-    "time_slot",
-    "day_type",
-    "weather",
-    "temperature_band",
-    "season",
-    "travel_status",
-    "location_type",
-    "recent_intent",
-)
+from etl.tokens import SCENE_FEATURES  # defined once, beside their special tokens
+
 NO_RECENT_INTENT = "no recent orders"
 
 

@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_figures(figures: dict) -> None:
+    """Numbers as MLflow metrics; table versions as params (lineage); everything as summary.json."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
+    for key in ("table_versions", "input_versions", "output_versions"):
+        for table, version in (figures.get(key) or {}).items():
+            mlflow.log_param(f"{key}.{table}", version)
+    mlflow.log_dict(figures, "summary.json")
+
+
 def run_command(command: Command, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     config_path = args.config or (default_config_path(command.config_file) if command.config_file else None)
@@ -68,9 +79,7 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
         figures = command.run(ctx, cfg)
         figures["seconds"] = round(time.perf_counter() - started, 2)
         if mlflow_run is not None:
-            import mlflow
-
-            mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
+            log_figures(figures)
             figures.setdefault("mlflow_run_id", mlflow_run.info.run_id)
     return emit(command.name, figures, catalog.root, ctx.spark_if_started)
 

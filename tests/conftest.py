@@ -45,7 +45,7 @@ def tiny_world_config():
     from etl.synthetic.config import DirtyConfig, GenerateConfig, WorldConfig
 
     return GenerateConfig(
-        world=WorldConfig(users=400, pois=240, days=3, impressions_per_day=6000, partitions=2),
+        world=WorldConfig(users=400, pois=600, days=3, impressions_per_day=6000, partitions=2),
         dirty=DirtyConfig(fraction=0.01),
         test_day=3,
     )

@@ -122,22 +122,22 @@ def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFram
 def expand_to_lists(req: DataFrame, cfg: WorldConfig) -> DataFrame:
     """Each request shows `list_length` distinct shops of its city.
 
-    Shop k of city c is POI c + n_cities * k. The list starts at a popularity-skewed rank k0 and
-    steps by s <= m // L, so its L ranks k0 + j*s (mod m) are distinct; low ranks are shown most,
-    which gives the long tail of rarely shown shops.
+    Shop k of city c is POI c + n_cities * k. Slot j draws a rank k = j + L * z from its stripe
+    (the ranks congruent to j mod L), with z skewed to small values: the slots never collide,
+    and low ranks are shown far more than high ones, which gives the long tail of rarely shown
+    shops. Slots are rotated over list positions so that no shop is tied to one position.
     """
     seed, n_cities, length = cfg.seed, len(vocab.CITIES), cfg.list_length
     shops_in_city = F.floor((F.lit(cfg.pois - 1) - F.col("city_idx")) / n_cities) + 1
-    first = F.floor(F.pow(uniform(seed, "list_start", "request_id"), 2.2) * shops_in_city)
-    max_step = F.floor(shops_in_city / length)
-    step = 1 + F.floor(F.pow(uniform(seed, "list_step", "request_id"), 2.0) * max_step)
-    step = F.least(step, max_step)
+    stripe = F.floor((shops_in_city - 1 - F.col("slot")) / length) + 1
+    depth = F.floor(F.pow(uniform(seed, "list_rank", "request_id", "slot"), 4.0) * stripe)
+    rotation = randint(seed, "list_rotation", length, "request_id")
     return (
         req.withColumn("slot", F.explode(F.sequence(F.lit(0), F.lit(length - 1))))
-        .withColumn("rank_in_city", ((first + F.col("slot") * step) % shops_in_city).cast("long"))
+        .withColumn("rank_in_city", (F.col("slot") + length * depth).cast("long"))
         .withColumn("poi_id", F.col("city_idx") + n_cities * F.col("rank_in_city"))
-        .withColumn("position", (F.col("slot") + 1).cast("int"))
-        .withColumn("event_id", F.col("request_id") * length + F.col("slot"))
+        .withColumn("position", ((F.col("slot") + rotation) % length + 1).cast("int"))
+        .withColumn("event_id", F.col("request_id") * length + F.col("position") - 1)
     )
 
 

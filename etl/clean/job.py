@@ -1,0 +1,204 @@
+"""clean: raw.users, raw.pois, raw.impressions -> clean.users, clean.pois, clean.impressions, clean.rejects.
+
+Grain: the clean tables keep the raw grain (one row per user, per POI, per impression event) and
+schema; clean.impressions is partitioned by `dt`. clean.rejects has one row per rejected input
+row: `source_table`, `reason` (the first failed rule, see rules.py), `raw_payload` (the whole raw
+row as JSON), `dt` (impressions only) and `input_version` (the Delta version of the source read).
+Impressions must reference a *valid* user and POI, so users and POIs are cleaned first.
+Nothing is dropped silently: the job checks input rows = valid rows + rejected rows per table.
+"""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from etl.clean import rules
+from etl.clean.config import CleanConfig
+from etl.core.catalog import TableCatalog
+from etl.core.raw_schema import KEYS, PARTITIONS, RAW_SCHEMAS, TABLES
+
+REASON = "_reason"
+PAYLOAD = "_payload"
+REJECTS = "clean.rejects"
+REJECT_COLUMNS = ("source_table", "reason", "raw_payload", "dt", "input_version")
+
+
+class CleanInputError(ValueError):
+    """A raw table that cannot be validated at all (a column is missing)."""
+
+
+class ReconciliationError(RuntimeError):
+    """Input rows != valid rows + rejected rows: a row was lost or duplicated."""
+
+
+def check_columns(raw: DataFrame, table: str) -> None:
+    missing = [f.name for f in RAW_SCHEMAS[table].fields if f.name not in raw.columns]
+    if missing:
+        raise CleanInputError(f"raw.{table} has no column {missing[0]} (columns: {', '.join(raw.columns)})")
+
+
+def annotate(raw: DataFrame, table: str, cfg: CleanConfig) -> DataFrame:
+    """Raw rows -> the raw columns cast to the raw schema, `_payload` (JSON of the raw row as read)
+    and `_reason` (the first failed single-row rule, null when the row passes)."""
+    check_columns(raw, table)
+    schema = RAW_SCHEMAS[table]
+    payload = F.to_json(F.struct(*[F.col(c) for c in raw.columns]), {"ignoreNullFields": "false"})
+    typed = raw.select(
+        *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in schema.fields],
+        payload.alias(PAYLOAD),
+        rules.first_failure(rules.type_rules(raw.schema, schema)).alias(REASON),
+    )
+    return typed.withColumn(
+        REASON, F.coalesce(F.col(REASON), rules.first_failure(rules.row_rules(table, schema, cfg)))
+    )
+
+
+def with_references(impressions: DataFrame, users: DataFrame, pois: DataFrame) -> DataFrame:
+    """Reject impressions whose user or POI is not among the given (valid) users and POIs."""
+    known_users = users.select("user_id", F.lit(True).alias("_user_known")).dropDuplicates(["user_id"])
+    known_pois = pois.select("poi_id", F.lit(True).alias("_poi_known")).dropDuplicates(["poi_id"])
+    columns = impressions.columns
+    joined = impressions.join(known_users, "user_id", "left").join(known_pois, "poi_id", "left")
+    reason = F.coalesce(
+        F.col(REASON),
+        F.when(F.col("_user_known").isNull(), F.lit("unknown_user")),
+        F.when(F.col("_poi_known").isNull(), F.lit("unknown_poi")),
+    )
+    return joined.withColumn(REASON, reason).select(*columns)
+
+
+def with_duplicates(annotated: DataFrame, key: str) -> DataFrame:
+    """Keep one valid row per key, the first by content hash (then content); reject the others.
+
+    Rows already rejected sort last and keep their reason; rows without a key are spread by their
+    content hash instead of piling into one partition.
+    """
+    order = Window.partitionBy(F.coalesce(F.col(key), F.xxhash64(PAYLOAD))).orderBy(
+        F.col(REASON).isNotNull(), F.xxhash64(PAYLOAD), F.col(PAYLOAD)
+    )
+    duplicate = F.when(F.row_number().over(order) > 1, F.lit(f"duplicate_{key}"))
+    return annotated.withColumn(REASON, F.coalesce(F.col(REASON), duplicate))
+
+
+def transform_entities(raw: DataFrame, table: str, cfg: CleanConfig) -> DataFrame:
+    """raw.users or raw.pois -> annotated rows (see `annotate`), duplicates of the key rejected."""
+    return with_duplicates(annotate(raw, table, cfg), KEYS[table])
+
+
+def transform_impressions(
+    raw: DataFrame, valid_users: DataFrame, valid_pois: DataFrame, cfg: CleanConfig
+) -> DataFrame:
+    """raw.impressions -> annotated rows: row rules, then references, then duplicate event ids."""
+    annotated = with_references(annotate(raw, "impressions", cfg), valid_users, valid_pois)
+    return with_duplicates(annotated, KEYS["impressions"])
+
+
+def valid_rows(annotated: DataFrame, table: str) -> DataFrame:
+    return annotated.where(F.col(REASON).isNull()).select(*RAW_SCHEMAS[table].names)
+
+
+def rejected_rows(annotated: DataFrame, table: str, input_version: int) -> DataFrame:
+    day = F.col("dt") if table == "impressions" else F.lit(None).cast("date")
+    return annotated.where(F.col(REASON).isNotNull()).select(
+        F.lit(f"raw.{table}").alias("source_table"),
+        F.col(REASON).alias("reason"),
+        F.col(PAYLOAD).alias("raw_payload"),
+        day.alias("dt"),
+        F.lit(input_version).cast("long").alias("input_version"),
+    )
+
+
+def reconcile(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Check input = valid + rejected for every table; return the totals."""
+    for table, c in counts.items():
+        if c["input_rows"] != c["valid_rows"] + c["rejected_rows"]:
+            raise ReconciliationError(
+                f"clean: raw.{table} has {c['input_rows']} input rows but {c['valid_rows']} valid"
+                f" + {c['rejected_rows']} rejected = {c['valid_rows'] + c['rejected_rows']}"
+            )
+    return {
+        key: sum(c[key] for c in counts.values()) for key in ("input_rows", "valid_rows", "rejected_rows")
+    }
+
+
+def run(spark: SparkSession, catalog: TableCatalog, cfg: CleanConfig, log=print) -> dict:
+    """Validate the raw tables, overwrite the clean tables and the rejects, reconcile the counts."""
+    input_versions = {f"raw.{t}": catalog.version(spark, f"raw.{t}") for t in TABLES}
+    raw = {t: catalog.read(spark, f"raw.{t}", version=input_versions[f"raw.{t}"]) for t in TABLES}
+    output_versions: dict[str, int] = {}
+    annotated: dict[str, DataFrame] = {}
+    valid_counts: dict[str, int] = {}
+    try:
+        for table in ("users", "pois"):
+            annotated[table] = transform_entities(raw[table], table, cfg).persist(
+                StorageLevel.MEMORY_AND_DISK
+            )
+        for table in ("users", "pois"):
+            valid_counts[table] = _write(
+                spark, catalog, valid_rows(annotated[table], table), table, output_versions, log
+            )
+        valid_users = catalog.read(spark, "clean.users", version=output_versions["clean.users"])
+        valid_pois = catalog.read(spark, "clean.pois", version=output_versions["clean.pois"])
+        annotated["impressions"] = transform_impressions(
+            raw["impressions"], valid_users, valid_pois, cfg
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        valid_counts["impressions"] = _write(
+            spark,
+            catalog,
+            valid_rows(annotated["impressions"], "impressions"),
+            "impressions",
+            output_versions,
+            log,
+        )
+        rejects = None
+        for table in TABLES:
+            part = rejected_rows(annotated[table], table, input_versions[f"raw.{table}"])
+            rejects = part if rejects is None else rejects.unionByName(part)
+        output_versions[REJECTS] = catalog.write(rejects, REJECTS)
+    finally:
+        for df in annotated.values():
+            df.unpersist()
+    by_reason = (
+        catalog.read(spark, REJECTS, version=output_versions[REJECTS])
+        .groupBy("source_table", "reason")
+        .count()
+        .collect()
+    )
+    reasons: dict[str, dict[str, int]] = {f"raw.{t}": {} for t in TABLES}
+    for row in sorted(by_reason, key=lambda r: (r["source_table"], -r["count"], r["reason"])):
+        reasons[row["source_table"]][row["reason"]] = int(row["count"])
+    log(
+        f"clean: wrote {REJECTS}: {sum(sum(r.values()) for r in reasons.values())} rows (version {output_versions[REJECTS]})"
+    )
+    counts = {
+        t: {
+            "input_rows": raw[t].count(),
+            "valid_rows": valid_counts[t],
+            "rejected_rows": sum(reasons[f"raw.{t}"].values()),
+        }
+        for t in TABLES
+    }
+    totals = reconcile(counts)
+    log(
+        f"clean: reconciled {totals['input_rows']} input rows = {totals['valid_rows']} valid + {totals['rejected_rows']} rejected"
+    )
+    return {
+        **totals,
+        "reject_rate": round(totals["rejected_rows"] / max(totals["input_rows"], 1), 6),
+        "tables": counts,
+        "rejects_by_reason": reasons,
+        "input_versions": input_versions,
+        "output_versions": output_versions,
+    }
+
+
+def _write(spark, catalog: TableCatalog, df: DataFrame, table: str, versions: dict, log) -> int:
+    name = f"clean.{table}"
+    versions[name] = catalog.write(df, name, partition_by=PARTITIONS[table])
+    rows = catalog.last_commit_rows(spark, name)
+    if rows is None:
+        rows = catalog.read(spark, name, version=versions[name]).count()
+    log(f"clean: wrote {name}: {rows} rows (version {versions[name]})")
+    return rows

@@ -1,0 +1,160 @@
+"""etl pairs: clean.users, clean.pois, clean.impressions -> pairs.contrastive; one row per
+(pair_type, anchor, positive); partitioned by pair_type.
+
+Stage 2 (contrastive fine-tuning) pairs, three types:
+- user_user: a = the user's profile text, b = the user's action text (recent orders, the
+  environments of those orders, click and order price statistics); users with a click.
+- poi_poi: a = the POI's business text (name, location, cuisine, menu), b = its basic text
+  (introduction, tags); every POI.
+- user_poi: a = the user's comprehensive text (profile + actions), b = the POI's comprehensive
+  text (business + basic); one row per (user, POI) the user ordered from, at most
+  `max_pairs_per_user` per user and then `max_pairs_per_poi` per POI, chosen by a hash rank.
+Point in time: only impressions with dt < `history_end_date` are read. The held-out split is a
+hash of the anchor id (users for user_user and user_poi, POIs for poi_poi).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from etl.core.catalog import TableCatalog
+from etl.text.poi_text import POI_BASIC_SLICES, POI_BUSINESS_SLICES, POI_COMPREHENSIVE_SLICES, poi_text
+from etl.text.split import SPLITS, check_fraction, heldout_split
+from etl.text.user_text import user_texts
+
+INPUTS = ("clean.users", "clean.pois", "clean.impressions")
+OUTPUT = "pairs.contrastive"
+USER_USER, POI_POI, USER_POI = "user_user", "poi_poi", "user_poi"
+PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
+COLUMNS = ("pair_type", "anchor_id", "positive_id", "text_a", "text_b", "split")
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    history_end_date: str = "2026-04-13"  # the test day: histories use impressions with dt < this
+    last_orders: int = 5  # orders in a user's history text
+    max_pairs_per_user: int = 20  # user_poi pairs per user
+    max_pairs_per_poi: int = 50  # user_poi pairs per POI
+    heldout_fraction: float = 0.05
+    seed: int = 17  # keys the held-out split and the capping rank
+
+    def __post_init__(self) -> None:
+        try:
+            dt.date.fromisoformat(self.history_end_date)
+        except ValueError:
+            raise ValueError(
+                f"history_end_date must be a date YYYY-MM-DD, got {self.history_end_date!r}"
+            ) from None
+        for name in ("last_orders", "max_pairs_per_user", "max_pairs_per_poi"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_fraction("heldout_fraction", self.heldout_fraction)
+
+
+def history(impressions: DataFrame, history_end_date: str) -> DataFrame:
+    """Impressions of the days strictly before `history_end_date`."""
+    return impressions.where(F.col("dt") < F.lit(history_end_date).cast("date"))
+
+
+def capped_orders(orders: DataFrame, max_per_user: int, max_per_poi: int, seed: int) -> DataFrame:
+    """Distinct (user_id, poi_id) ordered pairs, at most `max_per_user` per user, then at most
+    `max_per_poi` per POI, ranked by a hash of (seed, user, POI): heavy users cannot dominate."""
+    rank_key = F.xxhash64(F.lit(seed), F.lit("pair_cap"), "user_id", "poi_id")
+    pairs = orders.select("user_id", "poi_id").distinct().withColumn("_key", rank_key)
+    per_user = Window.partitionBy("user_id").orderBy("_key", "poi_id")
+    per_poi = Window.partitionBy("poi_id").orderBy("_key", "user_id")
+    return (
+        pairs.withColumn("_rank", F.row_number().over(per_user))
+        .where(F.col("_rank") <= max_per_user)
+        .withColumn("_rank", F.row_number().over(per_poi))
+        .where(F.col("_rank") <= max_per_poi)
+        .select("user_id", "poi_id")
+    )
+
+
+def transform(users: DataFrame, pois: DataFrame, impressions: DataFrame, cfg: PairsConfig) -> DataFrame:
+    past = history(impressions, cfg.history_end_date)
+    texts = user_texts(users, past, pois, cfg.last_orders)
+    poi_texts = pois.select(
+        "poi_id",
+        poi_text(POI_BUSINESS_SLICES).alias("business"),
+        poi_text(POI_BASIC_SLICES).alias("basic"),
+        poi_text(POI_COMPREHENSIVE_SLICES).alias("comprehensive"),
+    )
+    user_split = heldout_split(cfg.seed, cfg.heldout_fraction, "user", "anchor_id")
+    user_user = texts.select(
+        F.lit(USER_USER).alias("pair_type"),
+        F.col("user_id").alias("anchor_id"),
+        F.col("user_id").alias("positive_id"),
+        F.col("profile_text").alias("text_a"),
+        F.col("action_text").alias("text_b"),
+    ).withColumn("split", user_split)
+    poi_poi = poi_texts.select(
+        F.lit(POI_POI).alias("pair_type"),
+        F.col("poi_id").alias("anchor_id"),
+        F.col("poi_id").alias("positive_id"),
+        F.col("business").alias("text_a"),
+        F.col("basic").alias("text_b"),
+    ).withColumn("split", heldout_split(cfg.seed, cfg.heldout_fraction, "poi", "anchor_id"))
+    orders = past.where(F.col("ordered") == 1)
+    user_poi = (
+        capped_orders(orders, cfg.max_pairs_per_user, cfg.max_pairs_per_poi, cfg.seed)
+        .join(texts.select("user_id", "comprehensive_text"), "user_id")
+        .join(poi_texts.select("poi_id", "comprehensive"), "poi_id")
+        .select(
+            F.lit(USER_POI).alias("pair_type"),
+            F.col("user_id").alias("anchor_id"),
+            F.col("poi_id").alias("positive_id"),
+            F.col("comprehensive_text").alias("text_a"),
+            F.col("comprehensive").alias("text_b"),
+        )
+        .withColumn("split", user_split)
+    )
+    return (
+        user_user.unionByName(poi_poi)
+        .unionByName(user_poi)
+        .select(
+            F.col("pair_type"),
+            F.col("anchor_id").cast("long"),
+            F.col("positive_id").cast("long"),
+            "text_a",
+            "text_b",
+            "split",
+        )
+    )
+
+
+def run(spark: SparkSession, catalog: TableCatalog, cfg: PairsConfig, log=print) -> dict:
+    input_versions = {name: catalog.version(spark, name) for name in INPUTS}
+    users, pois, impressions = (catalog.read(spark, name, version=input_versions[name]) for name in INPUTS)
+    pairs = transform(users, pois, impressions, cfg)
+    version = catalog.write(pairs, OUTPUT, partition_by=["pair_type"])
+    figures = summarize(catalog.read(spark, OUTPUT, version=version))
+    log(
+        f"etl pairs: wrote {OUTPUT}: {figures['rows']} rows (version {version}): "
+        + ", ".join(f"{t} {figures[f'{t}_rows']}" for t in PAIR_TYPES)
+    )
+    return {
+        **figures,
+        "history_end_date": cfg.history_end_date,
+        "input_versions": input_versions,
+        "output_versions": {OUTPUT: version},
+    }
+
+
+def summarize(pairs: DataFrame) -> dict:
+    """Rows per pair type and split."""
+    counts = {
+        (r["pair_type"], r["split"]): int(r["rows"])
+        for r in pairs.groupBy("pair_type", "split").agg(F.count("*").alias("rows")).collect()
+    }
+    figures: dict = {"rows": sum(counts.values())}
+    for pair_type in PAIR_TYPES:
+        figures[f"{pair_type}_rows"] = sum(n for (t, _), n in counts.items() if t == pair_type)
+        for split in SPLITS:
+            figures[f"{pair_type}_{split}_rows"] = counts.get((pair_type, split), 0)
+    return figures

@@ -1,0 +1,95 @@
+"""Tiny hand-made clean.* tables for the feature and sample tests, and a cleaned copy of the test world."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+IMPRESSION_FIELDS = (
+    "event_id long, user_id long, poi_id long, day string, epoch long, city string, clicked int, ordered int"
+)
+
+
+def _epoch(day: str, time: str) -> int:
+    return calendar.timegm(dt.datetime.fromisoformat(f"{day}T{time}:00").timetuple())
+
+
+def impressions(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """clean.impressions from (event_id, user_id, poi_id, day, "HH:MM" UTC, city, clicked, ordered)."""
+    with_epoch = [(e, u, p, day, _epoch(day, time), *rest) for e, u, p, day, time, *rest in rows]
+    df = spark.createDataFrame(with_epoch, IMPRESSION_FIELDS)
+    return df.select(
+        "event_id",
+        (F.col("event_id") * 10).alias("request_id"),
+        F.timestamp_seconds("epoch").alias("ts"),
+        "user_id",
+        "poi_id",
+        (F.col("event_id") % 3 + 1).cast("int").alias("position"),
+        "city",
+        F.lit("downtown").alias("district_type"),
+        F.lit("home").alias("location_type"),
+        F.lit("sunny").alias("weather"),
+        F.lit(18.5).alias("temperature_c"),
+        F.lit(False).alias("is_away"),
+        F.lit(23.1).alias("user_lat"),
+        F.lit(113.3).alias("user_lon"),
+        F.lit("ios").alias("device"),
+        "clicked",
+        "ordered",
+        F.to_date("day").alias("dt"),
+    )
+
+
+def users(spark: SparkSession, user_ids: list[int]) -> DataFrame:
+    rows = [(u, f"user{u}", "female" if u % 2 else "male", "25-34", "A", "gold", "ios") for u in user_ids]
+    schema = "user_id long, nickname string, gender string, age_band string, home_city string, member_level string, device string"
+    return spark.createDataFrame(rows, schema)
+
+
+def pois(spark: SparkSession, rows: list[tuple[int, str, str, str]]) -> DataFrame:
+    """clean.pois from (poi_id, city, cuisine, opening_hours)."""
+    full = [
+        (
+            p,
+            f"shop{p}",
+            city,
+            "Tianhe",
+            "1 Road",
+            23.1,
+            113.3,
+            cuisine,
+            "rice",
+            "good food",
+            "cosy",
+            2,
+            4.5,
+            hours,
+            100,
+        )
+        for p, city, cuisine, hours in rows
+    ]
+    schema = (
+        "poi_id long, name string, city string, district string, address string, latitude double,"
+        " longitude double, cuisine string, main_dishes string, introduction string, tags string,"
+        " price_level int, rating double, opening_hours string, monthly_sales int"
+    )
+    return spark.createDataFrame(full, schema)
+
+
+def clean_world(spark: SparkSession, world_catalog) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """The test world's raw tables minus bad rows (a simple stand-in for `etl clean`)."""
+    users_df = world_catalog.read(spark, "raw.users").where(F.col("age_band").isNotNull())
+    pois_df = world_catalog.read(spark, "raw.pois").where(F.col("name").isNotNull())
+    raw = world_catalog.read(spark, "raw.impressions")
+    unique = raw.groupBy("event_id").count().where("count = 1").select("event_id")
+    impressions_df = (
+        raw.where(F.col("user_id").isNotNull() & (F.col("ts") > F.timestamp_seconds(F.lit(0))))
+        .where(~F.col("weather").contains("#"))
+        .join(unique, "event_id")
+        .join(users_df.select("user_id"), "user_id", "left_semi")
+        .join(pois_df.select("poi_id"), "poi_id", "left_semi")
+    )
+    return users_df, pois_df, impressions_df

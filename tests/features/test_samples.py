@@ -1,0 +1,217 @@
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from etl.synthetic.randomness import uniform
+from features import samples, stats
+from features.samples import SamplesConfig
+from features.stats import StatsConfig
+from tests.features import builders
+
+D1, D2, D3 = dt.date(2026, 4, 6), dt.date(2026, 4, 7), dt.date(2026, 4, 8)
+# (poi_id, city, cuisine, opening hours)
+POIS = [
+    (10, "A", "Noodles", "10:00-22:00"),
+    (11, "A", "Rice", "10:00-22:00"),
+    (12, "A", "BBQ", "17:00-03:00"),  # past midnight: dinner, evening, late night
+    (13, "A", "Breakfast", "06:00-10:00"),  # breakfast only
+    (14, "A", "Dumplings", "08:00-23:00"),
+    (15, "A", "Tea", "09:00-21:00"),
+    (20, "B", "Noodles", "10:00-22:00"),
+    (21, "B", "Rice", "11:00-14:00"),
+]
+# (event_id, user_id, poi_id, day, UTC time, city, clicked, ordered)
+LOG = [
+    (1, 1, 10, "2026-04-06", "12:30", "A", 1, 1),  # lunch
+    (2, 1, 12, "2026-04-06", "23:30", "A", 1, 0),  # evening
+    (3, 2, 20, "2026-04-06", "12:00", "B", 1, 1),  # lunch in city B
+    (4, 2, 10, "2026-04-06", "12:00", "A", 0, 0),
+    (5, 1, 11, "2026-04-07", "02:00", "A", 1, 0),  # late night
+    (6, 2, 13, "2026-04-07", "07:00", "A", 1, 0),  # breakfast
+    (7, 2, 14, "2026-04-07", "07:00", "A", 0, 0),
+    (8, 1, 14, "2026-04-08", "18:00", "A", 1, 1),  # dinner
+    (9, 1, 15, "2026-04-08", "18:00", "A", 0, 0),
+    # unclicked impressions of user 3, for the down-sampling
+    *[(e, 3, 10 + e % 2, f"2026-04-0{6 + e % 3}", "12:00", "A", 0, 0) for e in range(10, 30)],
+]
+# positive event -> its eligible negatives: open in the event's city and slot, not a POI the user
+# had a positive with that day (user 1 on day 1: 10 and 12)
+ELIGIBLE = {
+    1: {11, 14, 15},
+    2: {11, 14},
+    3: {21},
+    5: {12},
+    6: {14, 15},
+    8: {10, 11, 12, 15},
+}
+SLOT = {1: "lunch", 2: "evening", 3: "lunch", 5: "late night", 6: "breakfast", 8: "dinner"}
+EVENTS = {row[0]: row for row in LOG}
+DAY = {"2026-04-06": D1, "2026-04-07": D2, "2026-04-08": D3}
+
+
+def _inputs(spark, catalog, partitions=None):
+    log = builders.impressions(spark, LOG)
+    if partitions:
+        log = log.repartition(partitions)
+    catalog.write(log, "clean.impressions", partition_by=["dt"])
+    catalog.write(builders.users(spark, [1, 2, 3]), "clean.users")
+    catalog.write(builders.pois(spark, POIS), "clean.pois")
+    stats.run(spark, catalog, StatsConfig(prior_strength=2.0), log=lambda _: None)
+
+
+def _cfg(**kwargs):
+    return SamplesConfig(**{"seed": 5, "test_day_index": 3, **kwargs})
+
+
+def _projection(df):
+    cols = ["user_id", "poi_id", "dt", "split", "click", "ctcvr", "neg_rate", "position", "scene_time_slot"]
+    return sorted(tuple(r) for r in df.select(*cols).collect())
+
+
+def _expected_row(event_id, poi_id, click, ctcvr, neg_rate):
+    _, user, _, day, _, _, _, _ = EVENTS[event_id]
+    split = "test" if DAY[day] == D3 else "train"
+    return (user, poi_id, DAY[day], split, click, ctcvr, neg_rate, event_id % 3 + 1, SLOT[event_id])
+
+
+def test_positive_only_takes_open_pois_of_the_city_and_slot_never_the_users_own(spark, catalog):
+    _inputs(spark, catalog)
+    samples.run(spark, catalog, _cfg(mode="positive_only", negatives_per_positive=5), log=lambda _: None)
+    table = catalog.read(spark, samples.OUTPUT)
+    expected = []
+    for event_id, negatives in ELIGIBLE.items():
+        _, _, poi, _, _, _, _, ordered = EVENTS[event_id]
+        expected.append(_expected_row(event_id, poi, 1, ordered, 1.0))
+        expected += [_expected_row(event_id, n, 0, 0, 1.0) for n in negatives]
+    assert _projection(table) == sorted(expected)
+    assert table.columns == samples.SAMPLE_COLUMNS
+    positive_ids = {r["sample_id"] for r in table.where("click = 1").collect()}
+    assert positive_ids == set(ELIGIBLE)
+    assert table.select("sample_id").distinct().count() == table.count()
+
+
+def test_positive_only_keeps_the_first_k_by_hash_and_records_the_effective_rate(spark, catalog):
+    _inputs(spark, catalog)
+    summary = samples.run(
+        spark, catalog, _cfg(mode="positive_only", negatives_per_positive=2), log=lambda _: None
+    )
+    negatives = catalog.read(spark, samples.OUTPUT).where("click = 0").collect()
+    by_event = {}
+    for event_id, (_, user, _, day, *_rest) in EVENTS.items():
+        if event_id in ELIGIBLE:
+            by_event[(user, DAY[day], SLOT[event_id])] = event_id
+    drawn, rates = {}, {}
+    for r in negatives:
+        event_id = by_event[(r["user_id"], r["dt"], r["scene_time_slot"])]
+        drawn.setdefault(event_id, set()).add(r["poi_id"])
+        rates[event_id] = r["neg_rate"]
+    for event_id, eligible in ELIGIBLE.items():
+        assert drawn[event_id] <= eligible
+        assert len(drawn[event_id]) == min(2, len(eligible))
+        assert rates[event_id] == pytest.approx(min(1.0, 2 / len(eligible)))
+    assert summary["train_rows"] + summary["test_rows"] == 6 + sum(min(2, len(e)) for e in ELIGIBLE.values())
+    assert summary["test_click_rate"] == pytest.approx(1 / 3)  # event 8 and its two negatives
+
+
+def test_impressions_mode_keeps_clicks_and_hash_chosen_negatives(spark, catalog):
+    _inputs(spark, catalog)
+    summary = samples.run(spark, catalog, _cfg(mode="impressions", neg_rate=0.5), log=lambda _: None)
+    log = builders.impressions(spark, LOG)
+    draws = {
+        r["event_id"]: r["u"]
+        for r in log.select("event_id", uniform(5, "negative_sample", "event_id").alias("u")).collect()
+    }
+    kept = {e for e, row in EVENTS.items() if row[6] == 1 or draws[e] < 0.5}
+    assert (
+        0 < len(kept - {e for e, row in EVENTS.items() if row[6] == 1}) < 23
+    )  # of 23 negatives some go, some stay
+    table = catalog.read(spark, samples.OUTPUT)
+    expected = []
+    for e in kept:
+        _, user, poi, day, _, _, clicked, ordered = EVENTS[e]
+        split = "test" if DAY[day] == D3 else "train"
+        expected.append((e, user, poi, DAY[day], split, clicked, clicked * ordered, 0.5, e % 3 + 1))
+    cols = ["sample_id", "user_id", "poi_id", "dt", "split", "click", "ctcvr", "neg_rate", "position"]
+    assert sorted(tuple(r) for r in table.select(*cols).collect()) == sorted(expected)
+    assert summary["neg_rate"] == 0.5
+    assert summary["train_rows"] == sum(1 for e in kept if EVENTS[e][3] != "2026-04-08")
+    assert summary["test_rows"] == sum(1 for e in kept if EVENTS[e][3] == "2026-04-08")
+
+
+def test_fields_and_point_in_time_statistics_are_joined_and_zero_filled(spark, catalog):
+    _inputs(spark, catalog)
+    samples.run(spark, catalog, _cfg(mode="impressions", neg_rate=1.0), log=lambda _: None)
+    table = catalog.read(spark, samples.OUTPUT)
+    global_d3 = catalog.read(spark, stats.GLOBAL_STATS).where(F.col("dt") == F.lit(D3)).first()
+    row = table.where("sample_id = 8").first()  # user 1 at POI 14 on day 3
+    assert (row["user_gender"], row["user_age_band"], row["poi_city"], row["poi_cuisine"]) == (
+        "female",
+        "25-34",
+        "A",
+        "Dumplings",
+    )
+    assert row["user_gender_id"] is not None and row["poi_cuisine_id"] is not None
+    # user 1 before day 3: events 1, 2, 5 (3 clicks, 1 order); POI 14: event 7 (no click); the pair: nothing
+    assert (row["user_impressions"], row["user_clicks"], row["user_orders"]) == (3, 3, 1)
+    assert (row["poi_impressions"], row["poi_clicks"], row["poi_orders"]) == (1, 0, 0)
+    assert (row["user_poi_impressions"], row["user_poi_clicks"], row["user_poi_orders"]) == (0, 0, 0)
+    assert row["user_poi_ctr"] == pytest.approx(global_d3["global_ctr"])
+    assert row["user_poi_cvr"] == pytest.approx(global_d3["global_cvr"])
+    assert row["scene_city"] == "A" and row["scene_time_slot"] == "dinner"
+    first_day = table.where("dt = '2026-04-06'").select(*samples.STAT_COLUMNS).distinct().collect()
+    assert [tuple(r) for r in first_day] == [(0, 0, 0, 0.0, 0.0) * 3]  # no history on day 1
+    assert table.where(F.col("neg_rate") != 1.0).count() == 0
+    assert table.count() == len(LOG)
+
+
+@pytest.mark.parametrize("mode", ["impressions", "positive_only"])
+def test_same_result_under_any_partitioning_and_when_run_twice(spark, tmp_path, mode):
+    from etl.core.catalog import TableCatalog
+
+    tables = []
+    for partitions in (1, 5):
+        catalog = TableCatalog.resolve(str(tmp_path / f"p{partitions}"))
+        _inputs(spark, catalog, partitions=partitions)
+        cfg = _cfg(mode=mode, neg_rate=0.4, negatives_per_positive=1)
+        first = samples.run(spark, catalog, cfg, log=lambda _: None)
+        rows = sorted(tuple(r) for r in catalog.read(spark, samples.OUTPUT).collect())
+        second = samples.run(spark, catalog, cfg, log=lambda _: None)
+        assert sorted(tuple(r) for r in catalog.read(spark, samples.OUTPUT).collect()) == rows
+        assert second["output_versions"][samples.OUTPUT] == first["output_versions"][samples.OUTPUT] + 1
+        figures = lambda summary: {k: v for k, v in summary.items() if k != "output_versions"}  # noqa: E731
+        assert figures(first) == figures(second)
+        tables.append(rows)
+    assert tables[0] == tables[1]
+
+
+def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog):
+    users, pois, log = builders.clean_world(spark, world_catalog)
+    catalog.write(log, "clean.impressions", partition_by=["dt"])
+    catalog.write(users, "clean.users")
+    catalog.write(pois, "clean.pois")
+    stats.run(spark, catalog, StatsConfig(), log=lambda _: None)
+    summary = samples.run(spark, catalog, SamplesConfig(neg_rate=0.2, test_day_index=3), log=lambda _: None)
+    totals = log.agg(F.sum("clicked").alias("clicks"), F.count(F.lit(1)).alias("rows")).first()
+    table = catalog.read(spark, samples.OUTPUT)
+    assert table.where("click = 1").count() == totals["clicks"]
+    negatives = table.where("click = 0").count()
+    assert 0.15 < negatives / (totals["rows"] - totals["clicks"]) < 0.25
+    assert summary["train_rows"] + summary["test_rows"] == table.count()
+    assert summary["test_rows"] == table.where(F.col("dt") == F.lit(D3)).count() > 0
+    assert summary["train_click_rate"] > 0.2  # clicks are over-represented after down-sampling
+    assert table.where(F.col("user_gender").isNull() | F.col("poi_cuisine").isNull()).count() == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"mode": "clicks"}, "mode"),
+        ({"neg_rate": 0.0}, "neg_rate"),
+        ({"negatives_per_positive": 0}, "negatives_per_positive"),
+        ({"test_day_index": 0}, "test_day_index"),
+    ],
+)
+def test_config_errors_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        SamplesConfig(**kwargs)

@@ -1,0 +1,83 @@
+"""The `larr` entry point: a JSON summary line, a run record, clear one-line errors, spark-submit."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from etl.core.catalog import TableCatalog
+from etl.core.spark import DELTA_CONFS, delta_jars
+from jobs.cli import main
+from tests.conftest import REPO_ROOT
+
+SMALL_WORLD = [
+    "--set", "world.users=60", "--set", "world.pois=120", "--set", "world.days=2",
+    "--set", "world.impressions_per_day=300", "--set", "test_day=2",
+]  # fmt: skip
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_generate_prints_one_json_line_and_records_the_run(spark, lakehouse, capsys):
+    assert main(["generate", "--lakehouse", str(lakehouse), *SMALL_WORLD]) == 0
+    summary = last_json_line(capsys.readouterr().out)
+    assert summary["job"] == "generate"
+    assert summary["impressions"] == 600
+    expected = {"users", "pois", "ctr", "cvr", "bayes_auc_ctr_test", "seconds", "mlflow_run_id"}
+    assert expected <= set(summary)
+    records = list((lakehouse / "_runs").glob("generate-*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text()) == summary
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["world.users"] == "60"
+    assert run.data.metrics["impressions"] == 600.0
+    assert TableCatalog.resolve(str(lakehouse)).exists(spark, "raw.impressions")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "world.userz=3"], "unknown config key world.userz"),
+        (["--set", "world.users=many"], "config key world.users: expected int, got str 'many'"),
+        (["--config", "/nonexistent/generate.yaml"], "config file /nonexistent/generate.yaml does not exist"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(lakehouse, capsys, args, message):
+    assert main(["generate", "--lakehouse", str(lakehouse), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and err.startswith("larr generate: error:")
+    assert not (lakehouse / "raw").exists()
+
+
+def test_unwritable_lakehouse_and_unreachable_tracking(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["generate", "--lakehouse", str(blocker / "lh")]) == 2
+    assert f"lakehouse {blocker}/lh is not writable" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    assert main(["generate", "--lakehouse", str(tmp_path / "lh")]) == 2
+    assert f"MLflow tracking URI sqlite:///{blocker}/mlflow.db is unreachable" in capsys.readouterr().err
+    assert not (tmp_path / "lh" / "raw").exists()
+
+
+def test_generate_runs_under_spark_submit(tmp_path):
+    lakehouse = tmp_path / "lakehouse"
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    confs = [x for key, value in DELTA_CONFS.items() for x in ("--conf", f"{key}={value}")]
+    command = [
+        str(spark_submit), "--master", "local[2]", "--jars", ",".join(str(j) for j in delta_jars()), *confs,
+        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=4",
+        str(REPO_ROOT / "jobs" / "spark_submit.py"), "generate", "--lakehouse", str(lakehouse), *SMALL_WORLD,
+    ]  # fmt: skip
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = last_json_line(done.stdout)
+    assert summary["job"] == "generate" and summary["impressions"] == 600
+    assert (lakehouse / "raw" / "impressions" / "_delta_log").is_dir()
