@@ -35,7 +35,13 @@ from pyspark.sql import functions as F
 from etl.core.catalog import TableCatalog
 from etl.synthetic.randomness import uniform
 from features import stats
-from features.scene_values import SCENE_FEATURES, _time_slot, id_column, value_column, with_scene_values
+from features.scene_values import (
+    SCENE_FEATURES,
+    id_column,
+    time_slot_of_hour,
+    value_column,
+    with_scene_values,
+)
 
 OUTPUT = "samples.ctr"
 INPUTS = ("clean.impressions", "clean.users", "clean.pois")
@@ -101,7 +107,9 @@ def open_slots(pois: DataFrame) -> DataFrame:
         "poi_id", "city", "opening_hours", F.explode(F.sequence(F.lit(0), F.lit(23))).alias("hour")
     )
     return (
-        hours.where(is_open).select("poi_id", "city", _time_slot(F.col("hour")).alias("time_slot")).distinct()
+        hours.where(is_open)
+        .select("poi_id", "city", time_slot_of_hour(F.col("hour")).alias("time_slot"))
+        .distinct()
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from etl.core.clock import utc_hour
 from etl.tokens import SCENE_FEATURES  # defined once, beside their special tokens
 
 NO_RECENT_INTENT = "no recent orders"
@@ -30,12 +31,7 @@ def scene_id(feature: str | Column, value: Column) -> Column:
     return F.xxhash64(feature_col, value)
 
 
-def utc_hour(ts: Column) -> Column:
-    """Hour of day in UTC, whatever the session time zone (epoch seconds are zone-free)."""
-    return F.floor((F.unix_timestamp(ts) % 86400) / 3600).cast("int")
-
-
-def _time_slot(hour: Column) -> Column:
+def time_slot_of_hour(hour: Column) -> Column:
     return (
         F.when(hour.between(6, 9), "breakfast")
         .when(hour.between(10, 13), "lunch")
@@ -94,7 +90,7 @@ def with_scene_values(impressions: DataFrame, pois: DataFrame) -> DataFrame:
     values = {
         "city": F.col("city"),
         "district_type": F.col("district_type"),
-        "time_slot": _time_slot(hour),
+        "time_slot": time_slot_of_hour(hour),
         "day_type": F.when(F.dayofweek("dt").isin(1, 7), "weekend").otherwise("weekday"),
         "weather": F.col("weather"),
         "temperature_band": _temperature_band(F.col("temperature_c")),

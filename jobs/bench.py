@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from pyspark.sql import SparkSession
 
-from etl.core.catalog import TableCatalog
+from etl.core.catalog import TableCatalog, is_remote
 from etl.synthetic import job as generate_job
 from etl.synthetic.config import GenerateConfig, WorldConfig
 
@@ -57,6 +57,6 @@ def bench_generate(spark: SparkSession, catalog: TableCatalog, cfg: BenchGenerat
         }
         log(f"bench generate: {entry}")
         results.append(entry)
-        if not cfg.keep_tables and "://" not in scratch.root:
+        if not cfg.keep_tables and not is_remote(scratch.root):
             shutil.rmtree(scratch.root, ignore_errors=True)
     return {"sizes": results, "cores": spark.sparkContext.defaultParallelism}

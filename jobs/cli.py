@@ -15,13 +15,16 @@ import sys
 import time
 from collections.abc import Sequence
 
+from etl.clean.job import CleanInputError
 from etl.core.catalog import CatalogError, TableCatalog
 from etl.core.tracking import TrackingError, configure, stage_run
+from etl.ingest.job import IngestError
+from etl.ingest.mapping import MappingError
 from jobs.commands import COMMANDS, Command, Context
 from jobs.config import ConfigError, default_config_path, load_config
 from jobs.summary import emit
 
-USER_ERRORS = (ConfigError, CatalogError, TrackingError)
+USER_ERRORS = (ConfigError, CatalogError, TrackingError, IngestError, MappingError, CleanInputError)
 
 
 def build_parser() -> argparse.ArgumentParser:

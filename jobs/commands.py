@@ -48,6 +48,48 @@ def _generate(ctx: Context, cfg) -> dict:
     return job.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
 
 
+def _etl_ingest(ctx: Context, cfg) -> dict:
+    from etl.ingest import job
+
+    return job.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
+def _etl_clean(ctx: Context, cfg) -> dict:
+    from etl.clean import job
+
+    return job.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
+def _etl_corpus(ctx: Context, cfg) -> dict:
+    from etl.text import corpus
+
+    return corpus.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
+def _etl_pairs(ctx: Context, cfg) -> dict:
+    from etl.text import pairs
+
+    return pairs.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
+def _features_scene(ctx: Context, cfg) -> dict:
+    from features import scene
+
+    return scene.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
+def _features_stats(ctx: Context, cfg) -> dict:
+    from features import stats
+
+    return stats.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
+def _etl_samples(ctx: Context, cfg) -> dict:
+    from features import samples
+
+    return samples.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
 def _bench_generate(ctx: Context, cfg) -> dict:
     from jobs import bench
 
@@ -55,7 +97,14 @@ def _bench_generate(ctx: Context, cfg) -> dict:
 
 
 def _commands() -> dict[str, Command]:
+    from etl.clean.config import CleanConfig
+    from etl.ingest.job import IngestConfig
     from etl.synthetic.config import GenerateConfig
+    from etl.text.corpus import CorpusConfig
+    from etl.text.pairs import PairsConfig
+    from features.samples import SamplesConfig
+    from features.scene import SceneConfig
+    from features.stats import StatsConfig
     from jobs.bench import BenchGenerateConfig
 
     commands = [
@@ -66,6 +115,38 @@ def _commands() -> dict[str, Command]:
             "generate",
             _generate,
             "synthesise the food-delivery world",
+        ),
+        Command(
+            "etl ingest", "etl", IngestConfig, "etl_ingest", _etl_ingest, "bring your own logs (CSV/Parquet)"
+        ),
+        Command(
+            "etl clean", "etl", CleanConfig, "etl_clean", _etl_clean, "validated tables and a rejects table"
+        ),
+        Command("etl corpus", "etl", CorpusConfig, "etl_corpus", _etl_corpus, "stage-1 special-token corpus"),
+        Command("etl pairs", "etl", PairsConfig, "etl_pairs", _etl_pairs, "stage-2 contrastive pairs"),
+        Command(
+            "features scene",
+            "features",
+            SceneConfig,
+            "features_scene",
+            _features_scene,
+            "the scene dictionary: distinct scene feature values and their texts",
+        ),
+        Command(
+            "features stats",
+            "features",
+            StatsConfig,
+            "features_stats",
+            _features_stats,
+            "point-in-time user, POI and user x POI statistics",
+        ),
+        Command(
+            "etl samples",
+            "etl",
+            SamplesConfig,
+            "etl_samples",
+            _etl_samples,
+            "negatively sampled CTR / CTCVR samples",
         ),
         Command(
             "bench generate",

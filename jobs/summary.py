@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from etl.core.catalog import is_remote
+
 
 def _clean(value: Any) -> Any:
     """JSON has no NaN: report a non-finite figure as null rather than writing invalid JSON."""
@@ -37,7 +39,7 @@ def emit(job: str, figures: dict[str, Any], lakehouse_root: str, spark=None) -> 
     line = json.dumps(record, sort_keys=False)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     name = f"{job.replace(' ', '-')}-{stamp}.json"
-    if "://" in lakehouse_root:
+    if is_remote(lakehouse_root):
         if spark is not None:
             write_remote(spark, f"{lakehouse_root.rstrip('/')}/_runs/{name}", line + "\n")
     else:

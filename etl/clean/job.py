@@ -11,7 +11,7 @@ Nothing is dropped silently: the job checks input rows = valid rows + rejected r
 from __future__ import annotations
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.clean import rules
@@ -20,7 +20,7 @@ from etl.core.catalog import TableCatalog
 from etl.core.raw_schema import KEYS, PARTITIONS, RAW_SCHEMAS, TABLES
 
 REASON = "_reason"
-PAYLOAD = "_payload"
+RAW_PREFIX = "_raw_"  # source values carried for the payload of rejects
 REJECTS = "clean.rejects"
 REJECT_COLUMNS = ("source_table", "reason", "raw_payload", "dt", "input_version")
 
@@ -40,19 +40,39 @@ def check_columns(raw: DataFrame, table: str) -> None:
 
 
 def annotate(raw: DataFrame, table: str, cfg: CleanConfig) -> DataFrame:
-    """Raw rows -> the raw columns cast to the raw schema, `_payload` (JSON of the raw row as read)
-    and `_reason` (the first failed single-row rule, null when the row passes)."""
+    """Raw rows -> the raw columns cast to the raw schema and `_reason`, the first failed
+    single-row rule (null when the row passes).
+
+    Source values that the cast may change (a column of another type) and columns outside the
+    schema are carried as `_raw_<name>` so that a reject's payload is the row as read.
+    """
     check_columns(raw, table)
     schema = RAW_SCHEMAS[table]
-    payload = F.to_json(F.struct(*[F.col(c) for c in raw.columns]), {"ignoreNullFields": "false"})
+    types = {f.name: f.dataType for f in raw.schema.fields}
+    carried = [c for c in raw.columns if c not in schema.names or types[c] != schema[c].dataType]
     typed = raw.select(
         *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in schema.fields],
-        payload.alias(PAYLOAD),
+        *[F.col(c).alias(RAW_PREFIX + c) for c in carried],
         rules.first_failure(rules.type_rules(raw.schema, schema)).alias(REASON),
     )
     return typed.withColumn(
         REASON, F.coalesce(F.col(REASON), rules.first_failure(rules.row_rules(table, schema, cfg)))
     )
+
+
+def payload(annotated: DataFrame, table: str) -> Column:
+    """JSON of the row as read (nulls included): schema columns, then any extra source columns."""
+    columns = [
+        F.col(RAW_PREFIX + name if RAW_PREFIX + name in annotated.columns else name).alias(name)
+        for name in RAW_SCHEMAS[table].names
+    ]
+    extra = [
+        c
+        for c in annotated.columns
+        if c.startswith(RAW_PREFIX) and c[len(RAW_PREFIX) :] not in RAW_SCHEMAS[table].names
+    ]
+    columns += [F.col(c).alias(c[len(RAW_PREFIX) :]) for c in extra]
+    return F.to_json(F.struct(*columns), {"ignoreNullFields": "false"})
 
 
 def with_references(impressions: DataFrame, users: DataFrame, pois: DataFrame) -> DataFrame:
@@ -69,14 +89,15 @@ def with_references(impressions: DataFrame, users: DataFrame, pois: DataFrame) -
     return joined.withColumn(REASON, reason).select(*columns)
 
 
-def with_duplicates(annotated: DataFrame, key: str) -> DataFrame:
+def with_duplicates(annotated: DataFrame, table: str) -> DataFrame:
     """Keep one valid row per key, the first by content hash (then content); reject the others.
 
     Rows already rejected sort last and keep their reason; rows without a key are spread by their
     content hash instead of piling into one partition.
     """
-    order = Window.partitionBy(F.coalesce(F.col(key), F.xxhash64(PAYLOAD))).orderBy(
-        F.col(REASON).isNotNull(), F.xxhash64(PAYLOAD), F.col(PAYLOAD)
+    key, content = KEYS[table], [F.col(c) for c in RAW_SCHEMAS[table].names]
+    order = Window.partitionBy(F.coalesce(F.col(key), F.xxhash64(*content))).orderBy(
+        F.col(REASON).isNotNull(), F.xxhash64(*content), *content
     )
     duplicate = F.when(F.row_number().over(order) > 1, F.lit(f"duplicate_{key}"))
     return annotated.withColumn(REASON, F.coalesce(F.col(REASON), duplicate))
@@ -84,7 +105,7 @@ def with_duplicates(annotated: DataFrame, key: str) -> DataFrame:
 
 def transform_entities(raw: DataFrame, table: str, cfg: CleanConfig) -> DataFrame:
     """raw.users or raw.pois -> annotated rows (see `annotate`), duplicates of the key rejected."""
-    return with_duplicates(annotate(raw, table, cfg), KEYS[table])
+    return with_duplicates(annotate(raw, table, cfg), table)
 
 
 def transform_impressions(
@@ -92,7 +113,7 @@ def transform_impressions(
 ) -> DataFrame:
     """raw.impressions -> annotated rows: row rules, then references, then duplicate event ids."""
     annotated = with_references(annotate(raw, "impressions", cfg), valid_users, valid_pois)
-    return with_duplicates(annotated, KEYS["impressions"])
+    return with_duplicates(annotated, "impressions")
 
 
 def valid_rows(annotated: DataFrame, table: str) -> DataFrame:
@@ -104,7 +125,7 @@ def rejected_rows(annotated: DataFrame, table: str, input_version: int) -> DataF
     return annotated.where(F.col(REASON).isNotNull()).select(
         F.lit(f"raw.{table}").alias("source_table"),
         F.col(REASON).alias("reason"),
-        F.col(PAYLOAD).alias("raw_payload"),
+        payload(annotated, table).alias("raw_payload"),
         day.alias("dt"),
         F.lit(input_version).cast("long").alias("input_version"),
     )

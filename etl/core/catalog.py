@@ -26,6 +26,11 @@ class CatalogError(ValueError):
     pass
 
 
+def is_remote(root: str) -> bool:
+    """True for URIs such as s3://bucket/x, abfss://..., dbfs:/x (not a local folder)."""
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:/", root) is not None
+
+
 @dataclass(frozen=True)
 class TableCatalog:
     root: str
@@ -35,7 +40,7 @@ class TableCatalog:
     def resolve(cls, lakehouse: str | None = None, unity_prefix: str | None = None) -> TableCatalog:
         """Root from the argument, else $LARR_LAKEHOUSE, else ./lakehouse (made absolute)."""
         root = lakehouse or os.environ.get("LARR_LAKEHOUSE") or DEFAULT_LAKEHOUSE
-        if "://" not in root:
+        if not is_remote(root):
             root = str(Path(root).expanduser().resolve())
         prefix = unity_prefix or os.environ.get("LARR_UNITY_CATALOG") or None
         if prefix and prefix.count(".") != 1:
@@ -44,7 +49,7 @@ class TableCatalog:
 
     def check_writable(self) -> None:
         """Fail early, naming the path, when a local lakehouse root cannot be written."""
-        if "://" in self.root:
+        if is_remote(self.root):
             return
         path = Path(self.root)
         try:

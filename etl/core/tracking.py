@@ -15,6 +15,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from etl.core.catalog import is_remote
+
 EXPERIMENT_PREFIX = "larr"
 
 
@@ -31,7 +33,7 @@ def tracking_uri(lakehouse_root: str) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    if "://" in lakehouse_root:
+    if is_remote(lakehouse_root):
         raise TrackingError(
             f"lakehouse {lakehouse_root} is remote: set MLFLOW_TRACKING_URI (for example `databricks`)"
         )
@@ -39,7 +41,7 @@ def tracking_uri(lakehouse_root: str) -> str:
 
 
 def artifact_root(lakehouse_root: str) -> str | None:
-    if os.environ.get("MLFLOW_TRACKING_URI") or "://" in lakehouse_root:
+    if os.environ.get("MLFLOW_TRACKING_URI") or is_remote(lakehouse_root):
         return None  # the tracking server decides
     return (Path(lakehouse_root).resolve() / "mlartifacts").as_uri()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from etl.core.clock import utc_hour
 from etl.tokens import join_wrapped, wrap
 
 USER_PROFILE_SLICES = ("user_profile",)
@@ -36,16 +37,11 @@ def profile_value() -> Column:
     )
 
 
-def _hour_of_day(ts: Column) -> Column:
-    """Hour of day from epoch seconds: the same in every session time zone."""
-    return F.floor((F.unix_timestamp(ts) % 86400) / 3600).cast("int")
-
-
 def _environment() -> Column:
     """'Monday 12:00, Chengdu, office, rainy, 18°C, away from home' of one impression."""
     return F.concat_ws(
         ", ",
-        F.concat_ws(" ", F.date_format("dt", "EEEE"), F.format_string("%02d:00", _hour_of_day(F.col("ts")))),
+        F.concat_ws(" ", F.date_format("dt", "EEEE"), F.format_string("%02d:00", utc_hour(F.col("ts")))),
         F.col("city"),
         F.col("location_type"),
         F.col("weather"),

@@ -1,0 +1,11 @@
+"""Time-of-day helpers that do not depend on the Spark session's time zone."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+
+def utc_hour(ts: Column) -> Column:
+    """Hour of day in UTC, whatever the session time zone (epoch seconds are zone-free)."""
+    return F.floor((F.unix_timestamp(ts) % 86400) / 3600).cast("int")

@@ -1,0 +1,88 @@
+from pyspark.sql import functions as F
+
+from etl.tokens import SCENE_FEATURES, wrap_text
+from features import scene
+from features.scene import SceneConfig
+from features.scene_values import id_column, scene_id, value_column, with_scene_values
+from jobs.config import default_config_path, load_config
+from tests.etl.text_fixtures import (
+    IMPRESSIONS,
+    IMPRESSIONS_SCHEMA,
+    POIS,
+    POIS_SCHEMA,
+    impression,
+    write_clean,
+)
+
+# the 8 hand-made impressions: Chengdu offices, Monday to Wednesday in April, one rainy 17.6 C
+# row, one away from home; user 10 ordered noodles on Monday, so his Tuesday intent is Noodles
+VALUES = {
+    ("city", "Chengdu"): 8,
+    ("district_type", "urban core"): 8,
+    ("time_slot", "breakfast"): 2,
+    ("time_slot", "lunch"): 4,
+    ("time_slot", "dinner"): 2,
+    ("day_type", "weekday"): 8,
+    ("weather", "rainy"): 1,
+    ("weather", "sunny"): 7,
+    ("temperature_band", "mild 10-20C"): 1,
+    ("temperature_band", "warm 20-28C"): 7,
+    ("season", "spring"): 8,
+    ("travel_status", "travelling away from home city"): 1,
+    ("travel_status", "in home city"): 7,
+    ("location_type", "office"): 8,
+    ("recent_intent", "no recent orders"): 6,
+    ("recent_intent", "Noodles"): 2,
+}
+
+
+def _rows(df):
+    return sorted(tuple(r) for r in df.select(*scene.COLUMNS).collect())
+
+
+def _expected(spark):
+    ids = spark.createDataFrame([(f, v) for f, v in VALUES], "feature string, value string")
+    ids = {
+        (r[0], r[1]): r[2]
+        for r in ids.select("feature", "value", scene_id(F.col("feature"), F.col("value"))).collect()
+    }
+    return sorted((f, v, wrap_text(f"scene_{f}", v), ids[(f, v)], n) for (f, v), n in VALUES.items())
+
+
+def test_scene_dictionary_whole_table_and_idempotent(spark, catalog):
+    write_clean(spark, catalog)
+    figures = scene.run(spark, catalog, SceneConfig(), log=lambda _: None)
+    expected = _expected(spark)
+    assert _rows(catalog.read(spark, "features.scene_dictionary")) == expected
+    assert expected[0][2].startswith("<scene_city>") and expected[0][2].endswith("</scene_city>")
+    assert figures["values"] == 16 and figures["time_slot_values"] == 3 and figures["season_values"] == 1
+    assert figures["input_versions"] == {"clean.impressions": 0, "clean.pois": 0}
+    again = scene.run(spark, catalog, SceneConfig(), log=lambda _: None)
+    assert again["output_versions"] == {
+        "features.scene_dictionary": figures["output_versions"][scene.OUTPUT] + 1
+    }
+    assert _rows(catalog.read(spark, "features.scene_dictionary")) == expected
+
+
+def test_every_scene_id_of_an_impression_is_in_the_dictionary(spark):
+    extra = [impression(30, IMPRESSIONS[0][-1], 2, 12, 3, 0, 0, weather=None, temp=-4.0)]
+    impressions = spark.createDataFrame(IMPRESSIONS + extra, IMPRESSIONS_SCHEMA)
+    pois = spark.createDataFrame(POIS, POIS_SCHEMA)
+    dictionary = scene.transform(impressions, pois)
+    rows = with_scene_values(impressions, pois)
+    for feature in SCENE_FEATURES:
+        keys = rows.where(F.col(value_column(feature)).isNotNull()).select(
+            F.lit(feature).alias("feature"),
+            F.col(value_column(feature)).alias("value"),
+            F.col(id_column(feature)).alias("scene_id"),
+        )
+        assert keys.join(dictionary, ["feature", "value", "scene_id"], "left_anti").count() == 0
+    # the null weather gets no row; the freezing night does
+    assert dictionary.where(F.col("value").isNull() | F.col("text").isNull()).count() == 0
+    got = {(r[0], r[1]) for r in dictionary.select("feature", "value").collect()}
+    assert {("temperature_band", "freezing below 0C"), ("time_slot", "late night")} <= got
+    assert dictionary.groupBy("scene_id").count().where(F.col("count") > 1).count() == 0
+
+
+def test_config_file_loads():
+    assert load_config(SceneConfig, default_config_path("features_scene")) == SceneConfig()
