@@ -32,8 +32,16 @@ format: setup
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+DEMO_STEPS := generate "etl clean" "etl corpus" "etl pairs" "features scene" "features stats" "etl samples"
+
 demo: setup
-	$(BIN)/larr generate --lakehouse $(LAKEHOUSE)
+	@set -e; start=$$(date +%s); for step in $(DEMO_STEPS); do \
+		echo "== larr $$step"; $(BIN)/larr $$step --lakehouse $(LAKEHOUSE) 2>&1 | grep -v -E '^(WARNING|Using Spark|Setting default|To adjust|[0-9/]+ [0-9:]+ (WARN|INFO))'; \
+		test $${PIPESTATUS[0]} -eq 0; done; \
+	echo "== larr etl ingest (bring your own logs: tests/data/byo)"; \
+	$(BIN)/larr etl ingest --lakehouse $(LAKEHOUSE)/byo --set mapping=tests/data/byo/mapping.yaml 2>&1 | tail -n 1; \
+	$(BIN)/larr etl clean --lakehouse $(LAKEHOUSE)/byo 2>&1 | tail -n 1; \
+	echo "demo finished in $$(( $$(date +%s) - start )) s"
 
 bench: setup
 	$(BIN)/larr bench generate --lakehouse $(LAKEHOUSE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from pyspark.sql import SparkSession
@@ -26,27 +27,43 @@ def _scratch(catalog: TableCatalog, name: str) -> TableCatalog:
     return TableCatalog(root=f"{catalog.root.rstrip('/')}/_bench/{name}", unity_prefix=None)
 
 
+def _world_of_size(size: int, impressions_per_user: int, impressions_per_poi: int) -> GenerateConfig:
+    """The default world scaled to `size` impressions; users and POIs grow with it."""
+    world = WorldConfig()
+    return GenerateConfig(
+        world=replace(
+            world,
+            impressions_per_day=size // world.days,
+            users=max(world.users, size // impressions_per_user),
+            pois=max(world.pois, size // impressions_per_poi),
+        )
+    )
+
+
+def _timed(step) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def _copy_seconds(spark: SparkSession, scratch: TableCatalog) -> float:
+    """The limit of this machine: read the raw log back and write a plain Delta copy of it."""
+    return _timed(lambda: scratch.write(scratch.read(spark, "raw.impressions"), "bench.copy"))
+
+
+def _drop(scratch: TableCatalog, keep: bool) -> None:
+    if not keep and not is_remote(scratch.root):
+        shutil.rmtree(scratch.root, ignore_errors=True)
+
+
 def bench_generate(spark: SparkSession, catalog: TableCatalog, cfg: BenchGenerateConfig, log=print) -> dict:
     results = []
     for size in cfg.sizes:
-        world = WorldConfig()
-        world = replace(
-            world,
-            impressions_per_day=size // world.days,
-            users=max(world.users, size // cfg.impressions_per_user),
-            pois=max(world.pois, size // cfg.impressions_per_poi),
-        )
-        gen_cfg = GenerateConfig(world=world)
+        gen_cfg = _world_of_size(size, cfg.impressions_per_user, cfg.impressions_per_poi)
         scratch = _scratch(catalog, f"generate_{size}")
-        started = time.perf_counter()
-        generate_job.write_world(spark, scratch, gen_cfg, log=log)
-        gen_seconds = time.perf_counter() - started
+        gen_seconds = _timed(lambda: generate_job.write_world(spark, scratch, gen_cfg, log=log))  # noqa: B023
         rows = scratch.read(spark, "raw.impressions").count()
-
-        # the limit: read the generated log back and write a plain Delta copy of it
-        started = time.perf_counter()
-        scratch.write(scratch.read(spark, "raw.impressions"), "bench.copy")
-        copy_seconds = time.perf_counter() - started
+        copy_seconds = _copy_seconds(spark, scratch)
         entry = {
             "impressions": rows,
             "seconds": round(gen_seconds, 2),
@@ -57,6 +74,75 @@ def bench_generate(spark: SparkSession, catalog: TableCatalog, cfg: BenchGenerat
         }
         log(f"bench generate: {entry}")
         results.append(entry)
-        if not cfg.keep_tables and not is_remote(scratch.root):
-            shutil.rmtree(scratch.root, ignore_errors=True)
+        _drop(scratch, cfg.keep_tables)
     return {"sizes": results, "cores": spark.sparkContext.defaultParallelism}
+
+
+@dataclass(frozen=True)
+class BenchEtlConfig:
+    sizes: list[int] = field(default_factory=lambda: [1_000_000, 4_000_000, 16_000_000])
+    impressions_per_user: int = 100
+    impressions_per_poi: int = 400
+    keep_tables: bool = False
+
+
+def _etl_steps() -> list[tuple[str, Callable[[SparkSession, TableCatalog], dict]]]:
+    """The ETL jobs in pipeline order, each with its default config."""
+    from etl.clean import job as clean
+    from etl.clean.config import CleanConfig
+    from etl.text import corpus, pairs
+    from features import samples, scene, stats
+
+    quiet = lambda _: None  # noqa: E731
+    return [
+        ("etl clean", lambda spark, cat: clean.run(spark, cat, CleanConfig(), log=quiet)),
+        ("etl corpus", lambda spark, cat: corpus.run(spark, cat, corpus.CorpusConfig(), log=quiet)),
+        ("etl pairs", lambda spark, cat: pairs.run(spark, cat, pairs.PairsConfig(), log=quiet)),
+        ("features scene", lambda spark, cat: scene.run(spark, cat, scene.SceneConfig(), log=quiet)),
+        ("features stats", lambda spark, cat: stats.run(spark, cat, stats.StatsConfig(), log=quiet)),
+        ("etl samples", lambda spark, cat: samples.run(spark, cat, samples.SamplesConfig(), log=quiet)),
+    ]
+
+
+def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, log=print) -> dict:
+    """Each ETL job at each size, against a plain Delta copy of the impressions in the same run."""
+    per_size = []
+    for size in cfg.sizes:
+        scratch = _scratch(catalog, f"etl_{size}")
+        generate_job.write_world(
+            spark, scratch, _world_of_size(size, cfg.impressions_per_user, cfg.impressions_per_poi), log=log
+        )
+        rows = scratch.read(spark, "raw.impressions").count()
+        copy_seconds = _copy_seconds(spark, scratch)
+        jobs = {}
+        for name, step in _etl_steps():
+            seconds = _timed(lambda: step(spark, scratch))  # noqa: B023
+            jobs[name] = {
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(rows / seconds),
+                "ratio_to_copy": round(copy_seconds / seconds, 3),
+            }
+            log(f"bench etl: {size} impressions: {name}: {jobs[name]}")
+        per_size.append(
+            {
+                "impressions": rows,
+                "copy_seconds": round(copy_seconds, 2),
+                "copy_rows_per_s": round(rows / copy_seconds),
+                "jobs": jobs,
+            }
+        )
+        _drop(scratch, cfg.keep_tables)
+    first, last = per_size[0], per_size[-1]
+    growth = {
+        name: round(last["jobs"][name]["seconds"] / first["jobs"][name]["seconds"], 2)
+        for name in first["jobs"]
+    }
+    growth["copy"] = round(last["copy_seconds"] / first["copy_seconds"], 2)
+    slowest = min(last["jobs"], key=lambda name: last["jobs"][name]["rows_per_s"])
+    return {
+        "sizes": per_size,
+        "time_growth": growth,
+        "size_growth": round(last["impressions"] / first["impressions"], 2),
+        "slowest_job": slowest,
+        "cores": spark.sparkContext.defaultParallelism,
+    }

@@ -96,6 +96,12 @@ def _bench_generate(ctx: Context, cfg) -> dict:
     return bench.bench_generate(ctx.spark, ctx.catalog, cfg, log=ctx.log)
 
 
+def _bench_etl(ctx: Context, cfg) -> dict:
+    from jobs import bench
+
+    return bench.bench_etl(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+
+
 def _commands() -> dict[str, Command]:
     from etl.clean.config import CleanConfig
     from etl.ingest.job import IngestConfig
@@ -105,7 +111,7 @@ def _commands() -> dict[str, Command]:
     from features.samples import SamplesConfig
     from features.scene import SceneConfig
     from features.stats import StatsConfig
-    from jobs.bench import BenchGenerateConfig
+    from jobs.bench import BenchEtlConfig, BenchGenerateConfig
 
     commands = [
         Command(
@@ -155,6 +161,14 @@ def _commands() -> dict[str, Command]:
             None,
             _bench_generate,
             "generation throughput against a plain Delta write",
+        ),
+        Command(
+            "bench etl",
+            "bench",
+            BenchEtlConfig,
+            None,
+            _bench_etl,
+            "every ETL job at 1M, 4M, 16M impressions against a plain Delta copy",
         ),
     ]
     return {c.name: c for c in commands}
