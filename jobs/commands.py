@@ -1,12 +1,22 @@
-"""The registry of `larr` commands: name -> (stage, config class, YAML file, runner)."""
+"""The registry of `larr` commands: name -> stage, config class, YAML file and job runner.
+
+Targets are `module:attribute` strings imported on use, so `larr --help` and a command's
+config checks do not pay for importing every job. Every runner has the signature
+`run(spark, catalog, cfg, log) -> dict`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from etl.core.catalog import TableCatalog
+
+
+def _resolve(target: str) -> Any:
+    module, attribute = target.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass
@@ -36,142 +46,40 @@ class Context:
 class Command:
     name: str
     stage: str  # the MLflow experiment is larr-<stage>
-    config_cls: type
-    config_file: str | None  # jobs/<config_file>.yaml, or None for dataclass defaults
-    run: Callable[[Context, Any], dict]
+    config: str  # "module:ConfigClass"
+    config_file: str | None  # jobs/<config_file>.yaml, or None for the dataclass defaults
+    runner: str  # "module:run"
     help: str = ""
 
+    @property
+    def config_cls(self) -> type:
+        return _resolve(self.config)
 
-def _generate(ctx: Context, cfg) -> dict:
-    from etl.synthetic import job
-
-    return job.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _etl_ingest(ctx: Context, cfg) -> dict:
-    from etl.ingest import job
-
-    return job.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+    def run(self, ctx: Context, cfg: Any) -> dict:
+        return _resolve(self.runner)(ctx.spark, ctx.catalog, cfg, log=ctx.log)
 
 
-def _etl_clean(ctx: Context, cfg) -> dict:
-    from etl.clean import job
+_COMMANDS = (
+    Command("generate", "generate", "etl.synthetic.config:GenerateConfig", "generate", "etl.synthetic.job:run",
+            "synthesise the food-delivery world"),
+    Command("etl ingest", "etl", "etl.ingest.job:IngestConfig", "etl_ingest", "etl.ingest.job:run",
+            "bring your own logs (CSV / Parquet) into the raw tables"),
+    Command("etl clean", "etl", "etl.clean.config:CleanConfig", "etl_clean", "etl.clean.job:run",
+            "validated tables and a rejects table"),
+    Command("etl corpus", "etl", "etl.text.corpus:CorpusConfig", "etl_corpus", "etl.text.corpus:run",
+            "stage-1 special-token corpus"),
+    Command("etl pairs", "etl", "etl.text.pairs:PairsConfig", "etl_pairs", "etl.text.pairs:run",
+            "stage-2 contrastive pairs"),
+    Command("features scene", "features", "features.scene:SceneConfig", "features_scene", "features.scene:run",
+            "the scene dictionary: distinct scene feature values and their texts"),
+    Command("features stats", "features", "features.stats:StatsConfig", "features_stats", "features.stats:run",
+            "point-in-time user, POI and user x POI statistics"),
+    Command("etl samples", "etl", "features.samples:SamplesConfig", "etl_samples", "features.samples:run",
+            "negatively sampled CTR / CTCVR samples"),
+    Command("bench generate", "bench", "jobs.bench:BenchGenerateConfig", None, "jobs.bench:bench_generate",
+            "generation throughput against a plain Delta write"),
+    Command("bench etl", "bench", "jobs.bench:BenchEtlConfig", None, "jobs.bench:bench_etl",
+            "every ETL job at 1M, 4M, 16M impressions against a plain Delta copy"),
+)  # fmt: skip
 
-    return job.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _etl_corpus(ctx: Context, cfg) -> dict:
-    from etl.text import corpus
-
-    return corpus.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _etl_pairs(ctx: Context, cfg) -> dict:
-    from etl.text import pairs
-
-    return pairs.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _features_scene(ctx: Context, cfg) -> dict:
-    from features import scene
-
-    return scene.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _features_stats(ctx: Context, cfg) -> dict:
-    from features import stats
-
-    return stats.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _etl_samples(ctx: Context, cfg) -> dict:
-    from features import samples
-
-    return samples.run(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _bench_generate(ctx: Context, cfg) -> dict:
-    from jobs import bench
-
-    return bench.bench_generate(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _bench_etl(ctx: Context, cfg) -> dict:
-    from jobs import bench
-
-    return bench.bench_etl(ctx.spark, ctx.catalog, cfg, log=ctx.log)
-
-
-def _commands() -> dict[str, Command]:
-    from etl.clean.config import CleanConfig
-    from etl.ingest.job import IngestConfig
-    from etl.synthetic.config import GenerateConfig
-    from etl.text.corpus import CorpusConfig
-    from etl.text.pairs import PairsConfig
-    from features.samples import SamplesConfig
-    from features.scene import SceneConfig
-    from features.stats import StatsConfig
-    from jobs.bench import BenchEtlConfig, BenchGenerateConfig
-
-    commands = [
-        Command(
-            "generate",
-            "generate",
-            GenerateConfig,
-            "generate",
-            _generate,
-            "synthesise the food-delivery world",
-        ),
-        Command(
-            "etl ingest", "etl", IngestConfig, "etl_ingest", _etl_ingest, "bring your own logs (CSV/Parquet)"
-        ),
-        Command(
-            "etl clean", "etl", CleanConfig, "etl_clean", _etl_clean, "validated tables and a rejects table"
-        ),
-        Command("etl corpus", "etl", CorpusConfig, "etl_corpus", _etl_corpus, "stage-1 special-token corpus"),
-        Command("etl pairs", "etl", PairsConfig, "etl_pairs", _etl_pairs, "stage-2 contrastive pairs"),
-        Command(
-            "features scene",
-            "features",
-            SceneConfig,
-            "features_scene",
-            _features_scene,
-            "the scene dictionary: distinct scene feature values and their texts",
-        ),
-        Command(
-            "features stats",
-            "features",
-            StatsConfig,
-            "features_stats",
-            _features_stats,
-            "point-in-time user, POI and user x POI statistics",
-        ),
-        Command(
-            "etl samples",
-            "etl",
-            SamplesConfig,
-            "etl_samples",
-            _etl_samples,
-            "negatively sampled CTR / CTCVR samples",
-        ),
-        Command(
-            "bench generate",
-            "bench",
-            BenchGenerateConfig,
-            None,
-            _bench_generate,
-            "generation throughput against a plain Delta write",
-        ),
-        Command(
-            "bench etl",
-            "bench",
-            BenchEtlConfig,
-            None,
-            _bench_etl,
-            "every ETL job at 1M, 4M, 16M impressions against a plain Delta copy",
-        ),
-    ]
-    return {c.name: c for c in commands}
-
-
-COMMANDS = _commands()
+COMMANDS: dict[str, Command] = {c.name: c for c in _COMMANDS}

@@ -20,3 +20,14 @@ def test_console_script_is_declared():
 
 def test_ci_runs_make_test():
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_notebook_code_cells_are_valid_python():
+    import json
+
+    for notebook in (REPO_ROOT / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert code, notebook
+        for cell in code:
+            compile("".join(cell["source"]), f"{notebook.name}", "exec")

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructType
 
 from etl.clean.config import CleanConfig
+from etl.core.raw_schema import RAW_IMPRESSIONS
 
 Rule = tuple[str, Column]
 
@@ -31,24 +32,8 @@ SECONDS_PER_DAY = 86400
 REQUIRED: dict[str, tuple[str, ...]] = {
     "users": ("user_id", "gender", "age_band", "home_city", "device"),
     "pois": ("poi_id", "name", "city", "latitude", "longitude", "price_level", "rating", "monthly_sales"),
-    "impressions": (
-        "event_id",
-        "request_id",
-        "ts",
-        "user_id",
-        "poi_id",
-        "position",
-        "city",
-        "district_type",
-        "location_type",
-        "weather",
-        "temperature_c",
-        "is_away",
-        "device",
-        "clicked",
-        "ordered",
-        "dt",
-    ),
+    # every impression column but the optional user coordinates
+    "impressions": tuple(c for c in RAW_IMPRESSIONS.fieldNames() if c not in ("user_lat", "user_lon")),
 }
 # inclusive (low, high); None = unbounded
 RANGES: dict[str, dict[str, tuple[float | None, float | None]]] = {

@@ -18,6 +18,7 @@ import math
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl.core.raw_schema import RAW_IMPRESSIONS
 from etl.synthetic import vocab
 from etl.synthetic.config import WorldConfig
 from etl.synthetic.entities import KM_PER_DEGREE, LATENT_DIM, cities_frame
@@ -230,26 +231,7 @@ def score(impr: DataFrame, users_hidden: DataFrame, pois_hidden: DataFrame, cfg:
     )
 
 
-RAW_IMPRESSION_COLUMNS = (
-    "event_id",
-    "request_id",
-    "ts",
-    "user_id",
-    "poi_id",
-    "position",
-    "city",
-    "district_type",
-    "location_type",
-    "weather",
-    "temperature_c",
-    "is_away",
-    "user_lat",
-    "user_lon",
-    "device",
-    "clicked",
-    "ordered",
-    "dt",
-)
+RAW_IMPRESSION_COLUMNS = tuple(RAW_IMPRESSIONS.fieldNames())  # the documented raw schema, in order
 
 
 def raw_and_truth(scored: DataFrame) -> tuple[DataFrame, DataFrame]:

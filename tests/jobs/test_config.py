@@ -25,7 +25,19 @@ def write(tmp_path, text):
     return path
 
 
-def test_every_job_yaml_loads_strictly():
+def test_every_command_config_loads_strictly_from_its_yaml():
+    from jobs.commands import COMMANDS
+
+    for command in COMMANDS.values():
+        path = default_config_path(command.config_file) if command.config_file else None
+        if command.name == "etl ingest":
+            cfg = load_config(command.config_cls, path, ["mapping=tests/data/byo/mapping.yaml"])
+        else:
+            cfg = load_config(command.config_cls, path)
+        assert isinstance(cfg, command.config_cls)
+
+
+def test_generate_yaml_values():
     cfg = load_config(GenerateConfig, default_config_path("generate"))
     assert cfg == GenerateConfig(world=cfg.world, dirty=cfg.dirty, test_day=8)
     assert cfg.world.users == 3000 and cfg.dirty.fraction == 0.002
