@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -132,6 +133,7 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
             }
         )
         _drop(scratch, cfg.keep_tables)
+    plot = _plot_scaling(per_size, f"{catalog.root.rstrip('/')}/_runs/bench-etl.png")
     first, last = per_size[0], per_size[-1]
     growth = {
         name: round(last["jobs"][name]["seconds"] / first["jobs"][name]["seconds"], 2)
@@ -145,4 +147,27 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
         "size_growth": round(last["impressions"] / first["impressions"], 2),
         "slowest_job": slowest,
         "cores": spark.sparkContext.defaultParallelism,
+        "plot": plot,
     }
+
+
+def _plot_scaling(per_size: list[dict], path: str) -> str | None:
+    """Seconds against impressions, one line per job and one for the Delta copy (log-log)."""
+    if is_remote(path):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [entry["impressions"] for entry in per_size]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in per_size[0]["jobs"]:
+        ax.plot(sizes, [entry["jobs"][name]["seconds"] for entry in per_size], marker="o", label=name)
+    ax.plot(sizes, [entry["copy_seconds"] for entry in per_size], "k--", marker="s", label="plain Delta copy")
+    ax.set(xscale="log", yscale="log", xlabel="impressions", ylabel="seconds", title="larr bench etl")
+    ax.legend(fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
