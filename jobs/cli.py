@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from collections.abc import Sequence
 
 from etl.clean.job import CleanInputError
@@ -68,6 +69,9 @@ def log_figures(figures: dict) -> None:
         for table, version in (figures.get(key) or {}).items():
             mlflow.log_param(f"{key}.{table}", version)
     mlflow.log_dict(figures, "summary.json")
+    for key, value in figures.items():  # plots a job saved (PNG) travel with the run
+        if key.endswith("plot") and isinstance(value, str) and Path(value).is_file():
+            mlflow.log_artifact(value)
 
 
 def run_command(command: Command, args: argparse.Namespace) -> dict:
