@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from etl.clean.job import CleanInputError
 from etl.core.catalog import CatalogError, TableCatalog
