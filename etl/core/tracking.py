@@ -40,10 +40,11 @@ def tracking_uri(lakehouse_root: str) -> str:
     return f"sqlite:///{Path(lakehouse_root).resolve()}/mlflow.db"
 
 
-def artifact_root(lakehouse_root: str) -> str | None:
-    if os.environ.get("MLFLOW_TRACKING_URI") or is_remote(lakehouse_root):
-        return None  # the tracking server decides
-    return (Path(lakehouse_root).resolve() / "mlartifacts").as_uri()
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store live beside it; a tracking server decides its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
 
 
 def configure(lakehouse_root: str) -> str:
@@ -62,7 +63,7 @@ def configure(lakehouse_root: str) -> str:
     return uri
 
 
-def experiment_for(stage: str, lakehouse_root: str) -> str:
+def experiment_for(stage: str) -> str:
     """Create (once) and select the experiment of a stage; returns its id."""
     import mlflow
 
@@ -70,7 +71,9 @@ def experiment_for(stage: str, lakehouse_root: str) -> str:
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(name)
     if existing is None:
-        experiment_id = client.create_experiment(name, artifact_location=artifact_root(lakehouse_root))
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifact_root(mlflow.get_tracking_uri())
+        )
     else:
         experiment_id = existing.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -102,7 +105,7 @@ def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None
     import mlflow
 
     configure(lakehouse_root)
-    experiment_for(stage, lakehouse_root)
+    experiment_for(stage)
     with mlflow.start_run(run_name=run_name) as run:
         params = flatten(config)
         for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params

@@ -51,3 +51,12 @@ def test_only_rank_zero_logs(lakehouse, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with tracking.stage_run("unit", str(lakehouse), Cfg()) as run:
         assert run is None
+
+
+def test_artifacts_live_beside_a_sqlite_store(lakehouse, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with tracking.stage_run("unit", str(lakehouse), Cfg()) as run:
+        artifact_uri = run.info.artifact_uri
+    assert artifact_uri.startswith((lakehouse / "mlartifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()
+    assert tracking.artifact_root("http://tracking:5000") is None

@@ -1,0 +1,1 @@
+"""Set-up shared by every trainer (data loading, ...); nothing here is specific to one stage."""
