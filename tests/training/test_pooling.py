@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from etl.tokens import closing_token, opening_token
-from tests.training.tiny_model import tiny_llama, tiny_tokenizer
+from etl.tokens import closing_token
 from training.embedding.pooling import (
     closing_token_positions,
     hidden_at,
@@ -10,6 +9,8 @@ from training.embedding.pooling import (
     last_token_positions,
     position_ids_from_mask,
 )
+from training.lm.backbone import add_special_tokens
+from training.lm.tiny import tiny_llama, tiny_tokenizer
 
 # hidden[i, t] = [10 * i + t]: a pooled value names the row and position it came from
 HIDDEN = (10 * torch.arange(3).view(3, 1, 1) + torch.arange(5).view(1, 5, 1)).float()
@@ -56,9 +57,9 @@ def test_position_ids_count_real_tokens_only():
 
 
 TEXTS = [
-    "<POI_name>aunt li claypot rice</POI_name>",
-    "<POI_name>hot pot</POI_name>",
-    "<POI_name>sour spicy fish noodles shop guangzhou</POI_name>",
+    "<POI_name>Aunt Li's Claypot rice</POI_name>",
+    "<POI_name>Hot pot</POI_name>",
+    "<POI_name>A cold noodle shop near the station, Guangzhou</POI_name>",
 ]
 
 
@@ -77,8 +78,9 @@ def _pooled(model, tokenizer, texts, padding_side):
 
 def test_left_and_right_padding_pool_the_same_vectors_on_a_tiny_llama():
     close = closing_token("POI_name")
-    tokenizer = tiny_tokenizer([opening_token("POI_name"), close])
-    model = tiny_llama(len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(tokenizer)
+    add_special_tokens(model, tokenizer)  # the registry's tokens; eos pads
 
     right_batch, right_hidden = _pooled(model, tokenizer, TEXTS, "right")
     left_batch, left_hidden = _pooled(model, tokenizer, TEXTS, "left")
