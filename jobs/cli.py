@@ -16,16 +16,35 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from etl.clean.job import CleanInputError
-from etl.core.catalog import CatalogError, TableCatalog
-from etl.core.tracking import TrackingError, configure, stage_run
-from etl.ingest.job import IngestError
-from etl.ingest.mapping import MappingError
+from etl.core.catalog import TableCatalog
+from etl.core.tracking import configure, stage_run
 from jobs.commands import COMMANDS, Command, Context
-from jobs.config import ConfigError, default_config_path, load_config
+from jobs.config import default_config_path, load_config
 from jobs.summary import emit
 
-USER_ERRORS = (ConfigError, CatalogError, TrackingError, IngestError, MappingError, CleanInputError)
+# Bad input, reported as one line. Named, not imported: an error class whose module was never
+# imported cannot have been raised, and the CLI need not import torch to run a Spark job.
+USER_ERRORS = (
+    "jobs.config:ConfigError",
+    "etl.core.catalog:CatalogError",
+    "etl.core.tracking:TrackingError",
+    "etl.ingest.job:IngestError",
+    "etl.ingest.mapping:MappingError",
+    "etl.clean.job:CleanInputError",
+    "training.common.checkpoint:CheckpointError",
+    "training.common.data:DataError",
+    "training.common.guard:NonFiniteLossError",
+    "training.lm.backbone:BackboneError",
+    "training.lm.cpt:CptError",
+)
+
+
+def is_user_error(err: BaseException) -> bool:
+    for target in USER_ERRORS:
+        module, name = target.split(":")
+        if module in sys.modules and isinstance(err, getattr(sys.modules[module], name)):
+            return True
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run_command(args._command, args)
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"larr {args._command.name}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -76,6 +76,8 @@ _COMMANDS = (
             "point-in-time user, POI and user x POI statistics"),
     Command("etl samples", "etl", "features.samples:SamplesConfig", "etl_samples", "features.samples:run",
             "negatively sampled CTR / CTCVR samples"),
+    Command("train cpt", "cpt", "training.lm.cpt:CptConfig", "train_cpt", "training.lm.cpt:run",
+            "stage 1: continual pretraining with special tokens"),
     Command("bench generate", "bench", "jobs.bench:BenchGenerateConfig", None, "jobs.bench:bench_generate",
             "generation throughput against a plain Delta write"),
     Command("bench etl", "bench", "jobs.bench:BenchEtlConfig", None, "jobs.bench:bench_etl",

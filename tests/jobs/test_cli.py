@@ -81,3 +81,17 @@ def test_generate_runs_under_spark_submit(tmp_path):
     summary = last_json_line(done.stdout)
     assert summary["job"] == "generate" and summary["impressions"] == 600
     assert (lakehouse / "raw" / "impressions" / "_delta_log").is_dir()
+
+
+def test_every_user_error_class_exists_and_a_bug_is_not_one():
+    import importlib
+
+    from jobs.cli import USER_ERRORS, is_user_error
+
+    for target in USER_ERRORS:
+        module, name = target.split(":")
+        assert issubclass(getattr(importlib.import_module(module), name), Exception), target
+    from training.lm.cpt import CptError
+
+    assert is_user_error(CptError("bad"))
+    assert not is_user_error(KeyError("a bug"))

@@ -1,0 +1,152 @@
+"""How a step updates the weights: plain torch (one process or DDP under `torchrun`) or DeepSpeed.
+
+The train loop talks to an engine only: `module` (what the forward runs through), `no_sync`
+(skip the gradient all-reduce on micro-batches before the accumulation boundary),
+`backward(loss, boundary)`, `clip()` (the gradient norm before clipping, None when the engine
+clips internally), `step()`, `lr`, and `save`/`load` of the tensor state for `checkpoint.py`.
+
+- `TorchEngine`: torch AdamW + LambdaLR; wraps the model in `DistributedDataParallel` when the
+  process group has several ranks. Loss is divided by `grad_accum` (micro-batches weigh equally).
+- `DeepSpeedEngine`: `deepspeed.initialize` with the client AdamW and scheduler and a ZeRO JSON
+  from `jobs/deepspeed/`; the JSON's batch, accumulation and clipping keys are overwritten from the
+  trainer's config, so the YAML stays the one source of truth. bf16 on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+
+from training.common.device import dist_info, is_distributed
+
+
+class TorchEngine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        *,
+        grad_accum: int,
+        clip_norm: float,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.grad_accum = grad_accum
+        self.clip_norm = clip_norm
+        self.device = device
+        self.module = model
+        if is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.module = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self._params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def no_sync(self, boundary: bool):
+        if boundary or self.module is self.model:
+            return contextlib.nullcontext()
+        return self.module.no_sync()
+
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        (loss / self.grad_accum).backward()
+
+    def clip(self) -> float:
+        limit = self.clip_norm if self.clip_norm > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(self._params, limit))
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def save(self, folder: Path) -> None:
+        if not dist_info().is_primary:
+            return  # DDP ranks hold identical replicas: rank 0 writes them
+        torch.save(self.model.state_dict(), folder / "model.pt")
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+
+    def load(self, folder: Path) -> None:
+        location = self.device
+        self.model.load_state_dict(torch.load(folder / "model.pt", map_location=location, weights_only=True))
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=location))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+
+
+DEEPSPEED_TAG = "deepspeed"
+
+
+class DeepSpeedEngine:
+    """ZeRO-2 / ZeRO-3 through DeepSpeed. The engine accumulates, clips and steps internally:
+    `backward` calls `engine.backward` and, before the boundary, `engine.step` (a micro-step);
+    `step` is the boundary step. The gradient norm is read after the step (DeepSpeed clips inside
+    it), so a non-finite norm stops the run after that update: the checkpoints on disk are good."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        *,
+        grad_accum: int,
+        clip_norm: float,
+        micro_batch_size: int,
+        config_path: str,
+        device: torch.device,
+    ) -> None:
+        import deepspeed
+
+        settings = json.loads(Path(config_path).read_text())
+        settings.pop("train_batch_size", None)
+        settings["train_micro_batch_size_per_gpu"] = micro_batch_size
+        settings["gradient_accumulation_steps"] = grad_accum
+        settings["gradient_clipping"] = clip_norm
+        settings["bf16"] = {"enabled": device.type == "cuda"}
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=settings
+        )
+        self.model = self.engine.module
+        self.module = self.engine
+        self.device = device
+        self.last_norm: float | None = None
+
+    def no_sync(self, boundary: bool):
+        return contextlib.nullcontext()  # DeepSpeed reduces gradients at the boundary itself
+
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        self.engine.backward(loss)  # scaled by 1 / gradient_accumulation_steps inside
+        if not boundary:
+            self.engine.step()
+
+    def clip(self) -> None:
+        return None
+
+    def step(self) -> None:
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        self.last_norm = None if norm is None else float(norm)
+
+    @property
+    def lr(self) -> float:
+        return self.engine.get_lr()[0]
+
+    def save(self, folder: Path) -> None:
+        self.engine.save_checkpoint(str(folder), tag=DEEPSPEED_TAG, save_latest=False)
+
+    def load(self, folder: Path) -> None:
+        path, _ = self.engine.load_checkpoint(
+            str(folder), tag=DEEPSPEED_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint under {folder}/{DEEPSPEED_TAG}")

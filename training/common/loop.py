@@ -1,0 +1,175 @@
+"""The train loop every trainer of the platform shares (nanoGPT's loop, as a function).
+
+    result = train_loop(engine, batches, loss_fn, settings, config=cfg, tokenizer=tokenizer)
+
+- `batches(epoch, skip)` yields the micro-batches of one epoch after skipping the first `skip`;
+  it must be a pure function of its arguments (`DeltaBatches.epoch` is), so the data position
+  (epoch, micro-batches done in it) saved with a checkpoint makes a resumed run see exactly the
+  batches an uninterrupted run would.
+- `loss_fn(module, batch) -> StepOutput(loss, tokens)`: the mean loss of one micro-batch and the
+  tokens it processed (for tokens/s).
+- One optimizer step = `grad_accum` micro-batches, each weighted 1 / grad_accum; gradients are
+  clipped to `clip_norm` (the engine's job), then AdamW and the scheduler step.
+- A non-finite loss (checked before its backward) or gradient norm raises `NonFiniteLossError`
+  naming the step and the last good checkpoint (`guard.py`).
+- Every `checkpoint_every` steps and at the end: an atomic checkpoint (`checkpoint.py`), then
+  `on_checkpoint(step, path, model)` (tests use it to kill the process or corrupt the weights).
+- With a `checkpoint_dir` holding checkpoints and `resume` set, the newest is loaded first:
+  weights, optimizer, scheduler, RNG states, data position and the loss curve so far.
+- The loss curve (one mean loss per optimizer step, averaged over ranks) comes back in the
+  result; the trainer logs it to MLflow on rank 0 (`training/common/tracking.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from training.common.checkpoint import latest, load_checkpoint, save_checkpoint
+from training.common.device import all_reduce_sum, dist_info
+from training.common.guard import check_finite
+
+
+class LoopError(RuntimeError):
+    pass
+
+
+class StepOutput(NamedTuple):
+    loss: torch.Tensor  # scalar, the micro-batch's mean loss (with grad)
+    tokens: int  # tokens the micro-batch processed (throughput only)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    max_steps: int
+    grad_accum: int = 1
+    checkpoint_every: int = 0  # 0: a checkpoint at the end only
+    keep_checkpoints: int = 2
+    checkpoint_dir: str = ""  # "": no checkpoints and no resume
+    resume: bool = True
+    progress: bool = True  # tqdm bar on rank 0
+
+    def __post_init__(self) -> None:
+        if (
+            self.max_steps < 1
+            or self.grad_accum < 1
+            or self.checkpoint_every < 0
+            or self.keep_checkpoints < 1
+        ):
+            raise ValueError(f"bad loop settings {self}")
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    losses: list[float]  # loss curve: index i = optimizer step i + 1 (including steps before a resume)
+    tokens: int  # tokens trained on by all ranks in this process's run (not before a resume)
+    seconds: float  # wall time of this run's steps
+    resumed_from: int | None = None  # the step of the checkpoint this run started from
+    last_checkpoint: Path | None = None
+    state: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def _stream(batches: Callable[[int, int], Iterable], epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:
+    """(epoch, index in epoch, batch) forever, moving to the next epoch when one runs out."""
+    while True:
+        index = skip
+        for batch in batches(epoch, skip):
+            yield epoch, index, batch
+            index += 1
+        if index == 0:
+            raise LoopError(f"epoch {epoch} produced no batches")
+        epoch, skip = epoch + 1, 0
+
+
+def train_loop(
+    engine,
+    batches: Callable[[int, int], Iterable],
+    loss_fn: Callable[[Any, Any], StepOutput],
+    settings: LoopSettings,
+    *,
+    config: Any,
+    tokenizer=None,
+    on_checkpoint: Callable[[int, Path, torch.nn.Module], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> LoopResult:
+    from tqdm.auto import tqdm
+
+    info = dist_info()
+    state = {"epoch": 0, "position": 0, "losses": []}
+    resumed_from, last = None, None
+    if settings.checkpoint_dir and settings.resume and (last := latest(settings.checkpoint_dir)) is not None:
+        state = load_checkpoint(last, engine)
+        resumed_from = state["step"]
+        if info.is_primary:
+            log(
+                f"resuming from {last} (step {resumed_from}, epoch {state['epoch']}, batch {state['position']})"
+            )
+    step = len(state["losses"])
+    if step >= settings.max_steps:
+        return LoopResult(step, list(state["losses"]), 0, 0.0, resumed_from, last, state)
+
+    stream = _stream(batches, state["epoch"], state["position"])
+    device = getattr(engine, "device", torch.device("cpu"))
+    losses: list[float] = list(state["losses"])
+    tokens = 0
+    bar = tqdm(
+        total=settings.max_steps,
+        initial=step,
+        disable=not (settings.progress and info.is_primary),
+        desc="train",
+    )
+    started = time.perf_counter()
+    try:
+        while step < settings.max_steps:
+            engine.module.train()
+            step_loss = 0.0
+            for micro in range(settings.grad_accum):
+                epoch, index, batch = next(stream)
+                boundary = micro == settings.grad_accum - 1
+                with engine.no_sync(boundary):
+                    out = loss_fn(engine.module, batch)
+                    check_finite(out.loss, step + 1, last)
+                    engine.backward(out.loss, boundary)
+                step_loss += float(out.loss.detach()) / settings.grad_accum
+                tokens += out.tokens
+            norm = engine.clip()
+            if norm is not None:
+                check_finite(norm, step + 1, last, what="gradient norm")
+            lr = engine.lr
+            engine.step()
+            if getattr(engine, "last_norm", None) is not None:
+                check_finite(engine.last_norm, step + 1, last, what="gradient norm")
+            step += 1
+            losses.append(all_reduce_sum([step_loss], device)[0] / info.world_size)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+            state = {"epoch": epoch, "position": index + 1, "losses": losses}
+            due = settings.checkpoint_every and step % settings.checkpoint_every == 0
+            if settings.checkpoint_dir and (due or step == settings.max_steps):
+                last = save_checkpoint(
+                    settings.checkpoint_dir,
+                    step,
+                    engine=engine,
+                    state=state,
+                    config=config,
+                    tokenizer=tokenizer,
+                    keep=settings.keep_checkpoints,
+                )
+                if on_checkpoint is not None:
+                    on_checkpoint(step, last, engine.model)
+    finally:
+        bar.close()
+        stream.close()  # closes the Petastorm reader of an unfinished epoch
+    seconds = time.perf_counter() - started
+    tokens = int(all_reduce_sum([float(tokens)], device)[0])
+    return LoopResult(step, losses, tokens, seconds, resumed_from, last, state)
