@@ -36,6 +36,7 @@ USER_ERRORS = (
     "training.common.guard:NonFiniteLossError",
     "training.lm.backbone:BackboneError",
     "training.lm.cpt:CptError",
+    "training.embedding.contrastive:ContrastiveError",
 )
 
 

@@ -1,0 +1,439 @@
+"""larr train contrastive: pairs.contrastive (split = train) -> the stage-2 text encoder (one MLflow
+pyfunc model `encoder`); a row is one positive pair (text_a, text_b) of a pair type; partitioned
+by pair_type.
+
+Stage 2 of LARR (method.md): the stage-1 backbone (`backbone: runs:/<id>/backbone`; a base model
+folder with `from_base: true` for the "without stage 1" ablation) plus a linear projection to 128
+dimensions (`training/embedding/encoder.py`) is trained with symmetric InfoNCE and in-batch
+negatives (`losses.info_nce`, temperature 0.05, candidates gathered across ranks under DDP).
+
+Batches: every batch holds pairs of ONE type. Each type is read through its own `DeltaBatches`
+(`where pair_type = '...'`, Petastorm over the pinned snapshot; the `split` column is filtered in
+the trainer and the rows re-cut into full batches of `batch_size`). The order of types is a
+smooth weighted round-robin over the types with a positive weight (`weight_user_user`,
+`weight_poi_poi`, `weight_user_poi`: a1, a2, a3), and a batch of type t has loss
+weight[t] * InfoNCE: with the default weights of 1 the types alternate and weigh alike. One
+epoch of the loop is sum over types of ceil(train rows / (batch_size * ranks)) batches; the
+stream is a pure function of (epoch, position), which is what resuming needs.
+
+Evaluation on held-out pairs (`split = 'heldout'`, at most `eval_max_pairs` per type, chosen by a
+seeded hash): user -> POI (`user_poi`: each anchor text_a ranks the pool of distinct held-out
+POIs' text_b) and POI -> POI (`poi_poi`), recall@1, recall@10 and MRR; the anchor's other true
+positives are left out of its ranking, and a tie with the positive counts against it. The same
+protocol scores the encoder before training (the backbone as loaded + the seeded projection, the
+"base" numbers) and after; `random_recall_at_10_*` is what a random ranking gets in expectation.
+
+Which weights train: the projection always; the backbone as in stage 1 (`train_layers`, see
+`training/lm/cpt.py`). Checkpoints as in stage 1 (`<lakehouse>/_checkpoints/contrastive/<key>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
+from training.common.device import autocast, broadcast_object, dist_info, init_distributed, pick_device
+from training.common.engine import TorchEngine
+from training.common.loop import LoopSettings, StepOutput, train_loop
+from training.common.schedule import build_optimizer, build_scheduler
+from training.common.seed import seed_everything
+from training.common.tracking import active, log_loss_curve, log_metrics
+from training.embedding.encoder import EMBEDDING_DIM, TextEncoder, encode_texts, pad, pad_id, tokenize_texts
+from training.embedding.losses import info_nce
+from training.lm.backbone import add_special_tokens, load_backbone
+from training.lm.cpt import select_trainable
+
+TABLE = "pairs.contrastive"
+USER_USER, POI_POI, USER_POI = "user_user", "poi_poi", "user_poi"
+PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
+EVAL_TYPES = (USER_POI, POI_POI)  # user -> POI and POI -> POI retrieval
+COLUMNS = ["text_a", "text_b", "split"]
+EPOCH_STRIDE = 1_000_000  # a type's data epochs inside loop epoch e are e * EPOCH_STRIDE + r
+
+
+class ContrastiveError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    backbone: str = ".models/smollm2-135m-instruct"  # stage-1 `runs:/<id>/backbone`, or an HF folder
+    from_base: bool = False  # true: `backbone` is the base model, not stage 1's (the ablation); recorded
+    dim: int = EMBEDDING_DIM
+    temperature: float = 0.05
+    weight_user_user: float = 1.0  # a1
+    weight_poi_poi: float = 1.0  # a2
+    weight_user_poi: float = 1.0  # a3
+    max_length: int = 256  # tokens per text (middle-truncated; the closing token stays)
+    batch_size: int = 16  # pairs per batch per rank (2 x batch_size texts per forward)
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    max_steps: int = 100
+    min_lr_ratio: float = 0.1
+    clip_norm: float = 1.0
+    train_layers: int = 0  # 0 = all backbone weights; N = last N blocks + final norm + special rows
+    checkpoint_dir: str = ""  # "" = <lakehouse>/_checkpoints/contrastive/<config key>
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    resume: bool = True
+    eval_batch_size: int = 16
+    eval_max_pairs: int = 0  # held-out pairs per evaluated type; 0 = all
+    seed: int = 17
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "max_length", "max_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
+        for name in ("warmup_steps", "checkpoint_every", "train_layers", "eval_max_pairs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("temperature", "lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        weights = self.weights()
+        if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()) or not any(weights.values()):
+            raise ValueError(f"pair-type weights must be >= 0 and not all 0, got {weights}")
+
+    def weights(self) -> dict[str, float]:
+        return {
+            USER_USER: self.weight_user_user,
+            POI_POI: self.weight_poi_poi,
+            USER_POI: self.weight_user_poi,
+        }
+
+    def key(self) -> str:
+        """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
+        skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
+        skip |= {"eval_batch_size", "eval_max_pairs"}
+        data = {k: v for k, v in asdict(self).items() if k not in skip}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One evaluated type's held-out pairs: anchors rank the pool of distinct positives."""
+
+    anchor_ids: tuple[int, ...]
+    anchors: tuple[str, ...]
+    targets: tuple[int, ...]  # index into the pool of each anchor's positive
+    pool_ids: tuple[int, ...]
+    pool: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ContrastiveData:
+    snapshots: dict[str, DeltaSnapshot]  # per trained pair type
+    train_rows: dict[str, int]
+    heldout: dict[str, HeldOut] = field(default_factory=dict)  # per evaluated type
+    version: int = 0
+
+
+class ContrastiveBatch(NamedTuple):
+    pair_type: str
+    size: int  # pairs: rows [0, size) are the a texts, [size, 2 size) the b texts
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+class Trained(NamedTuple):
+    summary: dict
+    losses: list[float]
+    encoder: TextEncoder
+    tokenizer: object
+
+
+# -- batches ---------------------------------------------------------------------------------------
+def type_schedule(weights: dict[str, float], length: int) -> list[str]:
+    """`length` pair types by smooth weighted round-robin (types with weight 0 never come)."""
+    active_types = [t for t in PAIR_TYPES if weights.get(t, 0) > 0]
+    if not active_types:
+        raise ContrastiveError("no pair type has a positive weight")
+    total = sum(weights[t] for t in active_types)
+    current = dict.fromkeys(active_types, 0.0)
+    out = []
+    for _ in range(length):
+        for t in active_types:
+            current[t] += weights[t]
+        pick = max(active_types, key=lambda t: current[t])  # ties: the first in PAIR_TYPES
+        current[pick] -= total
+        out.append(pick)
+    return out
+
+
+def pair_rows(loader: DeltaBatches, epoch: int, batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
+    """Endless full batches of (text_a, text_b) of `split = 'train'` rows of one type's loader:
+    its data epochs epoch * EPOCH_STRIDE + 0, 1, ... one after another."""
+    a, b = [], []
+    for round_ in itertools.count():
+        seen = 0
+        for batch in loader.epoch(epoch * EPOCH_STRIDE + round_):
+            keep = np.asarray([str(s) == "train" for s in batch["split"]], dtype=bool)
+            a += [str(t) for t in batch["text_a"][keep]]
+            b += [str(t) for t in batch["text_b"][keep]]
+            seen += int(keep.sum())
+            while len(a) >= batch_size:
+                yield a[:batch_size], b[:batch_size]
+                a, b = a[batch_size:], b[batch_size:]
+        if seen == 0:
+            raise ContrastiveError(f"{loader.snapshot.table} where {loader.snapshot.where}: no train rows")
+
+
+def collate_pairs(tokenizer, pair_type: str, a: list[str], b: list[str], max_length: int) -> ContrastiveBatch:
+    ids = tokenize_texts(tokenizer, [*a, *b], max_length)
+    batch = pad(ids, pad_id(tokenizer))
+    return ContrastiveBatch(pair_type, len(a), batch["input_ids"], batch["attention_mask"])
+
+
+def epoch_length(cfg: ContrastiveConfig, train_rows: dict[str, int], world_size: int) -> int:
+    per_step = cfg.batch_size * world_size
+    return sum(math.ceil(n / per_step) for t, n in train_rows.items() if cfg.weights()[t] > 0)
+
+
+def contrastive_batches(
+    loaders: dict[str, DeltaBatches], tokenizer, cfg: ContrastiveConfig, length: int, epoch: int, skip: int
+) -> Iterator[ContrastiveBatch]:
+    """The single-type batches of one loop epoch after skipping the first `skip` (resume)."""
+    streams = {t: pair_rows(loader, epoch, cfg.batch_size) for t, loader in loaders.items()}
+    try:
+        for i, pair_type in enumerate(type_schedule(cfg.weights(), length)):
+            a, b = next(streams[pair_type])
+            if i >= skip:
+                yield collate_pairs(tokenizer, pair_type, a, b, cfg.max_length)
+    finally:
+        for stream in streams.values():
+            stream.close()  # closes an unfinished Petastorm reader
+
+
+def pair_loss(module, batch: ContrastiveBatch, cfg: ContrastiveConfig, device: torch.device) -> StepOutput:
+    """weight[type] * symmetric InfoNCE of one single-type batch (candidates from every rank)."""
+    mask = batch.attention_mask.to(device)
+    with autocast(device):
+        z = module(input_ids=batch.input_ids.to(device), attention_mask=mask)
+    gather = dist_info().world_size > 1
+    loss = info_nce(z[: batch.size].float(), z[batch.size :].float(), cfg.temperature, gather=gather)
+    return StepOutput(cfg.weights()[batch.pair_type] * loss, int(mask.sum()))
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def retrieval_metrics(
+    similarity: torch.Tensor,
+    targets: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    ks: tuple[int, ...] = (1, 10),
+) -> dict[str, float]:
+    """recall@k and MRR of ranking candidates (columns) for queries (rows) by similarity.
+
+    similarity: (n, m); targets: (n,) the positive's column per row; exclude: optional (n, m) bool,
+    True where a candidate is left out of the row's ranking (the row's other true positives). The
+    rank of the positive is 1 + the candidates not excluded scoring >= it (ties count against it).
+    """
+    if similarity.ndim != 2 or targets.shape != similarity.shape[:1]:
+        raise ValueError(
+            f"similarity (n, m) and targets (n,), got {tuple(similarity.shape)}, {tuple(targets.shape)}"
+        )
+    if similarity.shape[0] == 0:
+        return {**{f"recall_at_{k}": float("nan") for k in ks}, "mrr": float("nan")}
+    rows = torch.arange(similarity.shape[0])
+    positive = similarity[rows, targets].unsqueeze(1)
+    beats = similarity >= positive
+    beats[rows, targets] = False
+    if exclude is not None:
+        beats &= ~exclude
+    rank = 1 + beats.sum(dim=1).double()
+    out = {f"recall_at_{k}": float((rank <= k).double().mean()) for k in ks}
+    out["mrr"] = float((1.0 / rank).mean())
+    return out
+
+
+def evaluate(encoder: TextEncoder, tokenizer, heldout: dict[str, HeldOut], cfg: ContrastiveConfig, device):
+    """{type: recall_at_1, recall_at_10, mrr, pairs, pool} over each evaluated type's held-out pairs."""
+    out = {}
+    for pair_type, data in heldout.items():
+        if not data.anchors:
+            continue
+        kwargs = dict(batch_size=cfg.eval_batch_size, max_length=cfg.max_length, device=device)
+        anchors = encode_texts(encoder, tokenizer, data.anchors, **kwargs)
+        pool = encode_texts(encoder, tokenizer, data.pool, **kwargs)
+        targets = torch.tensor(data.targets, dtype=torch.long)
+        anchor_ids = torch.tensor(data.anchor_ids)
+        # the anchor's other positives: pool columns that some row with the same anchor points at
+        same_anchor = (anchor_ids[:, None] == anchor_ids[None, :]).double()
+        exclude = same_anchor @ torch.nn.functional.one_hot(targets, len(data.pool)).double() > 0
+        metrics = retrieval_metrics(anchors @ pool.T, targets, exclude=exclude)
+        out[pair_type] = {**metrics, "pairs": len(data.anchors), "pool": len(data.pool)}
+    return out
+
+
+# -- run -------------------------------------------------------------------------------------------
+def _heldout(rows: list) -> HeldOut:
+    pool_index: dict[int, int] = {}
+    pool_texts: list[str] = []
+    targets = []
+    for r in rows:
+        if r["positive_id"] not in pool_index:
+            pool_index[r["positive_id"]] = len(pool_texts)
+            pool_texts.append(r["text_b"])
+        targets.append(pool_index[r["positive_id"]])
+    return HeldOut(
+        anchor_ids=tuple(int(r["anchor_id"]) for r in rows),
+        anchors=tuple(str(r["text_a"]) for r in rows),
+        targets=tuple(targets),
+        pool_ids=tuple(int(i) for i in pool_index),
+        pool=tuple(str(t) for t in pool_texts),
+    )
+
+
+def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
+    """Pin the snapshot (one per trained type), count train rows, collect the held-out pairs."""
+    from pyspark.sql import functions as F
+
+    trained = [t for t in PAIR_TYPES if cfg.weights()[t] > 0]
+    whole = delta_snapshot(spark, catalog, TABLE, ["pair_type", *COLUMNS])
+    if "pair_type" not in whole.partition_columns:
+        raise ContrastiveError(f"{TABLE} is not partitioned by pair_type: rebuild it with `larr etl pairs`")
+    df = catalog.read(spark, TABLE, version=whole.version)
+    counts = {
+        (r["pair_type"], r["split"]): int(r["n"])
+        for r in df.groupBy("pair_type", "split").agg(F.count("*").alias("n")).collect()
+    }
+    train_rows = {t: counts.get((t, "train"), 0) for t in trained}
+    empty = [t for t, n in train_rows.items() if n == 0]
+    if empty:
+        raise ContrastiveError(
+            f"{TABLE} has no train rows of {empty} (weights {cfg.weights()}): run `larr etl pairs` "
+            "or set those weights to 0"
+        )
+    snapshots = {
+        t: delta_snapshot(spark, catalog, TABLE, COLUMNS, where=f"pair_type = '{t}'") for t in trained
+    }
+    heldout = {}
+    for t in EVAL_TYPES:
+        held = df.where((F.col("pair_type") == t) & (F.col("split") == "heldout"))
+        held = held.orderBy(
+            F.xxhash64("anchor_id", "positive_id", F.lit(cfg.seed)), "anchor_id", "positive_id"
+        )
+        if cfg.eval_max_pairs:
+            held = held.limit(cfg.eval_max_pairs)
+        heldout[t] = _heldout(held.select("anchor_id", "positive_id", "text_a", "text_b").collect())
+    return ContrastiveData(snapshots, train_rows, heldout, whole.version)
+
+
+def default_checkpoint_dir(catalog, cfg: ContrastiveConfig) -> str:
+    from etl.core.catalog import is_remote
+
+    if cfg.checkpoint_dir:
+        return cfg.checkpoint_dir
+    if is_remote(catalog.root):
+        raise ContrastiveError(
+            f"lakehouse {catalog.root} is remote: set checkpoint_dir to a shared local/FUSE path"
+        )
+    return str(Path(catalog.root) / "_checkpoints" / "contrastive" / cfg.key())
+
+
+def build_encoder(cfg: ContrastiveConfig):
+    """(encoder, tokenizer, no-decay name parts): the backbone with the registry's special tokens,
+    the seeded projection, and `train_layers` applied."""
+    backbone, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32)
+    add_special_tokens(backbone, tokenizer)
+    no_decay = select_trainable(backbone, tokenizer, cfg.train_layers)
+    encoder = TextEncoder(backbone, dim=cfg.dim, seed=cfg.seed)
+    return encoder, tokenizer, no_decay
+
+
+def train(
+    cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log: Callable[[str], None] = print
+) -> Trained:
+    """Everything after the snapshot (no Spark: runs on every rank)."""
+    info = dist_info()
+    device = pick_device(cfg.device, info.local_rank)
+    init_distributed(info, device)
+    seed_everything(cfg.seed)
+    encoder, tokenizer, no_decay = build_encoder(cfg)
+    encoder.to(device)
+    trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+    before = evaluate(encoder, tokenizer, data.heldout, cfg, device) if info.is_primary else {}
+    if before:
+        log("contrastive: base " + json.dumps(before))
+
+    optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay, no_decay=no_decay)
+    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    engine = TorchEngine(encoder, optimizer, scheduler, grad_accum=1, clip_norm=cfg.clip_norm, device=device)
+    loaders = {
+        t: DeltaBatches(
+            snapshot, cfg.batch_size, shuffle_seed=cfg.seed, rank=info.rank, world_size=info.world_size
+        )
+        for t, snapshot in data.snapshots.items()
+    }
+    length = epoch_length(cfg, data.train_rows, info.world_size)
+    settings = LoopSettings(
+        max_steps=cfg.max_steps,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
+        checkpoint_dir=checkpoint_dir,
+        resume=cfg.resume,
+        progress=cfg.progress,
+    )
+    result = train_loop(
+        engine,
+        lambda epoch, skip: contrastive_batches(loaders, tokenizer, cfg, length, epoch, skip),
+        lambda module, batch: pair_loss(module, batch, cfg, device),
+        settings,
+        config=cfg,
+        tokenizer=tokenizer,
+        log=log,
+    )
+    encoder = engine.model
+    after = evaluate(encoder, tokenizer, data.heldout, cfg, device) if info.is_primary else {}
+    if after:
+        log("contrastive: fine-tuned " + json.dumps(after))
+    summary = {"steps": result.steps, "tokens_per_s": round(result.tokens_per_s, 1)}
+    for short, pair_type in (("user_poi", USER_POI), ("poi_poi", POI_POI)):
+        for metric in ("recall_at_1", "recall_at_10", "mrr"):
+            summary[f"{metric}_{short}"] = after.get(pair_type, {}).get(metric)
+            summary[f"{metric}_{short}_base"] = before.get(pair_type, {}).get(metric)
+        pool = after.get(pair_type, {}).get("pool", 0)
+        summary[f"random_recall_at_10_{short}"] = min(10, pool) / pool if pool else None
+        summary[f"heldout_pairs_{short}"] = after.get(pair_type, {}).get("pairs", 0)
+    summary.update(
+        final_loss=round(result.losses[-1], 4) if result.losses else None,
+        resumed_from_step=result.resumed_from,
+        train_rows=dict(data.train_rows),
+        from_base=cfg.from_base,
+        backbone=cfg.backbone,
+        trainable_params=trainable,
+        world_size=info.world_size,
+        checkpoint=str(result.last_checkpoint) if result.last_checkpoint else None,
+        input_versions={TABLE: data.version},
+    )
+    return Trained(summary, result.losses, encoder, tokenizer)
+
+
+def run(spark, catalog, cfg: ContrastiveConfig, log=print) -> dict:
+    """Pin the pairs, train, evaluate, and (rank 0, inside an MLflow run) log curve, metrics and model."""
+    from training.embedding.pyfunc import log_encoder
+
+    info = dist_info()
+    init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
+    data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
+    summary, losses, encoder, tokenizer = train(cfg, data, default_checkpoint_dir(catalog, cfg), log=log)
+    summary["model_uri"] = None
+    if info.is_primary and active():
+        log_loss_curve(losses)
+        log_metrics({k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)})
+        summary["model_uri"] = log_encoder(encoder.backbone, tokenizer, encoder.projection, cfg.max_length)
+    return summary
