@@ -116,3 +116,45 @@ def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None
             path.write_text(json.dumps(asdict(config) if is_dataclass(config) else config, indent=2))
             mlflow.log_artifact(str(path))
         yield run
+
+
+# -- models of earlier stages ----------------------------------------------------------------------
+MODEL_URI_TAG = "larr.model_uri"
+VARIANT_TAG = "larr.variant"
+LATEST = "latest:"
+
+
+def record_model(uri: str, variant: str = "none") -> None:
+    """Tag the active run with the URI of the model it logged, so `latest:<stage>` can find it."""
+    import mlflow
+
+    mlflow.set_tags({MODEL_URI_TAG: uri, VARIANT_TAG: variant})
+
+
+def resolve_latest(source: str) -> str:
+    """`latest:<stage>` or `latest:<stage>/<variant>` -> the model URI of that stage's newest
+    finished run of that variant (default `none`, the full method) in the configured store;
+    any other source comes back unchanged."""
+    if not source.startswith(LATEST):
+        return source
+    import mlflow
+
+    stage, _, variant = source.removeprefix(LATEST).partition("/")
+    variant = variant or "none"
+    name = f"{EXPERIMENT_PREFIX}-{stage}"
+    experiment = mlflow.MlflowClient().get_experiment_by_name(name)
+    runs = []
+    if experiment is not None:
+        runs = mlflow.MlflowClient().search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and tags.`{VARIANT_TAG}` = '{variant}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    runs = [r for r in runs if r.data.tags.get(MODEL_URI_TAG)]
+    if not runs:
+        raise TrackingError(
+            f"{source}: no finished run of variant {variant!r} with a model in experiment {name} "
+            f"of {mlflow.get_tracking_uri()}: run `larr train {stage}` first or pass a URI"
+        )
+    return runs[0].data.tags[MODEL_URI_TAG]

@@ -9,9 +9,11 @@ import torch
 from etl.core import tracking
 from etl.tokens import wrap_text
 from training.common.data import DeltaBatches
+from training.common.text import TextCounts
 from training.embedding.contrastive import (
     PAIR_TYPES,
     ContrastiveConfig,
+    ContrastiveError,
     build_encoder,
     contrastive_batches,
     epoch_length,
@@ -50,8 +52,18 @@ def pairs(spark, catalog):
 
 @pytest.fixture()
 def backbone_dir(tmp_path) -> Path:
+    """A stage-1 backbone: the tiny model with the registry's special tokens."""
     tokenizer = tiny_tokenizer()
-    return save_backbone(tiny_llama(tokenizer), tokenizer, tmp_path / "tiny")
+    model = tiny_llama(tokenizer)
+    add_special_tokens(model, tokenizer)
+    return save_backbone(model, tokenizer, tmp_path / "tiny")
+
+
+@pytest.fixture()
+def base_dir(tmp_path) -> Path:
+    """A base model: no special tokens yet."""
+    tokenizer = tiny_tokenizer()
+    return save_backbone(tiny_llama(tokenizer), tokenizer, tmp_path / "base")
 
 
 def _config(backbone_dir: Path, tmp_path: Path, **overrides) -> ContrastiveConfig:
@@ -69,6 +81,7 @@ def _config(backbone_dir: Path, tmp_path: Path, **overrides) -> ContrastiveConfi
         device="cpu",
         progress=False,
         seed=3,
+        probe_attribute="",
     )
     settings.update(overrides)
     return ContrastiveConfig(**settings)
@@ -100,6 +113,8 @@ def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, tm
         assert 0 <= summary[key] <= 1
     assert summary["recall_at_10_poi_poi_base"] is not None and summary["recall_at_1_user_poi"] is not None
     assert summary["random_recall_at_10_user_poi"] == 1.0  # a pool of 4: the top 10 holds it all
+    assert summary["ablation"] == "none" and summary["empty_pairs"] == 0
+    assert summary["texts_trained"] == 3 * 8 and summary["texts_without_closing_token"] == 0
 
     texts = list(data.heldout["user_poi"].pool)
     fresh, tokenizer, _ = build_encoder(cfg)  # the seeded projection before training
@@ -189,3 +204,84 @@ def test_the_logged_pyfunc_model_returns_the_encoder_vectors(tmp_path):
         mlflow.set_tracking_uri(previous)
     assert got.shape == (3, 16)
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+
+
+def test_ablation_no_ft_logs_the_stage1_model_with_the_seeded_projection(
+    spark, pairs, backbone_dir, tmp_path
+):
+    cfg = _config(backbone_dir, tmp_path, ablation="no_ft")
+    with tracking.stage_run("contrastive", pairs.root, cfg):
+        summary = run(spark, pairs, cfg, log=lambda _: None)
+    assert summary["steps"] == 0 and summary["final_loss"] is None and summary["checkpoint"] is None
+    assert summary["recall_at_10_user_poi"] == summary["recall_at_10_user_poi_base"]
+    assert tracking.resolve_latest("latest:contrastive/no_ft") == summary["model_uri"]
+    with pytest.raises(tracking.TrackingError, match="no finished run of variant 'none'"):
+        tracking.resolve_latest("latest:contrastive")
+    texts = list(prepare(spark, pairs, cfg).heldout["poi_poi"].pool)
+    fresh, tokenizer, _ = build_encoder(cfg)
+    expected = encode_texts(fresh, tokenizer, texts, max_length=cfg.max_length)
+    got = mlflow.pyfunc.load_model(summary["model_uri"]).predict(pd.DataFrame({"text": texts}))
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+
+
+def test_ablations_check_where_the_backbone_comes_from(spark, pairs, backbone_dir, base_dir, tmp_path):
+    with pytest.raises(ContrastiveError, match=r"has not been through stage 1 .* or set ablation: no_cpt"):
+        build_encoder(_config(base_dir, tmp_path))
+    with pytest.raises(ContrastiveError, match="has not been through stage 1"):
+        build_encoder(_config(base_dir, tmp_path, ablation="no_ft"))
+    with pytest.raises(ContrastiveError, match="no_cpt trains stage 2 from the base model"):
+        build_encoder(_config(backbone_dir, tmp_path, ablation="no_cpt"))
+    summary = run(
+        spark, pairs, _config(base_dir, tmp_path, ablation="no_cpt", max_steps=1), log=lambda _: None
+    )
+    assert summary["steps"] == 1 and summary["ablation"] == "no_cpt"
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        _config(base_dir, tmp_path, ablation="no_al")
+
+
+def test_latest_cpt_resolves_to_the_newest_finished_stage1_run(spark, pairs, backbone_dir, tmp_path):
+    import mlflow as mlf
+
+    cfg = _config(backbone_dir, tmp_path, backbone="latest:cpt", max_steps=1)
+    tracking.configure(pairs.root)
+    with pytest.raises(tracking.TrackingError, match=r"latest:cpt: no finished run .* run `larr train cpt`"):
+        prepare(spark, pairs, cfg)
+    tracking.experiment_for("cpt")
+    with mlf.start_run():
+        tracking.record_model("runs:/older/backbone")
+    with mlf.start_run():
+        tracking.record_model(str(backbone_dir))
+    mlf.start_run()
+    tracking.record_model("runs:/failed/backbone")
+    mlf.end_run(status="FAILED")
+    data = prepare(spark, pairs, cfg)
+    assert data.backbone == str(backbone_dir)
+    summary = run(spark, pairs, cfg, log=lambda _: None)
+    assert summary["backbone"] == str(backbone_dir)
+
+
+def test_blank_pairs_are_skipped_and_long_texts_counted(spark, catalog, backbone_dir, tmp_path):
+    rows = _pair_rows()
+    rows = [
+        (t, a, b, "   " if i % 6 == 0 and s == "train" else x, y, s)
+        for i, (t, a, b, x, y, s) in enumerate(rows)
+    ]
+    rows += [("user_poi", 999, 998, None, "x", "train")]
+    schema = "pair_type string, anchor_id long, positive_id long, text_a string, text_b string, split string"
+    catalog.write(spark.createDataFrame(rows, schema), "pairs.contrastive", partition_by=["pair_type"])
+    cfg = _config(backbone_dir, tmp_path, max_length=8, max_steps=3)
+    data = prepare(spark, catalog, cfg)
+    assert data.empty_pairs == 7 and data.train_rows == {"user_user": 10, "poi_poi": 10, "user_poi": 10}
+    trained = run(spark, catalog, cfg, log=lambda _: None)
+    assert trained["steps"] == 3 and math.isfinite(trained["final_loss"]) and trained["empty_pairs"] == 7
+    assert trained["texts_trained"] == 24 and trained["texts_truncated"] == 24  # every text is > 8 tokens
+    assert trained["texts_without_closing_token"] == 0  # middle truncation keeps the closing token
+
+
+def test_texts_without_a_closing_token_are_counted():
+    _, tokenizer = _tiny_encoder()
+    counts = TextCounts()
+    tokenize_texts(tokenizer, [wrap_text("POI_name", "a shop"), "a shop", "hot pot</POI_name> x"], 64, counts)
+    assert (counts.texts, counts.truncated, counts.without_closing_token) == (3, 0, 2)
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        tokenize_texts(tokenizer, ["a", ""], 64)

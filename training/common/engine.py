@@ -10,12 +10,19 @@ clips internally), `step()`, `lr`, and `save`/`load` of the tensor state for `ch
 - `DeepSpeedEngine`: `deepspeed.initialize` with the client AdamW and scheduler and a ZeRO JSON
   from `jobs/deepspeed/`; the JSON's batch, accumulation and clipping keys are overwritten from the
   trainer's config, so the YAML stays the one source of truth. bf16 on CUDA.
+
+`build_engine` picks one of them from the trainer's config. Under ZeRO-3 the weights are
+partitioned over the ranks from the moment they are loaded (`announce_zero3`: Hugging Face
+loads each shard straight into its partition, so a 7B model never sits whole on one rank), and
+code that reads or writes whole weight matrices (saving the final model, editing embedding rows)
+runs inside `full_weights`, which gathers them for its duration. Both are no-ops otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -99,20 +106,14 @@ class DeepSpeedEngine:
         optimizer: torch.optim.Optimizer,
         scheduler,
         *,
-        grad_accum: int,
-        clip_norm: float,
-        micro_batch_size: int,
-        config_path: str,
+        settings: dict,
         device: torch.device,
     ) -> None:
         import deepspeed
+        import torch.distributed as dist
 
-        settings = json.loads(Path(config_path).read_text())
-        settings.pop("train_batch_size", None)
-        settings["train_micro_batch_size_per_gpu"] = micro_batch_size
-        settings["gradient_accumulation_steps"] = grad_accum
-        settings["gradient_clipping"] = clip_norm
-        settings["bf16"] = {"enabled": device.type == "cuda"}
+        if not dist.is_initialized():  # one process without a launcher: a group of one
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=settings
         )
@@ -150,3 +151,67 @@ class DeepSpeedEngine:
         )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {folder}/{DEEPSPEED_TAG}")
+
+
+def deepspeed_settings(
+    config_path: str, *, micro_batch_size: int, grad_accum: int, clip_norm: float, device: torch.device
+) -> dict:
+    """The ZeRO JSON with its batch, accumulation, clipping and precision keys set from the trainer."""
+    try:
+        settings = json.loads(Path(config_path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"deepspeed_config {config_path}: {err}") from None
+    settings.pop("train_batch_size", None)
+    settings["train_micro_batch_size_per_gpu"] = micro_batch_size
+    settings["gradient_accumulation_steps"] = grad_accum
+    settings["gradient_clipping"] = clip_norm
+    settings["bf16"] = {"enabled": device.type == "cuda"}
+    return settings
+
+
+def zero_stage(settings: dict | None) -> int:
+    return int(((settings or {}).get("zero_optimization") or {}).get("stage", 0))
+
+
+_HF_ZERO3 = None  # transformers holds only a weak reference: keep it for the process's run
+
+
+def announce_zero3(settings: dict | None) -> None:
+    """Tell transformers this process trains under ZeRO-3 (for the rest of the process):
+    `from_pretrained` then loads straight into the partitions and `resize_token_embeddings`
+    gathers what it resizes. A no-op for other settings."""
+    global _HF_ZERO3
+    if zero_stage(settings) == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        _HF_ZERO3 = HfDeepSpeedConfig(settings)
+
+
+@contextlib.contextmanager
+def full_weights(params: Iterable[torch.nn.Parameter], modify: bool = False) -> Iterator[None]:
+    """Whole tensors of ZeRO-3-partitioned `params` while open (a collective: every rank enters);
+    `modify=True` writes rank 0's edits back into the partitions. A no-op for ordinary tensors."""
+    params = list(params)
+    if not any(hasattr(p, "ds_id") for p in params):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
+        yield
+
+
+def build_engine(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    grad_accum: int,
+    clip_norm: float,
+    device: torch.device,
+    settings: dict | None = None,
+):
+    """DeepSpeed when the trainer has ZeRO `settings` (`deepspeed_settings`), else plain torch / DDP."""
+    if settings:
+        return DeepSpeedEngine(model, optimizer, scheduler, settings=settings, device=device)
+    return TorchEngine(model, optimizer, scheduler, grad_accum=grad_accum, clip_norm=clip_norm, device=device)

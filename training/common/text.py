@@ -8,10 +8,20 @@ stay, so the opening slices and the closing special token that the encoders read
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 IGNORE = -100  # label of a position that takes no loss (input tokens, padding)
+
+
+@dataclass
+class TextCounts:
+    """What happened to the texts a process fed its model (reported in the run's summary)."""
+
+    texts: int = 0
+    truncated: int = 0  # longer than the maximum length: the middle was cut
+    without_closing_token: int = 0  # the last token is no closing special token of the registry
 
 
 def truncate_middle(ids: Sequence[int], max_tokens: int) -> list[int]:

@@ -2,10 +2,19 @@
 pyfunc model `encoder`); a row is one positive pair (text_a, text_b) of a pair type; partitioned
 by pair_type.
 
-Stage 2 of LARR (method.md): the stage-1 backbone (`backbone: runs:/<id>/backbone`; a base model
-folder with `from_base: true` for the "without stage 1" ablation) plus a linear projection to 128
-dimensions (`training/embedding/encoder.py`) is trained with symmetric InfoNCE and in-batch
-negatives (`losses.info_nce`, temperature 0.05, candidates gathered across ranks under DDP).
+Stage 2 of LARR (method.md): the stage-1 backbone (`backbone: latest:cpt`, the newest finished
+`larr train cpt` run of this lakehouse's MLflow store, or `runs:/<id>/backbone`) plus a linear
+projection to 128 dimensions (`training/embedding/encoder.py`) is trained with symmetric InfoNCE
+and in-batch negatives (`losses.info_nce`, temperature 0.05, candidates gathered across ranks
+under DDP and DeepSpeed).
+
+Ablations (`ablation`, for the CTR issue's Table 3): `none` is the method; `no_cpt` trains stage 2
+from the base model (`backbone` must be a base model); `no_ft` skips stage 2: the stage-1 model
+becomes the encoder with the seeded initial projection (the same `nn.Linear` default init stage 2
+starts from: a random projection, which keeps cosine geometry roughly as it is), evaluated and
+logged like a trained one. A backbone has been through stage 1 when its tokenizer already holds
+the registry's special tokens; `none` and `no_ft` require that, `no_cpt` requires the opposite, so
+a mixed-up URI is an error, not a mislabelled row of the ablation table.
 
 Batches: every batch holds pairs of ONE type. Each type is read through its own `DeltaBatches`
 (`where pair_type = '...'`, Petastorm over the pinned snapshot; the `split` column is filtered in
@@ -22,9 +31,16 @@ POIs' text_b) and POI -> POI (`poi_poi`), recall@1, recall@10 and MRR; the ancho
 positives are left out of its ranking, and a tie with the positive counts against it. The same
 protocol scores the encoder before training (the backbone as loaded + the seeded projection, the
 "base" numbers) and after; `random_recall_at_10_*` is what a random ranking gets in expectation.
+A linear probe (`probe.py`) reads a hidden dish attribute (`probe_attribute`) off the POI
+embeddings before and after, when the lakehouse has the synthetic world's `truth.pois`.
+
+Bad input: pairs with a blank text are skipped and counted (`empty_pairs`); texts longer than
+`max_length` are cut in the middle, keeping the closing token, and counted (`texts_truncated`), as
+are texts that do not end with a closing special token (`texts_without_closing_token`).
 
 Which weights train: the projection always; the backbone as in stage 1 (`train_layers`, see
-`training/lm/cpt.py`). Checkpoints as in stage 1 (`<lakehouse>/_checkpoints/contrastive/<key>`).
+`training/lm/cpt.py`). Checkpoints as in stage 1 (`<lakehouse>/_checkpoints/contrastive/<key>`);
+DeepSpeed ZeRO-2/3 with `deepspeed_config`, as in stage 1.
 """
 
 from __future__ import annotations
@@ -43,13 +59,15 @@ import torch
 
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, broadcast_object, dist_info, init_distributed, pick_device
-from training.common.engine import TorchEngine
+from training.common.engine import build_engine, deepspeed_settings, full_weights, zero_stage
 from training.common.loop import LoopSettings, StepOutput, train_loop
 from training.common.schedule import build_optimizer, build_scheduler
 from training.common.seed import seed_everything
+from training.common.text import TextCounts
 from training.common.tracking import active, log_loss_curve, log_metrics
 from training.embedding.encoder import EMBEDDING_DIM, TextEncoder, encode_texts, pad, pad_id, tokenize_texts
 from training.embedding.losses import info_nce
+from training.embedding.probe import ATTRIBUTES, ProbeSet, linear_probe, probe_set
 from training.lm.backbone import add_special_tokens, load_backbone
 from training.lm.cpt import select_trainable
 
@@ -59,6 +77,7 @@ PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
 EVAL_TYPES = (USER_POI, POI_POI)  # user -> POI and POI -> POI retrieval
 COLUMNS = ["text_a", "text_b", "split"]
 EPOCH_STRIDE = 1_000_000  # a type's data epochs inside loop epoch e are e * EPOCH_STRIDE + r
+ABLATIONS = ("none", "no_cpt", "no_ft")
 
 
 class ContrastiveError(ValueError):
@@ -67,8 +86,8 @@ class ContrastiveError(ValueError):
 
 @dataclass(frozen=True)
 class ContrastiveConfig:
-    backbone: str = ".models/smollm2-135m-instruct"  # stage-1 `runs:/<id>/backbone`, or an HF folder
-    from_base: bool = False  # true: `backbone` is the base model, not stage 1's (the ablation); recorded
+    backbone: str = "latest:cpt"  # stage 1's model: latest:cpt, runs:/<id>/backbone or an HF folder
+    ablation: str = "none"  # none | no_cpt (stage 2 from the base model) | no_ft (stage 1 model, no stage 2)
     dim: int = EMBEDDING_DIM
     temperature: float = 0.05
     weight_user_user: float = 1.0  # a1
@@ -89,8 +108,11 @@ class ContrastiveConfig:
     resume: bool = True
     eval_batch_size: int = 16
     eval_max_pairs: int = 0  # held-out pairs per evaluated type; 0 = all
+    probe_attribute: str = "temperature"  # hidden dish attribute probed (truth.pois); "" = no probe
+    probe_max_pois: int = 0  # POIs in the probe; 0 = all
     seed: int = 17
     device: str = "auto"  # auto | cpu | cuda
+    deepspeed_config: str = ""  # a ZeRO JSON (jobs/deepspeed/zero2.json) on GPUs; "" = plain torch / DDP
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -99,12 +121,18 @@ class ContrastiveConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
-        for name in ("warmup_steps", "checkpoint_every", "train_layers", "eval_max_pairs"):
+        for name in ("warmup_steps", "checkpoint_every", "train_layers", "eval_max_pairs", "probe_max_pois"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("temperature", "lr"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if self.probe_attribute not in ("", *ATTRIBUTES):
+            raise ValueError(
+                f"probe_attribute must be one of {ATTRIBUTES} or empty, got {self.probe_attribute!r}"
+            )
         weights = self.weights()
         if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()) or not any(weights.values()):
             raise ValueError(f"pair-type weights must be >= 0 and not all 0, got {weights}")
@@ -119,7 +147,7 @@ class ContrastiveConfig:
     def key(self) -> str:
         """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
         skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
-        skip |= {"eval_batch_size", "eval_max_pairs"}
+        skip |= {"eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois"}
         data = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -138,9 +166,12 @@ class HeldOut:
 @dataclass(frozen=True)
 class ContrastiveData:
     snapshots: dict[str, DeltaSnapshot]  # per trained pair type
-    train_rows: dict[str, int]
+    train_rows: dict[str, int]  # train pairs with two non-blank texts
     heldout: dict[str, HeldOut] = field(default_factory=dict)  # per evaluated type
     version: int = 0
+    backbone: str = ""  # cfg.backbone with `latest:` resolved (the same on every rank)
+    empty_pairs: int = 0  # train pairs skipped for a blank text
+    probe: ProbeSet | None = None
 
 
 class ContrastiveBatch(NamedTuple):
@@ -175,6 +206,10 @@ def type_schedule(weights: dict[str, float], length: int) -> list[str]:
     return out
 
 
+def _filled(text) -> bool:
+    return text is not None and bool(str(text).strip())
+
+
 def pair_rows(loader: DeltaBatches, epoch: int, batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
     """Endless full batches of (text_a, text_b) of `split = 'train'` rows of one type's loader:
     its data epochs epoch * EPOCH_STRIDE + 0, 1, ... one after another."""
@@ -182,7 +217,13 @@ def pair_rows(loader: DeltaBatches, epoch: int, batch_size: int) -> Iterator[tup
     for round_ in itertools.count():
         seen = 0
         for batch in loader.epoch(epoch * EPOCH_STRIDE + round_):
-            keep = np.asarray([str(s) == "train" for s in batch["split"]], dtype=bool)
+            keep = np.asarray(
+                [
+                    str(s) == "train" and _filled(x) and _filled(y)
+                    for s, x, y in zip(batch["split"], batch["text_a"], batch["text_b"], strict=True)
+                ],
+                dtype=bool,
+            )
             a += [str(t) for t in batch["text_a"][keep]]
             b += [str(t) for t in batch["text_b"][keep]]
             seen += int(keep.sum())
@@ -193,8 +234,10 @@ def pair_rows(loader: DeltaBatches, epoch: int, batch_size: int) -> Iterator[tup
             raise ContrastiveError(f"{loader.snapshot.table} where {loader.snapshot.where}: no train rows")
 
 
-def collate_pairs(tokenizer, pair_type: str, a: list[str], b: list[str], max_length: int) -> ContrastiveBatch:
-    ids = tokenize_texts(tokenizer, [*a, *b], max_length)
+def collate_pairs(
+    tokenizer, pair_type: str, a: list[str], b: list[str], max_length: int, counts: TextCounts | None = None
+) -> ContrastiveBatch:
+    ids = tokenize_texts(tokenizer, [*a, *b], max_length, counts)
     batch = pad(ids, pad_id(tokenizer))
     return ContrastiveBatch(pair_type, len(a), batch["input_ids"], batch["attention_mask"])
 
@@ -205,7 +248,13 @@ def epoch_length(cfg: ContrastiveConfig, train_rows: dict[str, int], world_size:
 
 
 def contrastive_batches(
-    loaders: dict[str, DeltaBatches], tokenizer, cfg: ContrastiveConfig, length: int, epoch: int, skip: int
+    loaders: dict[str, DeltaBatches],
+    tokenizer,
+    cfg: ContrastiveConfig,
+    length: int,
+    epoch: int,
+    skip: int,
+    counts: TextCounts | None = None,
 ) -> Iterator[ContrastiveBatch]:
     """The single-type batches of one loop epoch after skipping the first `skip` (resume)."""
     streams = {t: pair_rows(loader, epoch, cfg.batch_size) for t, loader in loaders.items()}
@@ -213,7 +262,7 @@ def contrastive_batches(
         for i, pair_type in enumerate(type_schedule(cfg.weights(), length)):
             a, b = next(streams[pair_type])
             if i >= skip:
-                yield collate_pairs(tokenizer, pair_type, a, b, cfg.max_length)
+                yield collate_pairs(tokenizer, pair_type, a, b, cfg.max_length, counts)
     finally:
         for stream in streams.values():
             stream.close()  # closes an unfinished Petastorm reader
@@ -260,22 +309,26 @@ def retrieval_metrics(
     return out
 
 
-def evaluate(encoder: TextEncoder, tokenizer, heldout: dict[str, HeldOut], cfg: ContrastiveConfig, device):
-    """{type: recall_at_1, recall_at_10, mrr, pairs, pool} over each evaluated type's held-out pairs."""
+def evaluate(encoder: TextEncoder, tokenizer, data: ContrastiveData, cfg: ContrastiveConfig, device) -> dict:
+    """{type: recall_at_1, recall_at_10, mrr, pairs, pool} over each evaluated type's held-out
+    pairs, and `probe`: the linear probe's figures (when the data has a probe set)."""
     out = {}
-    for pair_type, data in heldout.items():
-        if not data.anchors:
+    kwargs = dict(batch_size=cfg.eval_batch_size, max_length=cfg.max_length, device=device)
+    for pair_type, held in data.heldout.items():
+        if not held.anchors:
             continue
-        kwargs = dict(batch_size=cfg.eval_batch_size, max_length=cfg.max_length, device=device)
-        anchors = encode_texts(encoder, tokenizer, data.anchors, **kwargs)
-        pool = encode_texts(encoder, tokenizer, data.pool, **kwargs)
-        targets = torch.tensor(data.targets, dtype=torch.long)
-        anchor_ids = torch.tensor(data.anchor_ids)
+        anchors = encode_texts(encoder, tokenizer, held.anchors, **kwargs)
+        pool = encode_texts(encoder, tokenizer, held.pool, **kwargs)
+        targets = torch.tensor(held.targets, dtype=torch.long)
+        anchor_ids = torch.tensor(held.anchor_ids)
         # the anchor's other positives: pool columns that some row with the same anchor points at
         same_anchor = (anchor_ids[:, None] == anchor_ids[None, :]).double()
-        exclude = same_anchor @ torch.nn.functional.one_hot(targets, len(data.pool)).double() > 0
+        exclude = same_anchor @ torch.nn.functional.one_hot(targets, len(held.pool)).double() > 0
         metrics = retrieval_metrics(anchors @ pool.T, targets, exclude=exclude)
-        out[pair_type] = {**metrics, "pairs": len(data.anchors), "pool": len(data.pool)}
+        out[pair_type] = {**metrics, "pairs": len(held.anchors), "pool": len(held.pool)}
+    if data.probe is not None:
+        vectors = encode_texts(encoder, tokenizer, data.probe.texts, **kwargs)
+        out["probe"] = linear_probe(vectors, np.asarray(data.probe.labels), seed=cfg.seed)
     return out
 
 
@@ -299,19 +352,30 @@ def _heldout(rows: list) -> HeldOut:
 
 
 def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
-    """Pin the snapshot (one per trained type), count train rows, collect the held-out pairs."""
+    """Resolve the backbone, pin the snapshot (one per trained type), count train rows and blank
+    pairs, collect the held-out pairs and the probe set."""
     from pyspark.sql import functions as F
 
+    from etl.core.tracking import resolve_latest
+
+    backbone = resolve_latest(cfg.backbone)
     trained = [t for t in PAIR_TYPES if cfg.weights()[t] > 0]
     whole = delta_snapshot(spark, catalog, TABLE, ["pair_type", *COLUMNS])
     if "pair_type" not in whole.partition_columns:
         raise ContrastiveError(f"{TABLE} is not partitioned by pair_type: rebuild it with `larr etl pairs`")
     df = catalog.read(spark, TABLE, version=whole.version)
+    blank = F.coalesce(F.trim("text_a"), F.lit("")).eqNullSafe("") | F.coalesce(
+        F.trim("text_b"), F.lit("")
+    ).eqNullSafe("")
     counts = {
-        (r["pair_type"], r["split"]): int(r["n"])
-        for r in df.groupBy("pair_type", "split").agg(F.count("*").alias("n")).collect()
+        (r["pair_type"], r["split"]): (int(r["n"]), int(r["blank"]))
+        for r in df.groupBy("pair_type", "split")
+        .agg(F.count("*").alias("n"), F.sum(blank.cast("int")).alias("blank"))
+        .collect()
     }
-    train_rows = {t: counts.get((t, "train"), 0) for t in trained}
+    train_rows = {
+        t: counts.get((t, "train"), (0, 0))[0] - counts.get((t, "train"), (0, 0))[1] for t in trained
+    }
     empty = [t for t, n in train_rows.items() if n == 0]
     if empty:
         raise ContrastiveError(
@@ -323,17 +387,29 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
     }
     heldout = {}
     for t in EVAL_TYPES:
-        held = df.where((F.col("pair_type") == t) & (F.col("split") == "heldout"))
+        held = df.where((F.col("pair_type") == t) & (F.col("split") == "heldout") & ~blank)
         held = held.orderBy(
             F.xxhash64("anchor_id", "positive_id", F.lit(cfg.seed)), "anchor_id", "positive_id"
         )
         if cfg.eval_max_pairs:
             held = held.limit(cfg.eval_max_pairs)
         heldout[t] = _heldout(held.select("anchor_id", "positive_id", "text_a", "text_b").collect())
-    return ContrastiveData(snapshots, train_rows, heldout, whole.version)
+    probe = None
+    if cfg.probe_attribute:
+        probe = probe_set(spark, catalog, cfg.probe_attribute, cfg.probe_max_pois, cfg.seed)
+    return ContrastiveData(
+        snapshots,
+        train_rows,
+        heldout,
+        whole.version,
+        backbone=backbone,
+        empty_pairs=sum(counts.get((t, "train"), (0, 0))[1] for t in trained),
+        probe=probe,
+    )
 
 
 def default_checkpoint_dir(catalog, cfg: ContrastiveConfig) -> str:
+    """`checkpoint_dir`, or one per config key (with the backbone already resolved) in the lakehouse."""
     from etl.core.catalog import is_remote
 
     if cfg.checkpoint_dir:
@@ -345,63 +421,34 @@ def default_checkpoint_dir(catalog, cfg: ContrastiveConfig) -> str:
     return str(Path(catalog.root) / "_checkpoints" / "contrastive" / cfg.key())
 
 
-def build_encoder(cfg: ContrastiveConfig):
-    """(encoder, tokenizer, no-decay name parts): the backbone with the registry's special tokens,
-    the seeded projection, and `train_layers` applied."""
-    backbone, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32)
-    add_special_tokens(backbone, tokenizer)
-    no_decay = select_trainable(backbone, tokenizer, cfg.train_layers)
-    encoder = TextEncoder(backbone, dim=cfg.dim, seed=cfg.seed)
+def check_provenance(cfg: ContrastiveConfig, source: str, added: int) -> None:
+    """A backbone that needed the special tokens added has not been through stage 1."""
+    if cfg.ablation in ("none", "no_ft") and added:
+        raise ContrastiveError(
+            f"backbone {source} has not been through stage 1 (its tokenizer lacked {added} special tokens): "
+            "pass the stage-1 model (latest:cpt or runs:/<id>/backbone), or set ablation: no_cpt"
+        )
+    if cfg.ablation == "no_cpt" and not added:
+        raise ContrastiveError(
+            f"ablation no_cpt trains stage 2 from the base model, but backbone {source} already has "
+            "the special tokens of stage 1: pass the base model folder"
+        )
+
+
+def build_encoder(cfg: ContrastiveConfig, backbone: str = "", settings: dict | None = None):
+    """(encoder, tokenizer, no-decay name parts): the backbone (`backbone`, default cfg.backbone)
+    with the registry's special tokens, the seeded projection, and `train_layers` applied."""
+    source = backbone or cfg.backbone
+    model, tokenizer = load_backbone(source, dtype=torch.float32, deepspeed_settings=settings)
+    check_provenance(cfg, source, add_special_tokens(model, tokenizer))
+    no_decay = select_trainable(model, tokenizer, cfg.train_layers)
+    encoder = TextEncoder(model, dim=cfg.dim, seed=cfg.seed)
     return encoder, tokenizer, no_decay
 
 
-def train(
-    cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log: Callable[[str], None] = print
-) -> Trained:
-    """Everything after the snapshot (no Spark: runs on every rank)."""
-    info = dist_info()
-    device = pick_device(cfg.device, info.local_rank)
-    init_distributed(info, device)
-    seed_everything(cfg.seed)
-    encoder, tokenizer, no_decay = build_encoder(cfg)
-    encoder.to(device)
-    trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
-    before = evaluate(encoder, tokenizer, data.heldout, cfg, device) if info.is_primary else {}
-    if before:
-        log("contrastive: base " + json.dumps(before))
-
-    optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay, no_decay=no_decay)
-    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-    engine = TorchEngine(encoder, optimizer, scheduler, grad_accum=1, clip_norm=cfg.clip_norm, device=device)
-    loaders = {
-        t: DeltaBatches(
-            snapshot, cfg.batch_size, shuffle_seed=cfg.seed, rank=info.rank, world_size=info.world_size
-        )
-        for t, snapshot in data.snapshots.items()
-    }
-    length = epoch_length(cfg, data.train_rows, info.world_size)
-    settings = LoopSettings(
-        max_steps=cfg.max_steps,
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=cfg.keep_checkpoints,
-        checkpoint_dir=checkpoint_dir,
-        resume=cfg.resume,
-        progress=cfg.progress,
-    )
-    result = train_loop(
-        engine,
-        lambda epoch, skip: contrastive_batches(loaders, tokenizer, cfg, length, epoch, skip),
-        lambda module, batch: pair_loss(module, batch, cfg, device),
-        settings,
-        config=cfg,
-        tokenizer=tokenizer,
-        log=log,
-    )
-    encoder = engine.model
-    after = evaluate(encoder, tokenizer, data.heldout, cfg, device) if info.is_primary else {}
-    if after:
-        log("contrastive: fine-tuned " + json.dumps(after))
-    summary = {"steps": result.steps, "tokens_per_s": round(result.tokens_per_s, 1)}
+def summarize(cfg: ContrastiveConfig, data: ContrastiveData, before: dict, after: dict) -> dict:
+    """The summary's evaluation figures: `<metric>_<type>` after, `..._base` before."""
+    summary = {}
     for short, pair_type in (("user_poi", USER_POI), ("poi_poi", POI_POI)):
         for metric in ("recall_at_1", "recall_at_10", "mrr"):
             summary[f"{metric}_{short}"] = after.get(pair_type, {}).get(metric)
@@ -409,31 +456,133 @@ def train(
         pool = after.get(pair_type, {}).get("pool", 0)
         summary[f"random_recall_at_10_{short}"] = min(10, pool) / pool if pool else None
         summary[f"heldout_pairs_{short}"] = after.get(pair_type, {}).get("pairs", 0)
-    summary.update(
-        final_loss=round(result.losses[-1], 4) if result.losses else None,
-        resumed_from_step=result.resumed_from,
-        train_rows=dict(data.train_rows),
-        from_base=cfg.from_base,
-        backbone=cfg.backbone,
-        trainable_params=trainable,
-        world_size=info.world_size,
-        checkpoint=str(result.last_checkpoint) if result.last_checkpoint else None,
-        input_versions={TABLE: data.version},
-    )
-    return Trained(summary, result.losses, encoder, tokenizer)
+    if data.probe is not None and "probe" in after:
+        name = data.probe.attribute
+        for metric in ("auc", "accuracy"):
+            summary[f"probe_{metric}_{name}"] = after["probe"][metric]
+            summary[f"probe_{metric}_{name}_base"] = before.get("probe", {}).get(metric)
+        summary[f"probe_majority_accuracy_{name}"] = after["probe"]["majority_accuracy"]
+        summary["probe_pois"] = after["probe"]["pois"]
+    return summary
+
+
+def train(
+    cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log: Callable[[str], None] = print
+) -> Trained:
+    """Everything after the snapshot (no Spark: runs on every rank). `no_ft` evaluates and returns."""
+    info = dist_info()
+    device = pick_device(cfg.device, info.local_rank)
+    init_distributed(info, device)
+    seed_everything(cfg.seed)
+    settings = None
+    if cfg.deepspeed_config and cfg.ablation != "no_ft":
+        settings = deepspeed_settings(
+            cfg.deepspeed_config,
+            micro_batch_size=cfg.batch_size,
+            grad_accum=1,
+            clip_norm=cfg.clip_norm,
+            device=device,
+        )
+        if zero_stage(settings) == 3 and cfg.train_layers:
+            raise ContrastiveError(
+                "train_layers > 0 (the CPU demo setting) cannot run under ZeRO-3: set train_layers: 0"
+            )
+    encoder, tokenizer, no_decay = build_encoder(cfg, data.backbone, settings)
+    if zero_stage(settings) != 3:
+        encoder.to(device)
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in encoder.parameters() if p.requires_grad)
+    counts = TextCounts()
+    result = None
+    # ZeRO-3 forwards gather weights from every rank, so every rank evaluates; otherwise rank 0
+    evaluates = info.is_primary or zero_stage(settings) == 3
+    if cfg.ablation == "no_ft":
+        before = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
+        after = before
+    else:
+        optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay, no_decay=no_decay)
+        scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        engine = build_engine(
+            encoder,
+            optimizer,
+            scheduler,
+            grad_accum=1,
+            clip_norm=cfg.clip_norm,
+            device=device,
+            settings=settings,
+        )
+        encoder = engine.model
+        before = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
+        loaders = {
+            t: DeltaBatches(
+                snapshot, cfg.batch_size, shuffle_seed=cfg.seed, rank=info.rank, world_size=info.world_size
+            )
+            for t, snapshot in data.snapshots.items()
+        }
+        length = epoch_length(cfg, data.train_rows, info.world_size)
+        loop_settings = LoopSettings(
+            max_steps=cfg.max_steps,
+            checkpoint_every=cfg.checkpoint_every,
+            keep_checkpoints=cfg.keep_checkpoints,
+            checkpoint_dir=checkpoint_dir,
+            resume=cfg.resume,
+            progress=cfg.progress,
+        )
+        result = train_loop(
+            engine,
+            lambda epoch, skip: contrastive_batches(loaders, tokenizer, cfg, length, epoch, skip, counts),
+            lambda module, batch: pair_loss(module, batch, cfg, device),
+            loop_settings,
+            config=cfg,
+            tokenizer=tokenizer,
+            log=log,
+        )
+        encoder = engine.model
+        after = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
+    if before and info.is_primary:
+        log("contrastive: base " + json.dumps(before))
+    if after and info.is_primary and cfg.ablation != "no_ft":
+        log("contrastive: fine-tuned " + json.dumps(after))
+    summary = {
+        "ablation": cfg.ablation,
+        "steps": result.steps if result else 0,
+        "tokens_per_s": round(result.tokens_per_s, 1) if result else None,
+        **summarize(cfg, data, before, after),
+        "final_loss": round(result.losses[-1], 4) if result and result.losses else None,
+        "resumed_from_step": result.resumed_from if result else None,
+        "train_rows": dict(data.train_rows),
+        "empty_pairs": data.empty_pairs,
+        "texts_trained": counts.texts,  # by this process (a resumed run counts from its restart)
+        "texts_truncated": counts.truncated,
+        "texts_without_closing_token": counts.without_closing_token,
+        "backbone": data.backbone,
+        "trainable_params": trainable,
+        "world_size": info.world_size,
+        "checkpoint": str(result.last_checkpoint) if result and result.last_checkpoint else None,
+        "input_versions": {TABLE: data.version},
+    }
+    return Trained(summary, result.losses if result else [], encoder, tokenizer)
 
 
 def run(spark, catalog, cfg: ContrastiveConfig, log=print) -> dict:
     """Pin the pairs, train, evaluate, and (rank 0, inside an MLflow run) log curve, metrics and model."""
+    from dataclasses import replace
+
+    from etl.core.tracking import record_model
     from training.embedding.pyfunc import log_encoder
 
     info = dist_info()
     init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
     data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
-    summary, losses, encoder, tokenizer = train(cfg, data, default_checkpoint_dir(catalog, cfg), log=log)
+    checkpoint_dir = default_checkpoint_dir(catalog, replace(cfg, backbone=data.backbone))
+    summary, losses, encoder, tokenizer = train(cfg, data, checkpoint_dir, log=log)
     summary["model_uri"] = None
-    if info.is_primary and active():
-        log_loss_curve(losses)
-        log_metrics({k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)})
-        summary["model_uri"] = log_encoder(encoder.backbone, tokenizer, encoder.projection, cfg.max_length)
+    with full_weights(encoder.parameters()):  # ZeRO-3: every rank gathers the weights, rank 0 writes
+        if info.is_primary and active():
+            if losses:
+                log_loss_curve(losses)
+            log_metrics({k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)})
+            summary["model_uri"] = log_encoder(
+                encoder.backbone, tokenizer, encoder.projection, cfg.max_length
+            )
+            record_model(summary["model_uri"], variant=cfg.ablation)
     return summary

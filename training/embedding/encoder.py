@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.common.text import truncate_middle
+from etl.tokens import SLICES
+from training.common.text import TextCounts, truncate_middle
 from training.embedding.pooling import last_token_hidden, position_ids_from_mask
 
 EMBEDDING_DIM = 128
@@ -65,14 +66,34 @@ class TextEncoder(nn.Module):
         return F.normalize(self.projection(pooled.to(self.projection.weight.dtype)).float(), dim=-1)
 
 
-def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text (no bos/eos added), middle-truncated to `max_length`."""
+def closing_token_ids(tokenizer) -> frozenset[int]:
+    """Ids of the registry's closing tokens that the tokenizer knows as single tokens."""
+    closing = [s.close for s in SLICES]
+    ids = tokenizer.convert_tokens_to_ids(closing)
+    unknown = tokenizer.unk_token_id
+    return frozenset(int(i) for i in ids if i is not None and i != unknown)
+
+
+def tokenize_texts(
+    tokenizer, texts: Sequence[str], max_length: int, counts: TextCounts | None = None
+) -> list[list[int]]:
+    """Token ids of each text (no bos/eos added), middle-truncated to `max_length`.
+
+    An empty text is an error (there is no token to embed). `counts`, when given, adds the texts,
+    how many were truncated and how many do not end with a closing special token (their embedding
+    then reads whatever token is last: the data or the tokenizer is not what stage 2 expects).
+    """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     ids = tokenizer([str(t) for t in texts], add_special_tokens=False)["input_ids"]
     for i, row in enumerate(ids):
         if not row:
             raise ValueError(f"text {i} is empty: nothing to embed")
+    if counts is not None:
+        closing = closing_token_ids(tokenizer)
+        counts.texts += len(ids)
+        counts.truncated += sum(len(row) > max_length for row in ids)
+        counts.without_closing_token += sum(row[-1] not in closing for row in ids)
     return [truncate_middle(row, max_length) for row in ids]
 
 

@@ -30,6 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from etl.tokens import all_special_tokens
+from training.common.engine import announce_zero3, full_weights
 
 BACKBONE_ARTIFACT = "backbone"
 PADDING_SIDE = "right"
@@ -45,15 +46,17 @@ def is_mlflow_uri(source: str) -> bool:
 
 
 def load_backbone(
-    source: str | Path, dtype: torch.dtype | None = None
+    source: str | Path, dtype: torch.dtype | None = None, deepspeed_settings: dict | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model and tokenizer from a Hugging Face folder or an MLflow URI.
 
     `dtype=None` keeps the dtype the checkpoint was saved in. The tokenizer comes back with a pad
     token and right padding (see the module docstring). Special tokens are NOT added here: call
-    `add_special_tokens` (a no-op on a backbone that already has them).
+    `add_special_tokens` (a no-op on a backbone that already has them). With ZeRO-3
+    `deepspeed_settings` the weights load straight into this rank's partitions.
     """
     folder = resolve_folder(str(source))
+    announce_zero3(deepspeed_settings)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype if dtype is not None else "auto")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     ensure_pad_token(model, tokenizer)
@@ -110,7 +113,7 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
         {"extra_special_tokens": missing}, replace_extra_special_tokens=False
     )
     input_embeddings = model.get_input_embeddings()
-    old_rows = input_embeddings.weight.shape[0]
+    old_rows = getattr(input_embeddings.weight, "ds_shape", input_embeddings.weight.shape)[0]  # ZeRO-3
     needed = len(tokenizer)
     fresh = set(tokenizer.convert_tokens_to_ids(missing)) | set(range(old_rows, needed))
     if not fresh:
@@ -120,7 +123,8 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     output_embeddings = model.get_output_embeddings()
     if output_embeddings is not None and output_embeddings.weight is not input_embeddings.weight:
         matrices.append(output_embeddings.weight)
-    means = [m.detach()[old].float().mean(dim=0) for m in matrices]
+    with full_weights(matrices):  # ZeRO-3: the whole matrices, for the means
+        means = [m.detach()[old].float().mean(dim=0) for m in matrices]
     if needed > old_rows:
         model.resize_token_embeddings(needed, mean_resizing=False)
     input_embeddings = model.get_input_embeddings()
@@ -129,7 +133,7 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     if len(means) == 2:
         matrices.append(output_embeddings.weight)
     rows = torch.tensor(sorted(fresh), dtype=torch.long)
-    with torch.no_grad():
+    with full_weights(matrices, modify=True), torch.no_grad():
         for matrix, mean in zip(matrices, means, strict=True):
             matrix[rows] = mean.to(matrix.dtype)
     return added

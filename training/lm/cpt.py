@@ -26,7 +26,9 @@ the embedding rows of the registry's special tokens (a gradient mask on the embe
 kept out of weight decay, so every other row stays exactly as it was).
 
 Runs: plain torch on one CPU or GPU; under `torchrun` as DDP; under `deepspeed --no_local_rank`
-with `deepspeed_config` set (ZeRO-2: `jobs/deepspeed/zero2.json`). Checkpoints go to
+with `deepspeed_config` set (ZeRO-2: `jobs/deepspeed/zero2.json`; ZeRO-3 for 7B-class models:
+`jobs/deepspeed/zero3.json`, which loads the weights partitioned, gathers them to save the final
+model, and needs `train_layers: 0`). Checkpoints go to
 `checkpoint_dir` (default `<lakehouse>/_checkpoints/cpt/<config key>`: the same config resumes,
 a finished run re-run returns its result, another config starts fresh).
 """
@@ -45,6 +47,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from etl.core.tracking import record_model
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import (
     all_reduce_sum,
@@ -54,11 +57,11 @@ from training.common.device import (
     init_distributed,
     pick_device,
 )
-from training.common.engine import DeepSpeedEngine, TorchEngine
+from training.common.engine import build_engine, deepspeed_settings, full_weights, zero_stage
 from training.common.loop import LoopSettings, StepOutput, train_loop
 from training.common.schedule import build_optimizer, build_scheduler
 from training.common.seed import seed_everything
-from training.common.text import IGNORE, pad_right, truncate_middle
+from training.common.text import IGNORE, TextCounts, pad_right, truncate_middle
 from training.common.tracking import active, log_loss_curve, log_metrics
 from training.lm.backbone import add_special_tokens, load_backbone, log_backbone, save_backbone
 
@@ -146,11 +149,17 @@ def build_sample(input_ids: list[int], target_ids: list[int], eos_id: int, max_l
 
 
 def encode(
-    tokenizer, inputs: list[str], targets: list[str], max_length: int
+    tokenizer, inputs: list[str], targets: list[str], max_length: int, counts: TextCounts | None = None
 ) -> list[tuple[list[int], list[int]]]:
-    """Tokenize (input, target) texts (no bos/eos added by the tokenizer) into (ids, labels)."""
+    """Tokenize (input, target) texts (no bos/eos added by the tokenizer) into (ids, labels);
+    `counts` adds the samples and how many of them were cut to `max_length`."""
     enc_in = tokenizer(list(inputs), add_special_tokens=False)["input_ids"]
     enc_target = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    if counts is not None:
+        counts.texts += len(enc_in)
+        counts.truncated += sum(
+            len(a) + len(b) + 1 > max_length for a, b in zip(enc_in, enc_target, strict=True)
+        )
     return [
         build_sample(a, b, tokenizer.eos_token_id, max_length)
         for a, b in zip(enc_in, enc_target, strict=True)
@@ -171,7 +180,13 @@ def _rows(batch: dict, split: str) -> tuple[list[str], list[str]]:
 
 
 def length_batches(
-    loader: DeltaBatches, tokenizer, cfg: CptConfig, epoch: int, skip: int = 0, split: str = "train"
+    loader: DeltaBatches,
+    tokenizer,
+    cfg: CptConfig,
+    epoch: int,
+    skip: int = 0,
+    split: str = "train",
+    counts: TextCounts | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Length-sorted batches of one epoch after skipping the first `skip` of them (resume).
 
@@ -193,7 +208,7 @@ def length_batches(
         if done + count <= skip:
             done += count
             continue
-        samples = encode(tokenizer, inputs, targets, cfg.max_length)
+        samples = encode(tokenizer, inputs, targets, cfg.max_length, counts)
         order = sorted(range(len(samples)), key=lambda i: len(samples[i][0]))  # stable: ties keep file order
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         rng = np.random.default_rng([cfg.seed, epoch, buffer_index])
@@ -352,31 +367,43 @@ def train(
     device = pick_device(cfg.device, info.local_rank)
     init_distributed(info, device)
     seed_everything(cfg.seed)
-    model, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32)  # fp32 master weights
+    settings = None
+    if cfg.deepspeed_config:
+        settings = deepspeed_settings(
+            cfg.deepspeed_config,
+            micro_batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            clip_norm=cfg.clip_norm,
+            device=device,
+        )
+        if zero_stage(settings) == 3 and cfg.train_layers:
+            raise CptError(
+                "train_layers > 0 (the CPU demo setting) cannot run under ZeRO-3: set train_layers: 0"
+            )
+    # fp32 master weights (bf16 autocast on GPUs)
+    model, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32, deepspeed_settings=settings)
     added = add_special_tokens(model, tokenizer)
     no_decay = select_trainable(model, tokenizer, cfg.train_layers)
-    model.to(device)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    heldout = heldout_batches(data, tokenizer, cfg)
-    ppl_before, heldout_tokens = perplexity(model, heldout, device)
-    if info.is_primary:
-        log(f"cpt: held-out perplexity before {ppl_before:.3f} over {heldout_tokens} target tokens")
+    if zero_stage(settings) != 3:
+        model.to(device)
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
 
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, no_decay=no_decay)
     scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-    common = dict(grad_accum=cfg.grad_accum, clip_norm=cfg.clip_norm, device=device)
-    if cfg.deepspeed_config:
-        engine = DeepSpeedEngine(
-            model,
-            optimizer,
-            scheduler,
-            micro_batch_size=cfg.batch_size,
-            config_path=cfg.deepspeed_config,
-            **common,
-        )
-    else:
-        engine = TorchEngine(model, optimizer, scheduler, **common)
+    engine = build_engine(
+        model,
+        optimizer,
+        scheduler,
+        grad_accum=cfg.grad_accum,
+        clip_norm=cfg.clip_norm,
+        device=device,
+        settings=settings,
+    )
+    heldout = heldout_batches(data, tokenizer, cfg)
+    ppl_before, heldout_tokens = perplexity(engine.model, heldout, device)
+    if info.is_primary:
+        log(f"cpt: held-out perplexity before {ppl_before:.3f} over {heldout_tokens} target tokens")
+    counts = TextCounts()
     loader = DeltaBatches(
         data.train, cfg.batch_size, shuffle_seed=cfg.seed, rank=info.rank, world_size=info.world_size
     )
@@ -391,7 +418,7 @@ def train(
     )
     result = train_loop(
         engine,
-        lambda epoch, skip: length_batches(loader, tokenizer, cfg, epoch, skip),
+        lambda epoch, skip: length_batches(loader, tokenizer, cfg, epoch, skip, counts=counts),
         lambda module, batch: lm_loss(module, batch, device),
         settings,
         config=cfg,
@@ -414,6 +441,7 @@ def train(
         "heldout_rows": data.heldout_rows,
         "heldout_target_tokens": heldout_tokens,
         "empty_targets": data.empty_targets,
+        "truncated_samples": counts.truncated,  # of the samples this process trained on
         "special_tokens_added": added,
         "trainable_params": trainable,
         "world_size": info.world_size,
@@ -432,12 +460,14 @@ def run(spark, catalog, cfg: CptConfig, log=print, on_checkpoint=None) -> dict:
         raise CptError(f"{TABLE} has no rows where {TRAIN_WHERE}: run `larr etl corpus` first")
     checkpoint_dir = default_checkpoint_dir(catalog, cfg)
     summary, losses, model, tokenizer = train(cfg, data, checkpoint_dir, log=log, on_checkpoint=on_checkpoint)
-    if info.is_primary:
-        if cfg.output_dir:
-            save_backbone(model, tokenizer, cfg.output_dir)
-            summary["output_dir"] = cfg.output_dir
-        if active():
-            log_loss_curve(losses)
-            log_metrics({"heldout_target_tokens": summary["heldout_target_tokens"]})
-            summary["model_uri"] = log_backbone(model, tokenizer)
+    with full_weights(model.parameters()):  # ZeRO-3: every rank gathers the weights, rank 0 writes
+        if info.is_primary:
+            if cfg.output_dir:
+                save_backbone(model, tokenizer, cfg.output_dir)
+                summary["output_dir"] = cfg.output_dir
+            if active():
+                log_loss_curve(losses)
+                log_metrics({"heldout_target_tokens": summary["heldout_target_tokens"]})
+                summary["model_uri"] = log_backbone(model, tokenizer)
+                record_model(summary["model_uri"])
     return summary
