@@ -37,6 +37,8 @@ USER_ERRORS = (
     "training.lm.backbone:BackboneError",
     "training.lm.cpt:CptError",
     "training.embedding.contrastive:ContrastiveError",
+    "jobs.bench_llm:BenchLlmError",
+    "features.embeddings.encoder_runtime:EmbedError",
 )
 
 

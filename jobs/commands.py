@@ -50,13 +50,14 @@ class Command:
     config_file: str | None  # jobs/<config_file>.yaml, or None for the dataclass defaults
     runner: str  # "module:run"
     help: str = ""
+    needs_spark: bool = True  # False: the runner gets spark=None and no session starts
 
     @property
     def config_cls(self) -> type:
         return _resolve(self.config)
 
     def run(self, ctx: Context, cfg: Any) -> dict:
-        return _resolve(self.runner)(ctx.spark, ctx.catalog, cfg, log=ctx.log)
+        return _resolve(self.runner)(ctx.spark if self.needs_spark else None, ctx.catalog, cfg, log=ctx.log)
 
 
 _COMMANDS = (
@@ -85,6 +86,15 @@ _COMMANDS = (
             "generation throughput against a plain Delta write"),
     Command("bench etl", "bench", "jobs.bench:BenchEtlConfig", None, "jobs.bench:bench_etl",
             "every ETL job at 1M, 4M, 16M impressions against a plain Delta copy"),
+    Command("bench llm", "bench", "jobs.bench_llm:BenchLlmConfig", None, "jobs.bench_llm:run",
+            "training tokens/s and peak memory of both LLM stages", needs_spark=False),
+    Command("embed scenes", "embed", "features.embeddings.scenes:EmbedScenesConfig", "embed_scenes",
+            "features.embeddings.scenes:run",
+            "stage 3: embed each distinct scene value with the frozen encoder (Spark UDF) + the .npz export"),
+    Command("embed texts", "embed", "features.embeddings.texts:EmbedTextsConfig", "embed_texts",
+            "features.embeddings.texts:run", "embed POI and user comprehensive texts with the frozen encoder"),
+    Command("bench embed", "bench", "jobs.bench_embed:BenchEmbedConfig", None, "jobs.bench_embed:bench_embed",
+            "embedding UDF throughput against the encoder called directly, and the dedup factor"),
 )  # fmt: skip
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _COMMANDS}

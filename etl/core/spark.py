@@ -9,6 +9,7 @@ given and forces no local settings: the cluster owns those.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def get_spark(settings: SparkSettings | None = None) -> SparkSession:
     if is_managed_runtime():
         return SparkSession.builder.getOrCreate()
     settings = settings or SparkSettings()
+    # Python workers (pandas UDFs) run this interpreter, not whatever `python3` is on the PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(settings.master)
         .appName(settings.app_name)

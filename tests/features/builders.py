@@ -93,3 +93,19 @@ def clean_world(spark: SparkSession, world_catalog) -> tuple[DataFrame, DataFram
         .join(pois_df.select("poi_id"), "poi_id", "left_semi")
     )
     return users_df, pois_df, impressions_df
+
+
+def tiny_encoder_model(folder, dim: int = 16, max_length: int = 24, seed: int = 0):
+    """A tiny random stage-2 encoder (tiny Llama with the registry's special tokens + a seeded
+    projection) saved as a local MLflow model folder; returns (folder, TextEncoder, tokenizer)."""
+    from training.embedding.encoder import TextEncoder
+    from training.embedding.pyfunc import save_encoder_model
+    from training.lm.backbone import add_special_tokens
+    from training.lm.tiny import tiny_llama, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(tokenizer, seed=seed)
+    add_special_tokens(model, tokenizer)
+    encoder = TextEncoder(model, dim=dim, seed=seed).eval()
+    save_encoder_model(encoder.backbone, tokenizer, encoder.projection, max_length, folder)
+    return folder, encoder, tokenizer

@@ -39,10 +39,17 @@ def _truncate_middle(ids: list[int], max_tokens: int) -> list[int]:
 
 
 class EncoderModel(mlflow.pyfunc.PythonModel):
+    """`predict(frame)` -> vectors. Batch jobs may also call `load_folder`, `place` and `embed`
+    (device, dtype, padding side, which rows were truncated) on `unwrap_python_model()`."""
+
     def load_context(self, context) -> None:
+        self.load_folder(context.artifacts[ARTIFACT])
+
+    def load_folder(self, folder, device: str | None = None, dtype: torch.dtype | None = None) -> None:
+        """Load the `encoder` artifact folder; default device: CUDA when available, in float32."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = Path(context.artifacts[ARTIFACT])
+        folder = Path(folder)
         self.settings = json.loads((folder / SETTINGS_FILE).read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(folder / BACKBONE_DIR)
         model = AutoModelForCausalLM.from_pretrained(folder / BACKBONE_DIR, dtype=torch.float32)
@@ -51,21 +58,42 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
         self.projection = torch.nn.Linear(projection["weight"].shape[1], projection["weight"].shape[0])
         self.projection.load_state_dict(projection)
         self.projection.eval()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        self.place(device or ("cuda" if torch.cuda.is_available() else "cpu"), dtype)
+
+    def place(self, device: str | torch.device, dtype: torch.dtype | None = None) -> None:
+        """Move the backbone to `device` (and `dtype`, e.g. bfloat16 on a GPU); the projection
+        stays float32 (pooled states are cast up before it)."""
+        self.device = torch.device(device)
+        self.model.to(device=self.device, dtype=dtype)
         self.projection.to(self.device)
 
     @torch.no_grad()
     def predict(self, context, model_input, params=None) -> np.ndarray:
         texts = [str(t) for t in model_input["text"]]
         batch_size = int((params or {}).get("batch_size", 32))
+        return self.embed(texts, batch_size)[0]
+
+    @torch.no_grad()
+    def embed(
+        self, texts: list[str], batch_size: int = 32, padding_side: str = "right"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, dim) float32 vectors in the order of `texts`, and (n,) bool: the text was longer
+        than `max_length` and lost its middle (its head and closing token stay).
+
+        Texts are sorted by token length and batched (little padding). Pooling reads the last
+        real token of each row through the attention mask, so either padding side gives the same
+        vectors; positions count real tokens only.
+        """
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be left or right, got {padding_side!r}")
         dim = self.projection.out_features
         if not texts:
-            return np.zeros((0, dim), dtype=np.float32)
+            return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=bool)
         max_length = int(self.settings["max_length"])
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         if any(len(row) == 0 for row in ids):
             raise ValueError("empty text: nothing to embed")
+        truncated = np.array([len(row) > max_length for row in ids], dtype=bool)
         ids = [_truncate_middle(list(row), max_length) for row in ids]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.zeros((len(ids), dim), dtype=np.float32)
@@ -75,18 +103,20 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
             input_ids = torch.zeros((len(rows), width), dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for j, i in enumerate(rows):
-                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
-                mask[j, : len(ids[i])] = 1
+                span = slice(0, len(ids[i])) if padding_side == "right" else slice(width - len(ids[i]), width)
+                input_ids[j, span] = torch.tensor(ids[i])
+                mask[j, span] = 1
             input_ids, mask = input_ids.to(self.device), mask.to(self.device)
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
             hidden = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions)
-            last = mask.sum(dim=1) - 1  # right padding: the last real token
+            index = torch.arange(width, device=self.device)
+            last = torch.where(mask.bool(), index, -1).amax(dim=1)  # the last real token, any padding
             pooled = hidden.last_hidden_state[torch.arange(len(rows), device=self.device), last]
             vectors = self.projection(pooled.float())
             if self.settings.get("normalize", True):
                 vectors = torch.nn.functional.normalize(vectors, dim=-1)
             out[rows] = vectors.cpu().numpy()
-        return out
+        return out, truncated
 
 
 def save_encoder_folder(backbone, tokenizer, projection: torch.nn.Linear, max_length: int, folder) -> Path:
@@ -122,6 +152,22 @@ def log_encoder(
             pip_requirements=["torch", "transformers", "numpy", "pandas"],
         )
     return info.model_uri
+
+
+def save_encoder_model(backbone, tokenizer, projection: torch.nn.Linear, max_length: int, path) -> Path:
+    """The encoder as a local MLflow model folder (the same model `log_encoder` logs: `MLmodel`,
+    this file as its code, `artifacts/encoder/`); `mlflow.pyfunc.load_model(path)` loads it with
+    no tracking store. For tests, benchmarks and offline hand-over of an encoder."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_encoder_folder(backbone, tokenizer, projection, max_length, Path(tmp) / ARTIFACT)
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=str(Path(__file__).resolve()),
+            artifacts={ARTIFACT: str(folder)},
+            pip_requirements=["torch", "transformers", "numpy", "pandas"],
+        )
+    return path
 
 
 if __name__.startswith("code_model_"):  # MLflow executing this file as the model's code
