@@ -37,7 +37,7 @@ test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 DEMO_STEPS := generate "etl clean" "etl corpus" "etl pairs" "features scene" "features stats" "etl samples" \
-	"train cpt" "train contrastive" "embed scenes" "embed texts"
+	"train cpt" "train contrastive" "embed scenes" "embed texts --set sides=[poi]"
 
 demo: setup
 	@set -e; start=$$(date +%s); for step in $(DEMO_STEPS); do \

@@ -53,6 +53,12 @@ def test_probe_set_labels_hot_against_cold_from_the_truth(spark, probe_catalog):
     assert len(spicy.poi_ids) == probe_catalog.read(spark, "clean.pois").count()
     with pytest.raises(ValueError, match="probe attribute must be one of"):
         probe_set(spark, probe_catalog, "colour", 10, 3)
+    business = probe_set(spark, probe_catalog, "temperature", max_pois=40, seed=3, text="business")
+    assert business.poi_ids == probe.poi_ids and business.labels == probe.labels
+    assert all("<POI_intro>" in t for t in probe.texts) and not any(
+        "<POI_intro>" in t for t in business.texts
+    )
+    assert all(t.endswith("</POI_dishes>") for t in business.texts)
 
 
 def test_stage2_reports_the_probe_before_and_after(spark, probe_catalog, tmp_path):

@@ -68,6 +68,7 @@ from training.common.tracking import active, log_loss_curve, log_metrics
 from training.embedding.encoder import EMBEDDING_DIM, TextEncoder, encode_texts, pad, pad_id, tokenize_texts
 from training.embedding.losses import info_nce
 from training.embedding.probe import ATTRIBUTES, ProbeSet, linear_probe, probe_set
+from training.embedding.probe import TEXTS as PROBE_TEXTS
 from training.lm.backbone import add_special_tokens, load_backbone
 from training.lm.cpt import select_trainable
 
@@ -110,6 +111,7 @@ class ContrastiveConfig:
     eval_max_pairs: int = 0  # held-out pairs per evaluated type; 0 = all
     probe_attribute: str = "temperature"  # hidden dish attribute probed (truth.pois); "" = no probe
     probe_max_pois: int = 0  # POIs in the probe; 0 = all
+    probe_text: str = "comprehensive"  # comprehensive | business (dishes only imply the attribute)
     seed: int = 17
     device: str = "auto"  # auto | cpu | cuda
     deepspeed_config: str = ""  # a ZeRO JSON (jobs/deepspeed/zero2.json) on GPUs; "" = plain torch / DDP
@@ -129,6 +131,8 @@ class ContrastiveConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if self.probe_text not in PROBE_TEXTS:
+            raise ValueError(f"probe_text must be one of {PROBE_TEXTS}, got {self.probe_text!r}")
         if self.probe_attribute not in ("", *ATTRIBUTES):
             raise ValueError(
                 f"probe_attribute must be one of {ATTRIBUTES} or empty, got {self.probe_attribute!r}"
@@ -147,7 +151,7 @@ class ContrastiveConfig:
     def key(self) -> str:
         """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
         skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
-        skip |= {"eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois"}
+        skip |= {"eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois", "probe_text"}
         data = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -396,7 +400,7 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
         heldout[t] = _heldout(held.select("anchor_id", "positive_id", "text_a", "text_b").collect())
     probe = None
     if cfg.probe_attribute:
-        probe = probe_set(spark, catalog, cfg.probe_attribute, cfg.probe_max_pois, cfg.seed)
+        probe = probe_set(spark, catalog, cfg.probe_attribute, cfg.probe_max_pois, cfg.seed, cfg.probe_text)
     return ContrastiveData(
         snapshots,
         train_rows,
@@ -463,6 +467,7 @@ def summarize(cfg: ContrastiveConfig, data: ContrastiveData, before: dict, after
             summary[f"probe_{metric}_{name}_base"] = before.get("probe", {}).get(metric)
         summary[f"probe_majority_accuracy_{name}"] = after["probe"]["majority_accuracy"]
         summary["probe_pois"] = after["probe"]["pois"]
+        summary["probe_text"] = cfg.probe_text
     return summary
 
 

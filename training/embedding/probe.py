@@ -8,6 +8,11 @@ retrieval) predicts the attribute; the score is the out-of-fold AUC of a k-fold 
 (folds drawn with the seed), so base and fine-tuned encoders are compared on the same POIs, folds
 and regularisation.
 
+Which text: `comprehensive` (name, location, cuisine, dishes, price, tags, introduction, ...: the
+introduction sometimes says "served piping hot" outright) or `business` (name, location, cuisine,
+dishes: the attribute is only implied by what the dishes are, which is where an LLM's knowledge
+of food has to do the work).
+
 Labels: `temperature` is hot (1) against cold (-1), shops with neutral food left out; `spicy` and
 `sweet` are 1 against 0. Without `truth.pois` (a lakehouse of real logs) there is nothing to
 probe and the trainer skips it.
@@ -25,6 +30,7 @@ from torch import Tensor
 TRUTH_TABLE = "truth.pois"
 POI_TABLE = "clean.pois"
 ATTRIBUTES = ("temperature", "spicy", "sweet")
+TEXTS = ("comprehensive", "business")
 
 
 @dataclass(frozen=True)
@@ -35,15 +41,20 @@ class ProbeSet:
     labels: tuple[int, ...]  # 1 = the attribute's positive class
 
 
-def probe_set(spark, catalog, attribute: str, max_pois: int, seed: int) -> ProbeSet | None:
-    """The probed POIs (at most `max_pois`, 0 = all, chosen by a seeded hash): comprehensive text
-    and label; None when the lakehouse has no `truth.pois` or `clean.pois`."""
+def probe_set(
+    spark, catalog, attribute: str, max_pois: int, seed: int, text: str = "comprehensive"
+) -> ProbeSet | None:
+    """The probed POIs (at most `max_pois`, 0 = all, chosen by a seeded hash): their `text`
+    (module docstring) and label; None when the lakehouse has no `truth.pois` or `clean.pois`."""
     from pyspark.sql import functions as F
 
-    from etl.text.poi_text import POI_COMPREHENSIVE_SLICES, poi_text
+    from etl.text.poi_text import POI_BUSINESS_SLICES, POI_COMPREHENSIVE_SLICES, poi_text
 
     if attribute not in ATTRIBUTES:
         raise ValueError(f"probe attribute must be one of {ATTRIBUTES}, got {attribute!r}")
+    if text not in TEXTS:
+        raise ValueError(f"probe text must be one of {TEXTS}, got {text!r}")
+    slices = POI_COMPREHENSIVE_SLICES if text == "comprehensive" else POI_BUSINESS_SLICES
     if not (catalog.exists(spark, TRUTH_TABLE) and catalog.exists(spark, POI_TABLE)):
         return None
     truth = catalog.read(spark, TRUTH_TABLE)
@@ -52,7 +63,7 @@ def probe_set(spark, catalog, attribute: str, max_pois: int, seed: int) -> Probe
     else:
         label = F.col(attribute).cast("int")
     labelled = truth.select("poi_id", label.alias("label")).where(F.col("label").isNotNull())
-    texts = catalog.read(spark, POI_TABLE).select("poi_id", poi_text(POI_COMPREHENSIVE_SLICES).alias("text"))
+    texts = catalog.read(spark, POI_TABLE).select("poi_id", poi_text(slices).alias("text"))
     rows = labelled.join(texts, "poi_id").where(F.length(F.trim("text")) > 0)
     rows = rows.orderBy(F.xxhash64("poi_id", F.lit(seed)), "poi_id")
     if max_pois:
