@@ -82,6 +82,7 @@ def _config(backbone_dir: Path, tmp_path: Path, **overrides) -> ContrastiveConfi
         progress=False,
         seed=3,
         probe_attribute="",
+        base_model="",
     )
     settings.update(overrides)
     return ContrastiveConfig(**settings)
@@ -94,8 +95,8 @@ def _tiny_encoder(seed: int = 0):
     return TextEncoder(model, dim=16, seed=seed), tokenizer
 
 
-def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, tmp_path):
-    cfg = _config(backbone_dir, tmp_path)  # 3 steps: one batch of each type
+def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, base_dir, tmp_path):
+    cfg = _config(backbone_dir, tmp_path, base_model=str(base_dir))  # 3 steps: one batch of each type
     data = prepare(spark, pairs, cfg)
     assert data.train_rows == dict.fromkeys(PAIR_TYPES, 12)
     assert {t: len(h.anchors) for t, h in data.heldout.items()} == {"user_poi": 4, "poi_poi": 4}
@@ -107,6 +108,7 @@ def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, tm
     for key in (
         "recall_at_10_user_poi",
         "recall_at_10_user_poi_base",
+        "recall_at_10_user_poi_start",
         "recall_at_10_poi_poi",
         "mrr_user_poi",
     ):
@@ -213,7 +215,8 @@ def test_ablation_no_ft_logs_the_stage1_model_with_the_seeded_projection(
     with tracking.stage_run("contrastive", pairs.root, cfg):
         summary = run(spark, pairs, cfg, log=lambda _: None)
     assert summary["steps"] == 0 and summary["final_loss"] is None and summary["checkpoint"] is None
-    assert summary["recall_at_10_user_poi"] == summary["recall_at_10_user_poi_base"]
+    assert summary["recall_at_10_user_poi"] == summary["recall_at_10_user_poi_start"]
+    assert summary["recall_at_10_user_poi_base"] is None  # base_model "": not evaluated
     assert tracking.resolve_latest("latest:contrastive/no_ft") == summary["model_uri"]
     with pytest.raises(tracking.TrackingError, match="no finished run of variant 'none'"):
         tracking.resolve_latest("latest:contrastive")

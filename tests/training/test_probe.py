@@ -73,6 +73,6 @@ def test_stage2_reports_the_probe_before_and_after(spark, probe_catalog, tmp_pat
     cfg = _config(backbone, tmp_path, probe_attribute="temperature", probe_max_pois=60, max_steps=1)
     summary = run(spark, probe_catalog, cfg, log=lambda _: None)
     assert summary["probe_pois"] == 60
-    for key in ("probe_auc_temperature", "probe_auc_temperature_base", "probe_accuracy_temperature"):
+    for key in ("probe_auc_temperature", "probe_auc_temperature_start", "probe_accuracy_temperature"):
         assert 0 <= summary[key] <= 1
     assert 0.5 <= summary["probe_majority_accuracy_temperature"] <= 1

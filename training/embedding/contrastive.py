@@ -29,8 +29,10 @@ Evaluation on held-out pairs (`split = 'heldout'`, at most `eval_max_pairs` per 
 seeded hash): user -> POI (`user_poi`: each anchor text_a ranks the pool of distinct held-out
 POIs' text_b) and POI -> POI (`poi_poi`), recall@1, recall@10 and MRR; the anchor's other true
 positives are left out of its ranking, and a tie with the positive counts against it. The same
-protocol scores the encoder before training (the backbone as loaded + the seeded projection, the
-"base" numbers) and after; `random_recall_at_10_*` is what a random ranking gets in expectation.
+protocol scores three encoders, each with the seeded projection where untrained: the untouched
+base model (`base_model`, the `_base` figures), the model stage 2 starts from (the stage-1 backbone
+as loaded, `_start`) and the fine-tuned encoder (no suffix); `random_recall_at_10_*` is what a
+random ranking gets in expectation.
 A linear probe (`probe.py`) reads a hidden dish attribute (`probe_attribute`) off the POI
 embeddings before and after, when the lakehouse has the synthetic world's `truth.pois`.
 
@@ -89,6 +91,9 @@ class ContrastiveError(ValueError):
 class ContrastiveConfig:
     backbone: str = "latest:cpt"  # stage 1's model: latest:cpt, runs:/<id>/backbone or an HF folder
     ablation: str = "none"  # none | no_cpt (stage 2 from the base model) | no_ft (stage 1 model, no stage 2)
+    base_model: str = (
+        ".models/smollm2-135m-instruct"  # the untouched model the `_base` figures evaluate; "" = none
+    )
     dim: int = EMBEDDING_DIM
     temperature: float = 0.05
     weight_user_user: float = 1.0  # a1
@@ -152,6 +157,7 @@ class ContrastiveConfig:
         """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
         skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
         skip |= {"eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois", "probe_text"}
+        skip |= {"base_model"}
         data = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -450,13 +456,27 @@ def build_encoder(cfg: ContrastiveConfig, backbone: str = "", settings: dict | N
     return encoder, tokenizer, no_decay
 
 
-def summarize(cfg: ContrastiveConfig, data: ContrastiveData, before: dict, after: dict) -> dict:
-    """The summary's evaluation figures: `<metric>_<type>` after, `..._base` before."""
+def base_source(cfg: ContrastiveConfig) -> str:
+    return cfg.backbone if cfg.ablation == "no_cpt" else cfg.base_model
+
+
+def base_encoder(cfg: ContrastiveConfig, device) -> tuple[TextEncoder, object]:
+    """The untouched base model with the registry's tokens and the seeded projection (the `_base`
+    figures: the same protocol as the fine-tuned encoder)."""
+    model, tokenizer = load_backbone(cfg.base_model, dtype=torch.float32)
+    add_special_tokens(model, tokenizer)
+    return TextEncoder(model, dim=cfg.dim, seed=cfg.seed).to(device), tokenizer
+
+
+def summarize(cfg: ContrastiveConfig, data: ContrastiveData, base: dict, start: dict, after: dict) -> dict:
+    """The summary's evaluation figures: `<metric>_<type>` after training, `..._start` for the model
+    stage 2 started from, `..._base` for the untouched base model (each with the seeded projection)."""
     summary = {}
     for short, pair_type in (("user_poi", USER_POI), ("poi_poi", POI_POI)):
         for metric in ("recall_at_1", "recall_at_10", "mrr"):
             summary[f"{metric}_{short}"] = after.get(pair_type, {}).get(metric)
-            summary[f"{metric}_{short}_base"] = before.get(pair_type, {}).get(metric)
+            summary[f"{metric}_{short}_start"] = start.get(pair_type, {}).get(metric)
+            summary[f"{metric}_{short}_base"] = base.get(pair_type, {}).get(metric)
         pool = after.get(pair_type, {}).get("pool", 0)
         summary[f"random_recall_at_10_{short}"] = min(10, pool) / pool if pool else None
         summary[f"heldout_pairs_{short}"] = after.get(pair_type, {}).get("pairs", 0)
@@ -464,7 +484,8 @@ def summarize(cfg: ContrastiveConfig, data: ContrastiveData, before: dict, after
         name = data.probe.attribute
         for metric in ("auc", "accuracy"):
             summary[f"probe_{metric}_{name}"] = after["probe"][metric]
-            summary[f"probe_{metric}_{name}_base"] = before.get("probe", {}).get(metric)
+            summary[f"probe_{metric}_{name}_start"] = start.get("probe", {}).get(metric)
+            summary[f"probe_{metric}_{name}_base"] = base.get("probe", {}).get(metric)
         summary[f"probe_majority_accuracy_{name}"] = after["probe"]["majority_accuracy"]
         summary["probe_pois"] = after["probe"]["pois"]
         summary["probe_text"] = cfg.probe_text
@@ -543,15 +564,21 @@ def train(
         )
         encoder = engine.model
         after = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
-    if before and info.is_primary:
-        log("contrastive: base " + json.dumps(before))
-    if after and info.is_primary and cfg.ablation != "no_ft":
-        log("contrastive: fine-tuned " + json.dumps(after))
+    base = before if cfg.ablation == "no_cpt" else {}  # no_cpt starts from the base model
+    # under ZeRO-3 a second whole model does not fit beside a partitioned 7B one: no base figures
+    if cfg.ablation != "no_cpt" and cfg.base_model and evaluates:
+        base = {} if zero_stage(settings) == 3 else evaluate(*base_encoder(cfg, device), data, cfg, device)
+    if info.is_primary:
+        log("contrastive: base model " + json.dumps(base))
+        log("contrastive: start " + json.dumps(before))
+        if cfg.ablation != "no_ft":
+            log("contrastive: fine-tuned " + json.dumps(after))
     summary = {
         "ablation": cfg.ablation,
         "steps": result.steps if result else 0,
         "tokens_per_s": round(result.tokens_per_s, 1) if result else None,
-        **summarize(cfg, data, before, after),
+        **summarize(cfg, data, base, before, after),
+        "base_model": base_source(cfg),
         "final_loss": round(result.losses[-1], 4) if result and result.losses else None,
         "resumed_from_step": result.resumed_from if result else None,
         "train_rows": dict(data.train_rows),
