@@ -34,6 +34,23 @@ def test_the_probe_reads_a_linear_attribute_and_not_noise():
         linear_probe(carried[:6], labels[:6].numpy())
 
 
+def test_grouped_folds_stop_the_probe_from_memorising_groups():
+    # 40 "dishes" with a random attribute each; the embedding only says which dish a POI serves
+    generator = torch.Generator().manual_seed(2)
+    dish_of = torch.arange(200) % 40
+    attribute = (torch.rand(40, generator=generator) < 0.5).long()
+    identity = torch.nn.functional.one_hot(dish_of, 40).double() + 0.01 * torch.randn(
+        200, 40, generator=generator
+    )
+    labels = attribute[dish_of].numpy()
+    memorised = linear_probe(identity, labels, seed=1)
+    grouped = linear_probe(identity, labels, groups=dish_of.numpy(), seed=1)
+    assert memorised["auc"] > 0.95  # every test POI's dish was seen in training
+    assert grouped["auc"] < 0.7 and grouped["groups"] == 40  # unseen dishes: nothing to generalise from
+    with pytest.raises(ValueError, match="at least 5 groups"):
+        linear_probe(identity, labels, groups=(dish_of % 3).numpy())
+
+
 @pytest.fixture()
 def probe_catalog(spark, catalog, world_catalog):
     _, pois, _ = clean_world(spark, world_catalog)
@@ -47,6 +64,8 @@ def test_probe_set_labels_hot_against_cold_from_the_truth(spark, probe_catalog):
     assert len(probe.poi_ids) == 40 == len(set(probe.poi_ids))
     truth = {r["poi_id"]: r["temperature"] for r in probe_catalog.read(spark, "truth.pois").collect()}
     assert all(truth[p] == (1 if label else -1) for p, label in zip(probe.poi_ids, probe.labels, strict=True))
+    dish = {r["poi_id"]: r["dish_idx"] for r in probe_catalog.read(spark, "truth.pois").collect()}
+    assert probe.groups == tuple(dish[p] for p in probe.poi_ids)
     assert all(t.startswith("<POI_name>") and t.endswith(">") for t in probe.texts)
     assert probe_set(spark, probe_catalog, "temperature", max_pois=40, seed=3) == probe  # seeded choice
     spicy = probe_set(spark, probe_catalog, "spicy", max_pois=0, seed=3)
@@ -72,7 +91,7 @@ def test_stage2_reports_the_probe_before_and_after(spark, probe_catalog, tmp_pat
     backbone = save_backbone(model, tokenizer, tmp_path / "stage1")
     cfg = _config(backbone, tmp_path, probe_attribute="temperature", probe_max_pois=60, max_steps=1)
     summary = run(spark, probe_catalog, cfg, log=lambda _: None)
-    assert summary["probe_pois"] == 60
+    assert summary["probe_pois"] == 60 and 5 <= summary["probe_dishes"] <= 40
     for key in ("probe_auc_temperature", "probe_auc_temperature_start", "probe_accuracy_temperature"):
         assert 0 <= summary[key] <= 1
     assert 0.5 <= summary["probe_majority_accuracy_temperature"] <= 1

@@ -338,7 +338,8 @@ def evaluate(encoder: TextEncoder, tokenizer, data: ContrastiveData, cfg: Contra
         out[pair_type] = {**metrics, "pairs": len(held.anchors), "pool": len(held.pool)}
     if data.probe is not None:
         vectors = encode_texts(encoder, tokenizer, data.probe.texts, **kwargs)
-        out["probe"] = linear_probe(vectors, np.asarray(data.probe.labels), seed=cfg.seed)
+        groups = np.asarray(data.probe.groups) if data.probe.groups else None
+        out["probe"] = linear_probe(vectors, np.asarray(data.probe.labels), groups, seed=cfg.seed)
     return out
 
 
@@ -488,6 +489,7 @@ def summarize(cfg: ContrastiveConfig, data: ContrastiveData, base: dict, start: 
             summary[f"probe_{metric}_{name}_base"] = base.get("probe", {}).get(metric)
         summary[f"probe_majority_accuracy_{name}"] = after["probe"]["majority_accuracy"]
         summary["probe_pois"] = after["probe"]["pois"]
+        summary["probe_dishes"] = after["probe"]["groups"]
         summary["probe_text"] = cfg.probe_text
     return summary
 

@@ -5,8 +5,10 @@ keeps each shop's dish attributes (hot or cold food, spicy, sweet) only in `trut
 public POI text mentions them only through dish names and introductions. A logistic regression on
 the 128-d embedding of the POI's comprehensive text (the text stage 2 embeds for user -> POI
 retrieval) predicts the attribute; the score is the out-of-fold AUC of a k-fold cross-validation
-(folds drawn with the seed), so base and fine-tuned encoders are compared on the same POIs, folds
-and regularisation.
+whose folds hold out whole DISHES (drawn with the seed): the attribute is a property of the dish,
+so folds over POIs would let the probe memorise dish names seen in training; held-out dishes make
+it generalise "hot food" to dishes it never saw, which is what knowledge of food buys. Base and
+fine-tuned encoders are compared on the same POIs, folds and regularisation.
 
 Which text: `comprehensive` (name, location, cuisine, dishes, price, tags, introduction, ...: the
 introduction sometimes says "served piping hot" outright) or `business` (name, location, cuisine,
@@ -39,6 +41,7 @@ class ProbeSet:
     poi_ids: tuple[int, ...]
     texts: tuple[str, ...]
     labels: tuple[int, ...]  # 1 = the attribute's positive class
+    groups: tuple[int, ...] = ()  # the POI's dish: folds hold out whole groups
 
 
 def probe_set(
@@ -62,7 +65,7 @@ def probe_set(
         label = F.when(F.col("temperature") == 1, 1).when(F.col("temperature") == -1, 0)
     else:
         label = F.col(attribute).cast("int")
-    labelled = truth.select("poi_id", label.alias("label")).where(F.col("label").isNotNull())
+    labelled = truth.select("poi_id", label.alias("label"), "dish_idx").where(F.col("label").isNotNull())
     texts = catalog.read(spark, POI_TABLE).select("poi_id", poi_text(slices).alias("text"))
     rows = labelled.join(texts, "poi_id").where(F.length(F.trim("text")) > 0)
     rows = rows.orderBy(F.xxhash64("poi_id", F.lit(seed)), "poi_id")
@@ -74,6 +77,7 @@ def probe_set(
         poi_ids=tuple(int(r["poi_id"]) for r in collected),
         texts=tuple(str(r["text"]) for r in collected),
         labels=tuple(int(r["label"]) for r in collected),
+        groups=tuple(int(r["dish_idx"]) for r in collected),
     )
 
 
@@ -105,10 +109,16 @@ def fit_logistic(x: Tensor, y: Tensor, l2: float, max_iter: int = 200) -> tuple[
 
 
 def linear_probe(
-    embeddings: Tensor, labels: Tensor | np.ndarray, folds: int = 5, l2: float = 1e-2, seed: int = 0
+    embeddings: Tensor,
+    labels: Tensor | np.ndarray,
+    groups: np.ndarray | None = None,
+    folds: int = 5,
+    l2: float = 1e-2,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Out-of-fold AUC and accuracy of a logistic regression on `embeddings` (n, d), standardised
-    on each training fold; `majority_accuracy` is what always guessing the larger class gets."""
+    on each training fold; with `groups`, a group's rows share a fold (grouped k-fold);
+    `majority_accuracy` is what always guessing the larger class gets."""
     x = torch.as_tensor(embeddings, dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
     n = x.shape[0]
@@ -116,7 +126,14 @@ def linear_probe(
         raise ValueError(f"embeddings (n, d) and labels (n,), got {tuple(x.shape)} and {tuple(y.shape)}")
     if n < 2 * folds:
         raise ValueError(f"a {folds}-fold probe needs at least {2 * folds} POIs, got {n}")
-    fold_of = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) % folds
+    generator = torch.Generator().manual_seed(seed)
+    if groups is None:
+        fold_of = torch.randperm(n, generator=generator) % folds
+    else:
+        names, group_index = np.unique(np.asarray(groups), return_inverse=True)
+        if len(names) < folds:
+            raise ValueError(f"a {folds}-fold probe needs at least {folds} groups, got {len(names)}")
+        fold_of = (torch.randperm(len(names), generator=generator) % folds)[torch.as_tensor(group_index)]
     scores = torch.zeros(n, dtype=torch.float64)
     for k in range(folds):
         train, test = fold_of != k, fold_of == k
@@ -130,4 +147,5 @@ def linear_probe(
         "accuracy": float(((scores.numpy() > 0) == truth).mean()),
         "majority_accuracy": max(positive_rate, 1 - positive_rate),
         "pois": n,
+        "groups": int(len(np.unique(groups))) if groups is not None else n,
     }
