@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from etl.core import tracking
 from etl.tokens import wrap_text
 from features.embeddings import scenes
 from features.embeddings.encoder_runtime import EmbedError, get_encoder, resolve_encoder
@@ -88,8 +89,11 @@ def test_embed_scenes_incremental_rejects_truncation_and_export(spark, catalog, 
 
 def test_an_encoder_that_does_not_load_fails_before_any_spark_work(spark, catalog, tmp_path):
     _write_dictionary(spark, catalog, [("weather", "rainy", 1)])
-    with pytest.raises(EmbedError, match="set encoder="):
+    tracking.configure(catalog.root)  # this lakehouse's empty store: no stage-2 run to resolve
+    with pytest.raises(EmbedError, match="latest:contrastive: no finished run .* `larr train contrastive`"):
         scenes.run(spark, catalog, EmbedScenesConfig(), log=QUIET)
+    with pytest.raises(EmbedError, match="set encoder="):
+        scenes.run(spark, catalog, EmbedScenesConfig(encoder=""), log=QUIET)
     with pytest.raises(EmbedError, match=str(tmp_path / "missing")):
         scenes.run(spark, catalog, EmbedScenesConfig(encoder=str(tmp_path / "missing")), log=QUIET)
     assert not catalog.exists(spark, "features.scene_embeddings")
