@@ -16,13 +16,12 @@ import torch
 
 from tests.conftest import REPO_ROOT
 from tests.training.test_contrastive import _config as contrastive_config
-from tests.training.test_contrastive import pairs  # noqa: F401 - fixture
+from tests.training.test_contrastive import backbone_dir, base_dir, pairs  # noqa: F401 - fixtures
 from tests.training.test_cpt import _config as cpt_config
 from tests.training.test_cpt import corpus  # noqa: F401 - fixture
 from training.embedding import contrastive
 from training.lm import cpt
-from training.lm.backbone import add_special_tokens, load_backbone, save_backbone
-from training.lm.tiny import tiny_llama, tiny_tokenizer
+from training.lm.backbone import add_special_tokens, load_backbone
 
 ZERO2 = str(REPO_ROOT / "jobs" / "deepspeed" / "zero2.json")
 ZERO3 = str(REPO_ROOT / "jobs" / "deepspeed" / "zero3.json")
@@ -75,20 +74,6 @@ def _deepspeed_run(tmp_path: Path, stage: str, cfg, data) -> tuple[dict, Path]:
     return json.loads(done.stdout.strip().splitlines()[-1]), out
 
 
-@pytest.fixture()
-def stage1_dir(tmp_path) -> Path:
-    tokenizer = tiny_tokenizer()
-    model = tiny_llama(tokenizer)
-    add_special_tokens(model, tokenizer)
-    return save_backbone(model, tokenizer, tmp_path / "stage1")
-
-
-@pytest.fixture()
-def base_dir(tmp_path) -> Path:
-    tokenizer = tiny_tokenizer()
-    return save_backbone(tiny_llama(tokenizer), tokenizer, tmp_path / "base")
-
-
 def _assert_same_weights(folder: Path, reference: torch.nn.Module, initial: Path) -> None:
     """The saved model is the plain-torch one: per matrix, the two differ by under 1% of how far
     training moved it (Adam's normalised steps turn float noise in the gradients into visible, but
@@ -123,16 +108,16 @@ def test_cpt_under_deepspeed_matches_plain_torch(spark, corpus, base_dir, tmp_pa
     assert (tmp_path / "ckpt-ds" / "step-000003" / "deepspeed").is_dir()
 
 
-def test_zero3_refuses_the_partial_training_of_the_cpu_demo(base_dir, tmp_path):
+def test_zero3_refuses_the_partial_training_of_the_cpu_demo(base_dir, tmp_path):  # noqa: F811
     cfg = cpt_config(base_dir, tmp_path / "ckpt", train_layers=1, deepspeed_config=ZERO3)
     data = cpt.CptData(train=None, heldout=None, train_rows=1, heldout_rows=0, empty_targets=0)
     with pytest.raises(cpt.CptError, match="train_layers > 0 .* ZeRO-3: set train_layers: 0"):
         cpt.train(cfg, data, cfg.checkpoint_dir, log=lambda _: None)
 
 
-def test_contrastive_under_zero2_matches_plain_torch(spark, pairs, stage1_dir, tmp_path):  # noqa: F811
+def test_contrastive_under_zero2_matches_plain_torch(spark, pairs, backbone_dir, tmp_path):  # noqa: F811
     cfg = contrastive_config(
-        stage1_dir, tmp_path, checkpoint_dir=str(tmp_path / "ckpt-torch"), probe_attribute=""
+        backbone_dir, tmp_path, checkpoint_dir=str(tmp_path / "ckpt-torch"), probe_attribute=""
     )
     data = contrastive.prepare(spark, pairs, cfg)
     plain = contrastive.train(cfg, data, cfg.checkpoint_dir, log=lambda _: None)
@@ -141,4 +126,4 @@ def test_contrastive_under_zero2_matches_plain_torch(spark, pairs, stage1_dir, t
     assert torch.allclose(torch.tensor(result["losses"]), torch.tensor(plain.losses), atol=1e-4)
     assert result["summary"]["recall_at_10_user_poi"] == pytest.approx(plain.summary["recall_at_10_user_poi"])
     assert torch.allclose(torch.tensor(result["projection"]), plain.encoder.projection.weight, atol=2e-5)
-    _assert_same_weights(saved, plain.encoder.backbone, stage1_dir)
+    _assert_same_weights(saved, plain.encoder.backbone, backbone_dir)
