@@ -1,0 +1,320 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.ctr.inputs import CtrInputs, FeatureLayout, ModelConfig
+from training.ctr.layers import CGCLayer, FMInteraction, LinearTerms, mix_experts
+from training.ctr.models import MODELS, build_model
+from training.ctr.models.larr import SceneAggregator
+
+BATCH, FIELDS, BUCKETS, NUMERIC, SCENE_FEATURES, TABLE_ROWS, SCENE_DIM = 8, 5, 50, 3, 10, 40, 16
+LAYOUT = FeatureLayout(
+    field_names=("user_id", "poi_id", "device_id", "poi_city_id", "position"),
+    field_buckets=(BUCKETS,) * FIELDS,
+    numeric_names=("user_ctr", "poi_ctr", "user_poi_clicks"),
+    user_field=0,
+    poi_field=1,
+    scene_features=tuple(f"scene_{k}" for k in range(SCENE_FEATURES)),
+)
+SMALL = dict(
+    embedding_dim=8,
+    hidden=(32, 16),
+    expert_hidden=(16, 8),
+    tower_hidden=(8,),
+    scene_heads=4,
+    scene_ffn=32,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: with several OpenMP threads on a busy machine, each op waits for the others."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(**overrides) -> ModelConfig:
+    return ModelConfig(**(SMALL | overrides))
+
+
+def scene_table(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(TABLE_ROWS, SCENE_DIM)).astype(np.float32)
+
+
+def batch(seed: int = 0) -> tuple[CtrInputs, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    inputs = CtrInputs(
+        categorical=torch.randint(BUCKETS, (BATCH, FIELDS), generator=g),
+        numeric=torch.randn(BATCH, NUMERIC, generator=g),
+        scene_rows=torch.randint(TABLE_ROWS, (BATCH, SCENE_FEATURES), generator=g),
+    )
+    click = torch.tensor([1, 0, 1, 0, 1, 1, 0, 0], dtype=torch.float32)
+    ctcvr = torch.tensor([1, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float32)
+    return inputs, click, ctcvr
+
+
+def model(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, LAYOUT, config(**overrides), scene_table() if name == "larr" else None)
+
+
+def objective(out, click, ctcvr) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(out.ctr_logit, click)
+    loss = loss + F.binary_cross_entropy_with_logits(out.ctcvr_logit, ctcvr)
+    return loss if out.align_loss is None else loss + 0.05 * out.align_loss
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_gives_finite_logits_for_both_tasks(name):
+    inputs, _, _ = batch()
+    out = model(name)(inputs)
+    for logit in (out.ctr_logit, out.ctcvr_logit):
+        assert logit.shape == (BATCH,) and torch.isfinite(logit).all()
+    assert not torch.allclose(out.ctr_logit, out.ctcvr_logit)  # two heads, not one logit twice
+    if name == "larr":
+        assert out.align_loss.ndim == 0 and torch.isfinite(out.align_loss)
+    else:
+        assert out.align_loss is None
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_adamw_changes_every_trainable_parameter_and_fits_the_batch(name):
+    net = model(name)
+    inputs, click, ctcvr = batch()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)  # no decay: only grads move
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    buffers = {k: b.clone() for k, b in net.named_buffers()}
+
+    losses = []
+    for _ in range(20):
+        loss = objective(net(inputs), click, ctcvr)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if len(losses) == 1:
+            unchanged = [k for k, p in net.named_parameters() if torch.equal(p, before[k])]
+            assert unchanged == [], f"{name}: one step left {unchanged} unchanged"
+    assert losses[-1] < losses[0] - 0.1, losses
+    for key, value in net.named_buffers():  # LARR's frozen scene table
+        assert torch.equal(value, buffers[key]), key
+
+
+def test_larr_scene_table_is_a_frozen_buffer_saved_in_the_state_dict():
+    net = model("larr")
+    assert "scene.scene_table" in net.state_dict()
+    assert all(p.data_ptr() != net.scene.scene_table.data_ptr() for p in net.parameters())
+    assert torch.equal(net.scene.scene_table, torch.from_numpy(scene_table()))
+
+    inputs, _, _ = batch()
+    net.eval()
+    fresh = build_model("larr", LAYOUT, config(), scene_table(seed=9))  # another table, overwritten by load
+    fresh.load_state_dict(net.state_dict())
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(inputs).ctr_logit, net(inputs).ctr_logit)
+
+
+def reference_aggregation(aggregator: SceneAggregator, rows: torch.Tensor) -> torch.Tensor:
+    """s computed the plain way: nn.TransformerEncoder over every token, then pooling and g."""
+    encoded = aggregator.encoder(aggregator.tokens(rows))  # (B, 1 + n, width)
+    pooled = encoded[:, 0] if aggregator.pooling == "agg_token" else encoded[:, 1:].mean(dim=1)
+    return aggregator.project(pooled)
+
+
+@pytest.mark.parametrize("layers,pooling", list(itertools.product([1, 2, 3], ["agg_token", "mean"])))
+@pytest.mark.parametrize("training", [True, False])
+def test_scene_aggregation_equals_the_plain_transformer_encoder(layers, pooling, training):
+    torch.manual_seed(layers)
+    cfg = config(scene_layers=layers, pooling=pooling)
+    aggregator = SceneAggregator(scene_table(), 2 * cfg.embedding_dim, cfg).double().train(training)
+    rows = batch()[0].scene_rows
+    got, want = aggregator(rows), reference_aggregation(aggregator, rows)
+    assert got.shape == (BATCH, 2 * cfg.embedding_dim)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+
+    params = [p for p in aggregator.parameters()]
+    got_grads = torch.autograd.grad(got.square().sum(), params, allow_unused=True)
+    want_grads = torch.autograd.grad(want.square().sum(), params, allow_unused=True)
+    for (name, _), g, w in zip(aggregator.named_parameters(), got_grads, want_grads, strict=True):
+        assert g is not None and w is not None, name
+        assert torch.allclose(g, w, rtol=1e-8, atol=1e-12), name
+
+
+def test_scene_aggregation_reads_every_scene_feature_and_ignores_row_order_of_the_batch():
+    torch.manual_seed(0)
+    cfg = config()
+    aggregator = SceneAggregator(scene_table(), 16, cfg).double()
+    rows = batch()[0].scene_rows
+    s = aggregator(rows)
+    for k in range(SCENE_FEATURES):  # bidirectional, no mask: changing any feature changes s
+        changed = rows.clone()
+        changed[:, k] = (changed[:, k] + 1) % TABLE_ROWS
+        assert not torch.allclose(aggregator(changed), s), k
+    permutation = torch.randperm(BATCH)
+    assert torch.allclose(aggregator(rows[permutation]), s[permutation])
+
+
+@pytest.mark.parametrize("pooling", ["agg_token", "mean"])
+def test_larr_pooling_options_train(pooling):
+    net = model("larr", pooling=pooling)
+    inputs, click, ctcvr = batch()
+    loss = objective(net(inputs), click, ctcvr)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert net.scene.agg_token.grad.abs().sum() > 0  # mean pooling still reads a through attention
+
+
+def test_no_alignment_ablation_keeps_the_scene_vector_but_has_no_loss():
+    inputs, _, _ = batch()
+    ablated, full = model("larr", align=False), model("larr")
+    out = ablated(inputs)
+    assert out.align_loss is None
+    # same architecture (and, with the same seed, the same weights): only the loss is dropped
+    assert {k: v.shape for k, v in ablated.state_dict().items()} == {
+        k: v.shape for k, v in full.state_dict().items()
+    }
+    assert torch.equal(out.ctr_logit, full(inputs).ctr_logit)
+    other_scenes = CtrInputs(inputs.categorical, inputs.numeric, (inputs.scene_rows + 1) % TABLE_ROWS)
+    assert not torch.allclose(ablated(other_scenes).ctr_logit, out.ctr_logit)  # s feeds the prediction
+
+
+def test_alignment_loss_is_skipped_in_eval_mode():
+    inputs, _, _ = batch()
+    net = model("larr").eval()
+    out = net(inputs)
+    assert out.align_loss is None and torch.isfinite(out.ctr_logit).all()
+
+
+def test_alignment_loss_matches_its_definition_with_sampled_negatives():
+    net = model("larr", align_negatives_ratio=2)
+    inputs, _, _ = batch()
+    torch.manual_seed(123)
+    got = net(inputs).align_loss
+
+    dense, fields = net.inputs(inputs)
+    target = torch.cat([fields[:, 0], fields[:, 1]], dim=1)  # (B, 2D): user and POI embeddings
+    scene = net.scene(inputs.scene_rows)
+    torch.manual_seed(123)
+    users = torch.randint(BUCKETS, (2 * BATCH,))
+    pois = torch.randint(BUCKETS, (2 * BATCH,))
+    tables = net.inputs.fields.tables
+    negatives = torch.cat([tables[0].weight[users], tables[1].weight[pois]], dim=1)
+    from tests.training.ctr.test_alignment import naive_symmetric_info_nce
+
+    want = naive_symmetric_info_nce(scene, target, 0.1, negatives)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    in_batch_only = naive_symmetric_info_nce(scene, target, 0.1)
+    assert not torch.allclose(got, in_batch_only)
+
+
+def test_alignment_gradients_reach_the_user_and_poi_embeddings_and_the_scene_encoder():
+    net = model("larr")
+    inputs, _, _ = batch()
+    net(inputs).align_loss.backward()
+    tables = net.inputs.fields.tables
+    for field in (0, 1):  # user, POI: exactly the rows of the batch receive gradient
+        rows_with_grad = tables[field].weight.grad.abs().sum(dim=1).nonzero().flatten()
+        assert set(rows_with_grad.tolist()) == set(inputs.categorical[:, field].tolist())
+    for field in (2, 3, 4):  # not part of t
+        assert tables[field].weight.grad is None or tables[field].weight.grad.abs().sum() == 0
+    assert net.scene.agg_token.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.network.parameters())  # the PLE is not in the loss
+
+
+def test_negative_sampling_draws_from_the_global_rng_in_training():
+    net = model("larr", align_negatives_ratio=1)
+    inputs, _, _ = batch()
+    torch.manual_seed(5)
+    first = net(inputs).align_loss
+    torch.manual_seed(5)
+    assert torch.equal(net(inputs).align_loss, first)
+    assert not torch.equal(net(inputs).align_loss, first)  # new draws
+
+
+def test_fm_interaction_equals_the_pairwise_sum():
+    fields = torch.randn(4, 6, 5, dtype=torch.float64)
+    want = torch.zeros(4, dtype=torch.float64)
+    for i, j in itertools.combinations(range(6), 2):
+        want += (fields[:, i] * fields[:, j]).sum(dim=-1)
+    assert torch.allclose(FMInteraction()(fields), want)
+
+
+def test_linear_terms_equal_one_hot_times_weights():
+    torch.manual_seed(0)
+    terms = LinearTerms(LAYOUT, num_tasks=2).double()
+    for table in terms.fields.tables:
+        torch.nn.init.normal_(table.weight)  # zeros at init; give them values to compare
+    inputs, _, _ = batch()
+    inputs = CtrInputs(inputs.categorical, inputs.numeric.double())
+    want = terms.bias.expand(BATCH, 2).clone()
+    for field, table in enumerate(terms.fields.tables):
+        one_hot = F.one_hot(inputs.categorical[:, field], BUCKETS).double()  # (B, buckets)
+        want += one_hot @ table.weight
+    want += inputs.numeric @ terms.numeric.weight.T
+    assert torch.allclose(terms(inputs), want)
+
+
+def test_cgc_layer_mixes_own_and_shared_experts_with_per_task_softmax_gates():
+    torch.manual_seed(0)
+    layer = CGCLayer(6, num_tasks=2, task_experts=2, shared_experts=3, expert_hidden=(5, 4)).double()
+    last = CGCLayer(6, num_tasks=2, task_experts=2, shared_experts=3, expert_hidden=(5, 4), last=True)
+    assert last.shared_gate is None and layer.shared_gate.out_features == 2 * 2 + 3
+    tasks = [torch.randn(3, 6, dtype=torch.float64) for _ in range(2)]
+    shared = torch.randn(3, 6, dtype=torch.float64)
+    outputs, shared_out = layer(tasks, shared)
+
+    shared_experts = [e(shared) for e in layer.shared_experts]
+    every = []
+    for t in range(2):
+        experts = [e(tasks[t]) for e in layer.task_experts[t]] + shared_experts
+        every += experts[:2]
+        weights = torch.softmax(layer.task_gates[t](tasks[t]), dim=-1)  # (3, 5)
+        want = sum(weights[:, k : k + 1] * experts[k] for k in range(5))
+        assert torch.allclose(outputs[t], want)
+    weights = torch.softmax(layer.shared_gate(shared), dim=-1)  # (3, 7)
+    want = sum(weights[:, k : k + 1] * e for k, e in enumerate(every + shared_experts))
+    assert torch.allclose(shared_out, want)
+    assert torch.allclose(
+        mix_experts(torch.zeros(3, 2), [torch.ones(3, 4), 3 * torch.ones(3, 4)]), 2 * torch.ones(3, 4)
+    )
+
+
+def test_larr_prediction_input_is_s_t_and_every_feature():
+    net = model("larr")
+    first = net.network.levels[0]
+    d = SMALL["embedding_dim"]
+    assert first.task_gates[0].in_features == 2 * d + 2 * d + FIELDS * d + NUMERIC
+
+
+def test_build_model_rejects_bad_requests_by_name():
+    with pytest.raises(ValueError, match="unknown CTR model 'p6'.*wide_deep"):
+        build_model("p6", LAYOUT, config())
+    with pytest.raises(ValueError, match="'larr' needs a scene_table"):
+        build_model("larr", LAYOUT, config())
+    no_scene = FeatureLayout(LAYOUT.field_names, LAYOUT.field_buckets, LAYOUT.numeric_names, 0, 1)
+    with pytest.raises(ValueError, match="scene_features"):
+        build_model("larr", no_scene, config(), scene_table())
+    with pytest.raises(ValueError, match="scene_table has 4 rows"):
+        build_model("larr", LAYOUT, config(), scene_table()[:4])
+    with pytest.raises(ValueError, match="scene_heads=3"):
+        build_model("larr", LAYOUT, config(scene_heads=3), scene_table())
+    assert build_model("ple", no_scene, config()) is not None  # the other models need no scene
+
+
+def test_bad_batches_are_named():
+    net = model("larr")
+    inputs, _, _ = batch()
+    with pytest.raises(ValueError, match="scene_rows"):
+        net(CtrInputs(inputs.categorical, inputs.numeric))
+    with pytest.raises(ValueError, match="scene_rows must be rows of the scene table"):
+        net(CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows - TABLE_ROWS))
+    with pytest.raises(ValueError, match="numeric must be"):
+        model("ple")(CtrInputs(inputs.categorical, inputs.numeric[:, :2]))
+    with pytest.raises(ValueError, match="categorical must be"):
+        model("deepfm")(CtrInputs(inputs.categorical[:, :4], inputs.numeric))

@@ -1,0 +1,2 @@
+"""Stage 3: the CTR / CTCVR models (Wide&Deep, DeepFM, PLE, LARR, P5-style), their trainer,
+metrics, report, sweeps and the MLflow scoring model."""

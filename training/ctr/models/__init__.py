@@ -1,0 +1,37 @@
+"""The CTR / CTCVR models, one per file, all `forward(CtrInputs) -> CtrOutput` (training/ctr/inputs.py).
+
+`build_model` is the one place that maps a model name (the `larr.ctr_model` tag) to a fresh module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from training.ctr.inputs import FeatureLayout, ModelConfig
+from training.ctr.models.deepfm import DeepFM
+from training.ctr.models.larr import LARR
+from training.ctr.models.ple import PLE
+from training.ctr.models.wide_deep import WideDeep
+
+# Hook: "p5", the P5-style text model (training/ctr/models/p5.py), has its own constructor
+# (`build_p5`); the trainer builds it directly. To route it through here, add it to MODELS and
+# give build_model a branch for it.
+MODELS = ("wide_deep", "deepfm", "ple", "larr")
+
+
+def build_model(
+    name: str, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray | None = None
+) -> nn.Module:
+    """A fresh model `name` for `layout`; LARR also needs the frozen (rows, dim) scene table."""
+    if name == "wide_deep":
+        return WideDeep(layout, cfg)
+    if name == "deepfm":
+        return DeepFM(layout, cfg)
+    if name == "ple":
+        return PLE(layout, cfg)
+    if name == "larr":
+        if scene_table is None:
+            raise ValueError("model 'larr' needs a scene_table (the exported scene vectors), got None")
+        return LARR(layout, cfg, scene_table)
+    raise ValueError(f"unknown CTR model {name!r}; choose one of {', '.join(MODELS)}")

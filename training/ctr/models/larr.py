@@ -1,0 +1,177 @@
+"""LARR (RecSys 2024): PLE plus the real-time scene aggregated by a small transformer and aligned
+with the recommender's user and POI embeddings.
+
+Per sample: the n scene features' frozen vectors e_1..e_n (rows of the exported scene table,
+`CtrInputs.scene_rows`) with a trainable aggregation token a in front go through a bidirectional
+transformer encoder T; pooling (a's output, or the mean over the n scene positions) and an MLP g
+give s = g(pool(T([a; e_1; ...; e_n]))), of the width of t = concat(user embedding, POI embedding)
+(the PLE's own field embeddings). The alignment loss is symmetric InfoNCE between s and t over the
+batch; PLE predicts CTR and CTCVR from concat(s, t, field embeddings flattened, numeric).
+`ModelConfig.align = False` (the no_al ablation) keeps the concatenation and drops the loss.
+The loss is computed in training mode only (`align_loss` is None in eval mode): it is O(B^2) in the
+batch, and scoring batches can be large.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.ctr.alignment import symmetric_info_nce
+from training.ctr.inputs import CtrInputs, CtrOutput, FeatureLayout, ModelConfig
+from training.ctr.layers import MLP, EmbeddedInputs, task_output
+from training.ctr.models.ple import PleNetwork
+
+
+class SceneAggregator(nn.Module):
+    """s = g(pool(T([a; e_1..e_n]))): (B, n) scene-table rows -> (B, output_dim).
+
+    The scene table is a buffer: saved in the state dict (scoring needs no second file), moved with
+    the model, never in `parameters()` and so never trained. T is a post-norm
+    `nn.TransformerEncoder` (no mask: every token attends to every token). `forward` runs T's layers
+    itself, equal to `self.encoder(tokens)` at the pooled positions (tested) but cheaper, because
+    the scene vectors are frozen rows of a small table:
+    - the first layer's query/key/value projections are computed once per table row and gathered
+      per sample, not computed for every sample's n tokens;
+    - with agg-token pooling, the last layer is computed for the aggregation token only (the other
+      positions' outputs are never read).
+    """
+
+    def __init__(self, scene_table: np.ndarray, output_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        table = np.asarray(scene_table, dtype=np.float32)
+        if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] < 1:
+            raise ValueError(f"scene_table must be a non-empty (rows, dim) matrix, got shape {table.shape}")
+        if not np.isfinite(table).all():
+            raise ValueError("scene_table holds non-finite values")
+        width = table.shape[1]
+        if width % cfg.scene_heads:
+            raise ValueError(f"scene_heads={cfg.scene_heads} must divide the scene vector width {width}")
+        self.register_buffer("scene_table", torch.from_numpy(table.copy()))
+        self.agg_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, cfg.scene_heads, cfg.scene_ffn, dropout=cfg.dropout, batch_first=True, norm_first=False
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.scene_layers, enable_nested_tensor=False)
+        self.project = MLP(width, (width,), output_dim)  # g
+        self.pooling = cfg.pooling
+
+    def forward(self, scene_rows: Tensor) -> Tensor:
+        if scene_rows.numel() and (scene_rows.min() < 0 or scene_rows.max() >= len(self.scene_table)):
+            raise ValueError(f"scene_rows must be rows of the scene table (0..{len(self.scene_table) - 1})")
+        layers = self.encoder.layers
+        agg_only = self.pooling == "agg_token"
+        # Layer 1 reads the raw tokens [a; e_1..e_n]: project a and every table row once, then gather.
+        tokens = torch.cat([self.agg_token[0], self.scene_table])  # (1 + R, width), row 0 = a
+        rows = F.pad(scene_rows + 1, (1, 0))  # (B, 1 + n) rows of `tokens`
+        key, value = (
+            F.embedding(rows, in_projection(layers[0], tokens, part)) for part in (1, 2)
+        )  # (B, 1+n, w)
+        if agg_only and len(layers) == 1:  # only a's output is read: one query, the same for every sample
+            query, x = in_projection(layers[0], self.agg_token, 0), self.agg_token  # (1, 1, width)
+        else:
+            query, x = F.embedding(rows, in_projection(layers[0], tokens, 0)), F.embedding(rows, tokens)
+        x = self.encoder_layer(layers[0], x, query, key, value)
+        for depth, layer in enumerate(layers[1:], start=2):
+            query, key, value = (in_projection(layer, x, part) for part in range(3))
+            if agg_only and depth == len(layers):
+                query, x = query[:, :1], x[:, :1]  # the last layer only for a
+            x = self.encoder_layer(layer, x, query, key, value)
+        pooled = x[:, 0] if agg_only else x[:, 1:].mean(dim=1)  # (B, width)
+        return self.project(pooled)
+
+    def tokens(self, scene_rows: Tensor) -> Tensor:
+        """[a; e_1..e_n], (B, n) -> (B, 1 + n, width): what `self.encoder` would read (tests)."""
+        scenes = F.embedding(scene_rows, self.scene_table)  # (B, n, width)
+        return torch.cat([self.agg_token.expand(len(scenes), -1, -1), scenes], dim=1)
+
+    def encoder_layer(
+        self, layer: nn.TransformerEncoderLayer, x: Tensor, query: Tensor, key: Tensor, value: Tensor
+    ) -> Tensor:
+        """`layer`'s post-norm forward from projected query (B|1, Lq, w), key and value (B, L, w);
+        x (B|1, Lq, w) holds the query positions' inputs (the residual). -> (B, Lq, w)."""
+        dropout = layer.self_attn.dropout if self.training else 0.0
+        attended = attention(query, key, value, layer.self_attn.num_heads, dropout)  # (B, Lq, w)
+        attended = layer.self_attn.out_proj(attended)
+        x = layer.norm1(x + layer.dropout1(attended))
+        feed_forward = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
+        return layer.norm2(x + layer.dropout2(feed_forward))
+
+
+def attention(query: Tensor, key: Tensor, value: Tensor, heads: int, dropout: float = 0.0) -> Tensor:
+    """Multi-head softmax attention of projected (B|1, Lq, w) queries over (B, L, w) keys / values.
+
+    One query (the aggregation token) is a broadcast product and a sum over the few keys: on CPU,
+    ~4x faster than batched matmuls of B x heads tiny matrices; several queries use SDPA.
+    """
+    split = lambda t: t.unflatten(-1, (heads, -1))  # noqa: E731  (B, L, w) -> (B, L, heads, w / heads)
+    if query.shape[1] == 1:
+        scores = (split(query) * split(key)).sum(dim=-1) * split(query).shape[-1] ** -0.5  # (B, L, heads)
+        weights = F.dropout(scores.softmax(dim=1), p=dropout)
+        return (weights.unsqueeze(-1) * split(value)).sum(dim=1).flatten(1).unsqueeze(1)  # (B, 1, w)
+    query, key, value = (split(t).transpose(1, 2) for t in (query, key, value))  # (B, heads, L, w / heads)
+    attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+    return attended.transpose(1, 2).flatten(2)  # (B, Lq, w)
+
+
+def in_projection(layer: nn.TransformerEncoderLayer, x: Tensor, part: int) -> Tensor:
+    """The query (0), key (1) or value (2) projection of `layer`'s attention: (..., w) -> (..., w)."""
+    attn = layer.self_attn
+    rows = slice(part * attn.embed_dim, (part + 1) * attn.embed_dim)
+    return F.linear(x, attn.in_proj_weight[rows], attn.in_proj_bias[rows])
+
+
+class LARR(nn.Module):
+    def __init__(self, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray) -> None:
+        super().__init__()
+        if not layout.scene_features:
+            raise ValueError("LARR needs a layout with scene_features (the n scene features of scene_rows)")
+        for name, field in (("user_field", layout.user_field), ("poi_field", layout.poi_field)):
+            if not 0 <= field < layout.num_fields:
+                raise ValueError(f"layout.{name}={field} is not a field index (0..{layout.num_fields - 1})")
+        rows = np.shape(scene_table)[0] if np.ndim(scene_table) == 2 else 0
+        if rows < len(layout.scene_features):
+            raise ValueError(
+                f"scene_table has {rows} rows, fewer than the {len(layout.scene_features)} scene features "
+                "(every feature has at least its unknown row)"
+            )
+        self.user_field, self.poi_field = layout.user_field, layout.poi_field
+        self.num_scene_features = len(layout.scene_features)
+        self.align = cfg.align
+        self.temperature = cfg.align_temperature
+        self.negatives_ratio = cfg.align_negatives_ratio
+        self.inputs = EmbeddedInputs(layout, cfg.embedding_dim)
+        target_dim = 2 * cfg.embedding_dim  # t = concat(user embedding, POI embedding)
+        self.scene = SceneAggregator(scene_table, target_dim, cfg)
+        self.network = PleNetwork(2 * target_dim + self.inputs.output_dim, cfg)
+
+    def forward(self, inputs: CtrInputs) -> CtrOutput:
+        rows = inputs.scene_rows
+        if rows is None or rows.ndim != 2 or rows.shape != (len(inputs), self.num_scene_features):
+            got = None if rows is None else tuple(rows.shape)
+            raise ValueError(
+                f"LARR needs scene_rows of shape ({len(inputs)}, {self.num_scene_features}), got {got}"
+            )
+        dense, fields = self.inputs(inputs)  # (B, F*D + N), (B, F, D)
+        target = torch.cat([fields[:, self.user_field], fields[:, self.poi_field]], dim=1)  # (B, 2D)
+        scene = self.scene(rows)  # (B, 2D)
+        align_loss = None
+        if self.align and self.training:
+            align_loss = symmetric_info_nce(
+                scene, target, self.temperature, self.sampled_targets(len(inputs))
+            )
+        return task_output(self.network(torch.cat([scene, target, dense], dim=1)), align_loss)
+
+    def sampled_targets(self, batch: int) -> Tensor | None:
+        """Extra alignment negatives: ratio * B random (user row, POI row) pairs of the embedding
+        tables, concatenated like t (uniform over buckets; global torch RNG)."""
+        if self.negatives_ratio == 0:
+            return None
+        users = self.inputs.fields.tables[self.user_field].weight
+        pois = self.inputs.fields.tables[self.poi_field].weight
+        count = self.negatives_ratio * batch
+        user_rows = torch.randint(users.shape[0], (count,), device=users.device)
+        poi_rows = torch.randint(pois.shape[0], (count,), device=pois.device)
+        return torch.cat([users[user_rows], pois[poi_rows]], dim=1)  # (ratio * B, 2D)
