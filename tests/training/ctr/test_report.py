@@ -1,0 +1,184 @@
+"""`larr report` against a real sqlite MLflow store in a temp lakehouse, runs made as the CTR
+trainer makes them: nested seed runs (tag mlflow.parentRunId) of experiment larr-ctr."""
+
+import math
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from etl.core import tracking
+from training.ctr.report import ReportConfig, ReportError, fmt, run
+
+T0 = 1_700_000_000_000  # ms
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An empty sqlite store made once: creating MLflow's tables takes seconds, copying them does not."""
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture()
+def catalog(catalog, lakehouse, empty_store):
+    lakehouse.mkdir(parents=True, exist_ok=True)
+    shutil.copy(empty_store, lakehouse / "mlflow.db")
+    return catalog
+
+
+class Store:
+    def __init__(self, lakehouse):
+        tracking.configure(str(lakehouse))  # the tracking URI is global: point it at this lakehouse
+        self.client = mlflow.MlflowClient()
+        self.experiment = tracking.experiment_for("ctr")
+        self.clock = T0
+        parent = self.client.create_run(self.experiment, start_time=T0, tags={"larr.ctr_model": "larr"})
+        self.client.log_metric(parent.info.run_id, "ctr_auc", 0.1)  # a parent: no seed, not a seed run
+        self.client.set_terminated(parent.info.run_id, "FINISHED")
+        self.parent = parent.info.run_id
+
+    def seed_run(self, model, seed, status="FINISHED", ablation="none", sweep="", params=None, **metrics):
+        self.clock += 1000
+        tags = {
+            "mlflow.parentRunId": self.parent,
+            "larr.ctr_model": model,
+            "larr.ablation": ablation,
+            "larr.seed": str(seed),
+            "larr.sweep": sweep,
+            "larr.samples_version": "4",
+        }
+        created = self.client.create_run(self.experiment, start_time=self.clock, tags=tags)
+        run_id = created.info.run_id
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, value)
+        for key, value in (params or {}).items():
+            self.client.log_param(run_id, key, value)
+        self.client.set_terminated(run_id, status)
+
+
+@pytest.fixture()
+def store(catalog, lakehouse):
+    s = Store(lakehouse)
+    # LARR: seed 1 first ran with 0.50 and was re-run (the newest run wins); seed 0 has a newer
+    # failed run and a newer sweep run, both left out
+    s.seed_run("larr", 1, ctr_auc=0.50, ctcvr_auc=0.50, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95)
+    s.seed_run(
+        "larr", 0, ctr_auc=0.80, ctcvr_auc=0.90, ctr_gauc=0.70, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95
+    )
+    s.seed_run(
+        "larr", 1, ctr_auc=0.81, ctcvr_auc=0.90, ctr_gauc=0.71, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95
+    )
+    s.seed_run(
+        "larr", 2, ctr_auc=0.83, ctcvr_auc=0.93, ctr_gauc=0.72, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95
+    )
+    s.seed_run("larr", 0, status="FAILED", ctr_auc=0.10, ctcvr_auc=0.10)
+    s.seed_run(
+        "larr", 0, sweep="temperature", params={"align_temperature": "0.05"}, ctr_auc=0.99, ctcvr_auc=0.99
+    )
+    # PLE: two seeds only; LARR without CPT: one seed
+    s.seed_run("ple", 0, ctr_auc=0.79, ctcvr_auc=0.89, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95)
+    s.seed_run("ple", 1, ctr_auc=0.80, ctcvr_auc=0.89, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95)
+    s.seed_run("larr", 0, ablation="no_cpt", ctr_auc=0.805, ctcvr_auc=0.905)
+    # temperature sweep: 0.05 twice (seeds 0 above and 1), 0.1 once
+    s.seed_run(
+        "larr", 1, sweep="temperature", params={"align_temperature": "0.05"}, ctr_auc=0.97, ctcvr_auc=0.98
+    )
+    s.seed_run(
+        "larr", 0, sweep="temperature", params={"align_temperature": "0.1"}, ctr_auc=0.96, ctcvr_auc=0.97
+    )
+    return s
+
+
+def test_fmt():
+    assert fmt(0.79833, 0.00121) == "0.7983 ± 0.0012"
+    assert fmt(0.8, math.nan) == "0.8000 ± n/a"
+    assert fmt(math.nan, math.nan) == "n/a"
+
+
+def test_tables_by_hand(store, catalog):
+    lines = []
+    result = run(None, catalog, ReportConfig(), log=lines.append)
+    text = Path(result["report"]).read_text()
+    assert result["report"] == str(catalog.root + "/_reports/ctr_report.md")
+    # LARR ctr_auc .80 .81 .83: mean .81333, deviations -.01333 -.00333 .01667, squares sum 4.6667e-4,
+    #   / (3 - 1) = 2.3333e-4, std .015275; ctcvr .90 .90 .93: mean .91, squares 1e-4 1e-4 4e-4 -> std .017321
+    # ctr_gauc .70 .71 .72: mean .71, std .01; logloss absent -> n/a
+    # gap to Bayes (.85): -.05 -.04 -.02: mean -.036667, std .015275; CTCVR (.95): -.05 -.05 -.02: -.04, .017321
+    assert (
+        "| LARR | 0.8133 ± 0.0153 | 0.9100 ± 0.0173 | 0.7100 ± 0.0100 | n/a | n/a "
+        "| -0.0367 ± 0.0153 | -0.0400 ± 0.0173 | 3 |" in text
+    )
+    # PLE .79 .80: mean .795, std sqrt(2 * .005^2 / 1) = .007071; ctcvr .89 .89: std 0
+    assert "| PLE (2 seeds) | 0.7950 ± 0.0071 | 0.8900 ± 0.0000 |" in text
+    assert "| Wide&Deep | not run | not run | not run | not run | not run | not run | not run | 0 |" in text
+    # Bayes over the 5 table-2 runs (3 LARR + 2 PLE), all .85 / .95
+    assert "| Bayes-optimal (true probabilities) | 0.8500 ± 0.0000 | 0.9500 ± 0.0000 | — |" in text
+    # Table 3
+    assert "| PLE only (2 seeds) | 0.7950 ± 0.0071 | 0.8900 ± 0.0000 | 2 |" in text
+    assert "| no CPT (1 seed) | 0.8050 ± n/a | 0.9050 ± n/a | 1 |" in text
+    assert "| no contrastive FT | not run | not run | 0 |" in text
+    assert "| complete LARR | 0.8133 ± 0.0153 | 0.9100 ± 0.0173 | 3 |" in text
+    assert result["short_of_seeds"] == ["larr/no_cpt", "ple/none"]
+    assert (
+        result["runs"] == 10
+    )  # finished seed runs (superseded and sweep ones too): no parent, no failed one
+    larr = result["table2"]["larr"]
+    assert larr["seeds"] == 3
+    assert larr["ctr_auc"] == pytest.approx(0.813333, abs=1e-6)
+    assert larr["ctr_auc_std"] == pytest.approx(0.0152753, abs=1e-6)
+    assert result["table2"]["deepfm"] is None
+    assert result["table2"]["bayes"]["runs"] == 5
+    assert result["table3"]["complete"] == {
+        k: larr[k] for k in ("seeds", "ctr_auc", "ctr_auc_std", "ctcvr_auc", "ctcvr_auc_std")
+    }
+    assert any("| LARR |" in line for line in lines)  # the tables are printed
+
+
+def test_sweep_runs_make_the_sweep_section(store, catalog):
+    result = run(None, catalog, ReportConfig(), log=lambda _: None)
+    text = Path(result["report"]).read_text()
+    # 0.05: seeds 0 (.99 / .99) and 1 (.97 / .98): mean .98 / .985, std .014142 / .007071
+    assert "| 0.05 | 0.9800 ± 0.0141 | 0.9850 ± 0.0071 | 2 |" in text
+    assert "| 0.1 | 0.9600 ± n/a | 0.9700 ± n/a | 1 |" in text
+    assert [row["value"] for row in result["sweeps"]["temperature"]] == [0.05, 0.1]
+    assert "neg_ratio" not in result["sweeps"]
+    with open(result["temperature_plot"], "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_is_an_artifact_of_the_active_run(store, catalog, tmp_path):
+    output = tmp_path / "out" / "report.md"
+    tracking.experiment_for("report")
+    with mlflow.start_run() as active:
+        result = run(None, catalog, ReportConfig(min_seeds=2, output=str(output)), log=lambda _: None)
+    assert result["report"] == str(output) and output.is_file()
+    assert result["short_of_seeds"] == ["larr/no_cpt"]
+    assert "report.md" in [a.path for a in mlflow.MlflowClient().list_artifacts(active.info.run_id)]
+
+
+def test_no_runs_yet(catalog):
+    lines = []
+    result = run(None, catalog, ReportConfig(), log=lines.append)
+    assert result["runs"] == 0 and result["short_of_seeds"] == [] and result["sweeps"] == {}
+    assert all(numbers is None for key, numbers in result["table2"].items() if key != "bayes")
+    assert "no finished seed runs" in lines[0]
+    assert "| LARR | not run |" in Path(result["report"]).read_text()
+
+
+def test_bad_min_seeds():
+    with pytest.raises(ReportError, match="min_seeds"):
+        ReportConfig(min_seeds=0)
+
+
+def test_plot_sweep_checks_lengths(tmp_path):
+    from training.ctr.plots import plot_sweep
+
+    with pytest.raises(ValueError, match="CTR AUC: 2 xs, 1 means"):
+        plot_sweep("t", "x", [0.1, 0.2], {"CTR AUC": [0.8]}, {"CTR AUC": [0.01]}, tmp_path / "p.png")
+    path = plot_sweep(
+        "t", "temperature", [0.2, 0.05], [0.8, 0.81], [0.01, float("nan")], tmp_path / "p.png", True
+    )
+    assert path == str(tmp_path / "p.png") and (tmp_path / "p.png").stat().st_size > 0
