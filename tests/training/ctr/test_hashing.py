@@ -1,0 +1,116 @@
+"""spark_xxhash64 against Spark's own F.xxhash64, over values that cross every XXH64 branch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from training.ctr import hashing
+from training.ctr.hashing import HashingError, spark_xxhash64, xxh64_bytes
+
+
+def _strings() -> list[str | None]:
+    """~200 strings: every length 0..70 (the 4/8/32-byte branches), unicode, repeats and nulls."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 -_"
+    by_length = [alphabet[i % 7 :] * 3 for i in range(71)]
+    by_length = [s[:n] for n, s in zip(range(71), by_length, strict=True)]
+    unicode = [
+        "广州",
+        "粤菜 Cantonese",
+        "café",
+        "😀 emoji",
+        "naïve résumé",
+        "\u00e9" * 33,
+        "ü" * 3,
+        "日本" * 9,
+    ]
+    words = [f"value {i} " * (i % 5) for i in range(60)]
+    return [*by_length, *unicode, *words, "", "", None, None, "sunny", "sunny", "hot above 28C"] + [
+        "x" * n for n in (31, 32, 33, 63, 64, 65, 100)
+    ]
+
+
+def _integers() -> list[int | None]:
+    edges = [0, 1, -1, 2**31 - 1, -(2**31), 42, -42, 123456789, None]
+    spread = [int(v) for v in np.linspace(-(2**31), 2**31 - 1, 60, dtype=np.int64)]
+    return edges + spread
+
+
+def test_known_xxh64_vectors():
+    assert xxh64_bytes(b"", 0) == 0xEF46DB3751D8E999
+    assert xxh64_bytes(b"a", 0) == 0xD24EC4F1A98C6E5B
+
+
+def test_strings_match_spark(spark):
+    values = _strings()
+    df = spark.createDataFrame([(v,) for v in values], "s string")
+    rows = df.select(
+        F.xxhash64(F.lit("weather"), F.col("s")).alias("prefixed"),
+        F.xxhash64(F.col("s")).alias("plain"),
+        F.xxhash64(F.lit("广州 prefix that is longer than thirty-two bytes"), F.col("s")).alias(
+            "long_prefix"
+        ),
+    ).collect()
+    expected = {name: np.array([r[name] for r in rows], dtype=np.int64) for name in rows[0].asDict()}
+    np.testing.assert_array_equal(spark_xxhash64("weather", values), expected["prefixed"])
+    np.testing.assert_array_equal(spark_xxhash64(None, values), expected["plain"])
+    np.testing.assert_array_equal(
+        spark_xxhash64("广州 prefix that is longer than thirty-two bytes", values), expected["long_prefix"]
+    )
+
+
+@pytest.mark.parametrize("kind", ["int", "long"])
+def test_integers_match_spark(spark, kind):
+    values = _integers()
+    if kind == "long":
+        values = values + [2**63 - 1, -(2**63), 2**40 + 7, -(2**40) - 7]
+    spark_type = T.IntegerType() if kind == "int" else T.LongType()
+    df = spark.createDataFrame([(v,) for v in values], T.StructType([T.StructField("v", spark_type)]))
+    rows = df.select(F.xxhash64(F.lit("position"), "v").alias("h"), F.xxhash64("v").alias("p")).collect()
+    np.testing.assert_array_equal(
+        spark_xxhash64("position", values, kind=kind), np.array([r.h for r in rows], dtype=np.int64)
+    )
+    np.testing.assert_array_equal(
+        spark_xxhash64(None, np.array(values, dtype=object), kind=kind), np.array([r.p for r in rows])
+    )
+
+
+def test_null_gives_the_prefix_hash_and_nan_counts_as_null():
+    prefix_only = spark_xxhash64("city", [None])[0]
+    assert prefix_only == np.uint64(xxh64_bytes(b"city", hashing.SPARK_SEED)).view(np.int64)
+    floats = np.array([3.0, np.nan, 3.0])
+    hashed = spark_xxhash64("position", floats, kind="int")
+    assert hashed[1] == spark_xxhash64("position", [None], kind="int")[0]
+    assert hashed[0] == hashed[2] == spark_xxhash64("position", [3], kind="int")[0]
+
+
+def test_hashes_each_distinct_value_once(monkeypatch):
+    calls = []
+    real = hashing.xxh64_bytes
+    monkeypatch.setattr(hashing, "xxh64_bytes", lambda data, seed: calls.append(data) or real(data, seed))
+    values = np.array(["a", "b", "a", None, "b", "a"] * 100, dtype=object)
+    hashed = spark_xxhash64("f", values)
+    assert len(hashed) == 600 and hashed.dtype == np.int64
+    assert sorted(calls) == [b"a", b"b", b"f"]  # the prefix once, each distinct value once
+
+
+def test_empty_input():
+    assert spark_xxhash64("f", []).shape == (0,)
+    assert spark_xxhash64("f", np.array([], dtype=np.int64), kind="long").dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "message"),
+    [
+        (["a"], "float", "kind must be one of"),
+        ([1, "a"], "string", "needs str values"),
+        (["a"], "long", "needs integer values"),
+        ([1.5], "long", "fractional"),
+        ([2**31], "int", "must lie in"),
+    ],
+)
+def test_bad_input(values, kind, message):
+    with pytest.raises(HashingError, match=message):
+        spark_xxhash64("f", values, kind=kind)
