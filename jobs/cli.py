@@ -11,6 +11,7 @@ JSON line with its key figures (also written under <lakehouse>/_runs/).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +40,15 @@ USER_ERRORS = (
     "training.embedding.contrastive:ContrastiveError",
     "jobs.bench_llm:BenchLlmError",
     "features.embeddings.encoder_runtime:EmbedError",
+    "training.ctr.train:CtrError",
+    "training.ctr.encoding:FeatureError",
+    "jobs.bench_ctr:BenchCtrError",
+    "training.ctr.metrics:MetricError",
+    "training.ctr.report:ReportError",
+    "features.recall:RecallError",
+    "training.ctr.hashing:HashingError",
+    "training.ctr.prompts:PromptError",
+    "training.ctr.models.p5:P5Error",
 )
 
 
@@ -78,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                 )
             subparsers = groups[key]
         sub = subparsers.add_parser(words[-1], parents=[common], help=command.help)
+        for key in command.flags:  # shorthand for --set key=VALUE
+            sub.add_argument(f"--{key.replace('_', '-')}", dest=f"flag_{key}", metavar=key.upper())
         sub.set_defaults(_command=command)
     return parser
 
@@ -99,7 +111,11 @@ def log_figures(figures: dict) -> None:
 def run_command(command: Command, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     config_path = args.config or (default_config_path(command.config_file) if command.config_file else None)
-    cfg = load_config(command.config_cls, config_path, args.overrides)
+    # a flag's value is a string as typed (JSON-quoted, so YAML reads no list or mapping into it)
+    flagged = [
+        f"{k}={json.dumps(v)}" for k in command.flags if (v := getattr(args, f"flag_{k}", None)) is not None
+    ]
+    cfg = load_config(command.config_cls, config_path, [*args.overrides, *flagged])
     catalog = TableCatalog.resolve(args.lakehouse, args.unity_catalog)
     catalog.check_writable()
     configure(catalog.root)  # an unreachable store fails here, before any Spark work

@@ -51,6 +51,7 @@ class Command:
     runner: str  # "module:run"
     help: str = ""
     needs_spark: bool = True  # False: the runner gets spark=None and no session starts
+    flags: tuple[str, ...] = ()  # config keys also given as `--<key> VALUE` (e.g. --model larr)
 
     @property
     def config_cls(self) -> type:
@@ -95,6 +96,18 @@ _COMMANDS = (
             "features.embeddings.texts:run", "embed POI and user comprehensive texts with the frozen encoder"),
     Command("bench embed", "bench", "jobs.bench_embed:BenchEmbedConfig", None, "jobs.bench_embed:bench_embed",
             "embedding UDF throughput against the encoder called directly, and the dedup factor"),
+    Command("train ctr", "ctr", "training.ctr.train:CtrConfig", "train_ctr", "training.ctr.train:run",
+            "stage 3: a CTR / CTCVR model over seeds (--model, --ablation)", flags=("model", "ablation")),
+    Command("bench ctr", "bench", "jobs.bench_ctr:BenchCtrConfig", None, "jobs.bench_ctr:run",
+            "training samples/s per CTR model, the loader's rows/s, pyfunc scoring latency"),
+    Command("report", "report", "training.ctr.report:ReportConfig", "report", "training.ctr.report:run",
+            "Tables 2 and 3 and the alignment sweeps (mean ± std over seeds) from the CTR runs in MLflow",
+            needs_spark=False),
+    Command("recall", "recall", "features.recall:RecallConfig", "recall", "features.recall:run",
+            "the case study: a free-text scene -> the top-10 POIs by cosine, as 'city; main dish'",
+            flags=("scene",)),
+    Command("sweep", "ctr", "training.ctr.sweep:SweepConfig", "sweep", "training.ctr.sweep:run",
+            "LARR's alignment temperature and negative-ratio sweeps, plotted"),
 )  # fmt: skip
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _COMMANDS}

@@ -31,3 +31,15 @@ def test_notebook_code_cells_are_valid_python():
         assert code, notebook
         for cell in code:
             compile("".join(cell["source"]), f"{notebook.name}", "exec")
+
+
+def test_every_package_is_listed_for_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO_ROOT).parts)
+        for top in ("etl", "features", "training", "jobs")
+        for init in (REPO_ROOT / top).rglob("__init__.py")
+    }
+    assert found == listed

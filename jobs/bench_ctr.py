@@ -1,0 +1,178 @@
+"""`larr bench ctr`: how fast the stage-3 models train and score, on this machine, in one run.
+
+- Training samples/s per model: `steps` optimizer steps (forward, backward, AdamW) on batches of
+  the lakehouse's samples.ctr that are read into memory first (the loader is timed apart), after
+  `warmup` steps; the models take turns for `rounds` rounds and the median is kept, so a noisy
+  neighbour slows all of them alike. `larr_ple_time_ratio` = PLE's samples/s over LARR's (time
+  per sample, target <= 1.3).
+- The Petastorm loader (`training/common/data.py`) alone: rows/s over one pass of the train
+  split at the training batch size, against what the trainer consumes (`loader_headroom` =
+  loader rows/s / the fastest ID model's samples/s; above 1 the loader keeps up).
+- Scoring latency of the MLflow pyfunc (raw rows in, re-calibrated probabilities out) for one
+  request of `candidates` rows, for LARR and PLE: p50 and p99 over `requests` calls.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+
+class BenchCtrError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BenchCtrConfig:
+    models: tuple[str, ...] = ("wide_deep", "deepfm", "ple", "larr", "p5")
+    batch_size: int = 2400
+    steps: int = 5
+    warmup: int = 2
+    rounds: int = 3
+    p5_batch_size: int = 8
+    p5_steps: int = 2
+    candidates: int = 100
+    requests: int = 200
+    scene_vectors: str = ""  # "" = the export of latest:contrastive (as `larr train ctr`)
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.rounds, self.candidates, self.requests, self.batch_size) < 1:
+            raise ValueError("steps, rounds, candidates, requests and batch_size must be >= 1")
+
+
+def _train_rate(model, batches, cfg, layout, scene, is_p5: bool, steps: int, warmup: int) -> float:
+    import torch
+
+    from training.common.schedule import build_optimizer
+    from training.ctr.train import batch_inputs, loss_of
+
+    optimizer = build_optimizer(model, 1e-4, 0.0, betas=(0.9, 0.999))
+    model.train()
+    device = torch.device("cpu")
+
+    def step(batch) -> None:
+        inputs, _ = batch_inputs(batch, layout, scene, is_p5, device)
+        out = model(inputs)
+        click = torch.as_tensor(batch["click"], dtype=torch.float32)
+        ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32)
+        loss_of(out, click, ctcvr, cfg.align_weight).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    started = time.perf_counter()
+    rows = 0
+    for i in range(steps):
+        batch = batches[i % len(batches)]
+        step(batch)
+        rows += len(batch["click"])
+    return rows / (time.perf_counter() - started)
+
+
+def _latency(scorer, request, requests: int) -> dict:
+    scorer.predict(request)  # warm
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        scorer.predict(request)
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 3),
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+    }
+
+
+def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
+    import mlflow
+    import torch
+
+    from training.common.data import DeltaBatches
+    from training.ctr import train
+    from training.ctr.encoding import RAW_COLUMNS
+    from training.ctr.pyfunc import save_scoring_model
+
+    base = train.CtrConfig(model="larr", scene_vectors=cfg.scene_vectors, batch_size=cfg.batch_size)
+    data = train.prepare(spark, catalog, base, log=log)
+    p5_data = (
+        train.prepare(spark, catalog, replace(base, model="p5"), log=log) if "p5" in cfg.models else None
+    )
+
+    # the loader alone: one pass over the train split at the training batch size
+    started, loaded = time.perf_counter(), 0
+    in_memory = []
+    for batch in DeltaBatches(data.train, cfg.batch_size, shuffle_seed=0, drop_last=True):
+        loaded += len(batch["click"])
+        if len(in_memory) < cfg.steps + cfg.warmup:
+            in_memory.append(batch)
+    loader_rate = loaded / (time.perf_counter() - started)
+    if not in_memory:
+        raise BenchCtrError(f"{base.table} has fewer train rows than one batch of {cfg.batch_size}")
+    p5_batches = []
+    if p5_data is not None:
+        for batch in DeltaBatches(p5_data.train, cfg.p5_batch_size, shuffle_seed=0, drop_last=True):
+            p5_batches.append(batch)
+            if len(p5_batches) >= cfg.p5_steps + 1:
+                break
+
+    built = {}
+    for name in cfg.models:
+        model_cfg = replace(base, model=name, scene_vectors=cfg.scene_vectors if name == "larr" else "")
+        model, layout, scene = train.build(model_cfg, data if name != "p5" else p5_data)
+        built[name] = (model_cfg, model, layout, scene)
+    rates: dict[str, list[float]] = {name: [] for name in cfg.models}
+    for round_index in range(cfg.rounds):
+        for name in cfg.models:
+            model_cfg, model, layout, scene = built[name]
+            is_p5 = name == "p5"
+            if is_p5 and round_index > 0:
+                continue  # one round of the LLM is enough to know it is orders of magnitude slower
+            batches = p5_batches if is_p5 else in_memory
+            steps = cfg.p5_steps if is_p5 else cfg.steps
+            rates[name].append(
+                _train_rate(
+                    model, batches, model_cfg, layout, scene, is_p5, steps, 1 if is_p5 else cfg.warmup
+                )
+            )
+        log(
+            f"bench ctr: round {round_index + 1}/{cfg.rounds}: "
+            + ", ".join(f"{n} {r[-1]:.0f}/s" for n, r in rates.items() if r)
+        )
+    samples_per_s = {name: round(statistics.median(r), 1) for name, r in rates.items()}
+
+    figures: dict = {
+        "train_samples_per_s": samples_per_s,
+        "batch_size": cfg.batch_size,
+        "loader_rows_per_s": round(loader_rate, 1),
+    }
+    if "larr" in samples_per_s and "ple" in samples_per_s:
+        figures["larr_ple_time_ratio"] = round(samples_per_s["ple"] / samples_per_s["larr"], 3)
+    id_models = [samples_per_s[n] for n in samples_per_s if n != "p5"]
+    if id_models:
+        figures["loader_headroom"] = round(loader_rate / max(id_models), 3)
+
+    # scoring latency: one request of `candidates` raw rows from the test split
+    request = (
+        catalog.read(spark, base.table, version=data.test.version)
+        .where("split = 'test'")
+        .orderBy("sample_id")
+        .limit(cfg.candidates)
+        .toPandas()[list(RAW_COLUMNS)]
+    )
+    latency = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("ple", "larr"):
+            if name not in built:
+                continue
+            model_cfg, model, layout, _ = built[name]
+            path = save_scoring_model(model_cfg, data, model.eval(), layout, Path(tmp) / name)
+            latency[name] = _latency(mlflow.pyfunc.load_model(str(path)), request, cfg.requests)
+    figures["scoring_latency_ms"] = latency
+    figures["candidates"] = len(request)
+    figures["torch_threads"] = torch.get_num_threads()
+    return figures

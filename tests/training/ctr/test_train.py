@@ -1,0 +1,144 @@
+"""`larr train ctr` on the tiny world: every model trains and is evaluated, runs resume, bad input
+stops clearly, and the scoring pyfunc reproduces the trainer's predictions from raw rows."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.common.guard import NonFiniteLossError
+from training.ctr import train
+from training.ctr.encoding import FeatureError
+from training.ctr.inputs import ModelConfig
+from training.ctr.train import CtrConfig, CtrError
+
+QUIET = lambda _: None  # noqa: E731
+
+
+def _cfg(tmp_path, **kwargs) -> CtrConfig:
+    base = dict(
+        seeds=(1,),
+        batch_size=256,
+        max_steps=6,
+        network=ModelConfig(
+            embedding_dim=4, hidden=(16,), expert_hidden=(16,), tower_hidden=(8,), scene_heads=2
+        ),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        progress=False,
+        log_model=False,
+    )
+    return CtrConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("model", ["wide_deep", "deepfm", "ple", "larr"])
+def test_every_model_trains_and_is_evaluated_against_the_bayes_optimum(spark, ctr_world, tmp_path, model):
+    catalog, export = ctr_world
+    cfg = _cfg(tmp_path, model=model, scene_vectors=export if model == "larr" else "")
+    summary = train.run(spark, catalog, cfg, log=QUIET)
+    for key in ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr"):
+        assert math.isfinite(summary[key]), key
+    assert 0.5 < summary["bayes_auc_ctr"] < 1.0
+    assert 0.3 < summary["ctr_auc"] < summary["bayes_auc_ctr"] + 0.02
+    assert summary["per_seed"][0]["train_steps"] == 6
+    assert summary["test_rows"] > 0 and summary["train_rows"] > 6 * 256
+    assert (summary["scene_vectors"] is not None) == (model == "larr")
+
+
+def test_a_rerun_resumes_from_the_checkpoint_and_gives_the_same_figures(spark, ctr_world, tmp_path):
+    catalog, _ = ctr_world
+    cfg = _cfg(tmp_path, model="ple", max_steps=4)
+    first = train.run(spark, catalog, cfg, log=QUIET)
+    messages = []
+    again = train.run(spark, catalog, cfg, log=messages.append)
+    assert again["ctr_auc"] == first["ctr_auc"] and again["logloss"] == first["logloss"]
+    assert any("resuming from" in m and "step-000004" in m for m in messages)  # nothing left to train
+    messages.clear()
+    longer = train.run(spark, catalog, replace(cfg, max_steps=6), log=messages.append)
+    assert longer["per_seed"][0]["train_steps"] == 6
+    assert any("(step 4," in m for m in messages)  # went on from step 4, not from scratch
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
+    spark, ctr_world, tmp_path, monkeypatch
+):
+    catalog, _ = ctr_world
+    real = train.loss_of
+    calls = {"n": 0}
+
+    def poisoned(out, click, ctcvr, weight):
+        calls["n"] += 1
+        loss = real(out, click, ctcvr, weight)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(train, "loss_of", poisoned)
+    cfg = _cfg(tmp_path, model="wide_deep", checkpoint_every=2)
+    with pytest.raises(NonFiniteLossError, match="step 4.*step-000002"):
+        train.run(spark, catalog, cfg, log=QUIET)
+    assert (tmp_path / "ckpt" / "seed-1" / "step-000002").is_dir()
+
+
+def test_larr_without_scene_vectors_of_its_encoder_is_a_clear_error(spark, ctr_world, tmp_path):
+    catalog, _ = ctr_world
+    cfg = _cfg(tmp_path, model="larr", encoder="models:/m-never-embedded")
+    with pytest.raises(CtrError, match="larr embed scenes --set encoder=models:/m-never-embedded"):
+        train.run(spark, catalog, cfg, log=QUIET)
+
+
+def test_config_rejects_ablations_of_other_models_and_unknown_models():
+    with pytest.raises(ValueError, match="ablation no_al applies to model larr only"):
+        CtrConfig(model="ple", ablation="no_al")
+    with pytest.raises(ValueError, match="model must be one of"):
+        CtrConfig(model="dcn")
+
+
+def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown_scenes(
+    spark, ctr_world, tmp_path
+):
+    from training.ctr.encoding import RAW_COLUMNS
+    from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
+    from training.ctr.pyfunc import save_scoring_model
+
+    catalog, export = ctr_world
+    cfg = _cfg(tmp_path, model="larr", scene_vectors=export, max_steps=3)
+    data = train.prepare(spark, catalog, cfg, log=QUIET)
+    trained = train.train_seed(cfg, data, 1, str(tmp_path / "ckpt"), log=QUIET)
+    model, layout = trained["model"], trained["layout"]
+    path = save_scoring_model(cfg, data, model, layout, tmp_path / "scoring")
+    scorer = mlflow.pyfunc.load_model(str(path))
+
+    rows = (
+        catalog.read(spark, "samples.ctr").where("split = 'test'").orderBy("sample_id").limit(100).toPandas()
+    )
+    raw = rows[list(RAW_COLUMNS)]  # no hashed *_id column: the model derives them
+    scored = scorer.predict(raw)
+
+    from features.embeddings.vectors import load_scene_vectors
+    from training.ctr.encoding import SceneTable, encode
+
+    table = SceneTable(load_scene_vectors(export))
+    inputs, _ = encode(rows, layout, table)
+    model.eval()
+    out = model(inputs)
+    p = 1 / (1 + np.exp(-out.ctr_logit.detach().numpy().astype(np.float64)))
+    q = 1 / (1 + np.exp(-out.ctcvr_logit.detach().numpy().astype(np.float64)))
+    np.testing.assert_allclose(scored["p_ctr"], recalibrate_ctr(p, data.neg_rate), rtol=1e-5)
+    np.testing.assert_allclose(scored["p_ctcvr"], recalibrate_ctcvr(q, p, data.neg_rate), rtol=1e-5)
+    expected_unknown = (inputs.scene_rows.numpy() == table.unknown_rows).sum(axis=1)
+    np.testing.assert_array_equal(scored["unknown_scene_values"], expected_unknown)
+    assert (scored["p_ctr"] < p).all()  # negatives were down-sampled: true rates are lower
+
+    odd = raw.copy()
+    odd.loc[odd.index[:3], "scene_weather"] = "volcanic ash"
+    counted = scorer.predict(odd)
+    added = (counted["unknown_scene_values"] - scored["unknown_scene_values"]).tolist()
+    assert added[:4] == [1, 1, 1, 0] and sum(added) == 3
+    assert np.isfinite(counted["p_ctr"]).all()
+
+    with pytest.raises(FeatureError, match="'scene_weather'"):
+        scorer.predict(raw.drop(columns=["scene_weather"]))
+    assert isinstance(scored, pd.DataFrame)

@@ -1,0 +1,136 @@
+"""The CTR model as an MLflow pyfunc: raw feature rows in, re-calibrated pCTR and pCTCVR out.
+
+    model = mlflow.pyfunc.load_model("runs:/<seed run>/model")
+    model.predict(frame)  # -> DataFrame p_ctr, p_ctcvr, unknown_scene_values
+
+A request row holds what a serving system knows about a (user, POI, moment): `user_id`,
+`poi_id`, the user / POI / device strings, price level, list position, the 15 statistics and the
+10 scene values as text (`encoding.RAW_COLUMNS`; a missing one is an error naming it). The model
+hashes the strings the way Spark did for the samples, looks every scene value up in the scene
+vectors it carries (a value never embedded gets its feature's unknown vector and is counted, per
+row in `unknown_scene_values` and in total in `unknown_scene_values_seen`), runs the network and
+re-calibrates for the negative sampling of the training data (`metrics.recalibrate_ctr` /
+`recalibrate_ctcvr` with the train split's rate r). No LLM is inside: LARR's scene knowledge is the
+frozen table of vectors.
+
+Artifact `ctr` (a folder): `model.pt` (state dict), `model.json` (model name, network and
+encoding configs, feature layout, r) and, for LARR, `scene_vectors.npz` (the export it trained on).
+The training code travels with the model (`code_paths`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+
+ARTIFACT = "ctr"
+MODEL_NAME = "model"
+SETTINGS_FILE = "model.json"
+WEIGHTS_FILE = "model.pt"
+SCENE_FILE = "scene_vectors.npz"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CODE_PACKAGES = ("training", "features", "etl")
+
+
+def _tuple_fields(data: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+class CtrScoringModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.load_folder(context.artifacts[ARTIFACT])
+
+    def load_folder(self, folder) -> None:
+        from features.embeddings.vectors import load_scene_vectors
+        from training.ctr.encoding import SceneTable
+        from training.ctr.inputs import FeatureLayout, ModelConfig
+        from training.ctr.models import build_model
+
+        folder = Path(folder)
+        self.settings = json.loads((folder / SETTINGS_FILE).read_text())
+        self.layout = FeatureLayout(**_tuple_fields(self.settings["layout"]))
+        network = ModelConfig(**_tuple_fields(self.settings["network"]))
+        self.scene = (
+            SceneTable(load_scene_vectors(folder / SCENE_FILE)) if self.layout.scene_features else None
+        )
+        table = None if self.scene is None else self.scene.matrix
+        self.model = build_model(self.settings["model"], self.layout, network, table)
+        self.model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        self.model.eval()
+        self.neg_rate = float(self.settings["neg_rate"])
+        self.unknown_scene_values_seen = 0
+
+    @torch.no_grad()
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from training.ctr.encoding import encode, with_hashed_ids
+        from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
+
+        frame = with_hashed_ids(pd.DataFrame(model_input), source="scoring request")
+        inputs, _ = encode(frame, self.layout, self.scene, source="scoring request")
+        out = self.model(inputs)
+        p_ctr = torch.sigmoid(out.ctr_logit.float()).numpy().astype(np.float64)
+        p_ctcvr = torch.sigmoid(out.ctcvr_logit.float()).numpy().astype(np.float64)
+        unknown = np.zeros(len(frame), dtype=np.int64)
+        if self.scene is not None:
+            unknown = (inputs.scene_rows.numpy() == self.scene.unknown_rows[None, :]).sum(axis=1)
+        self.unknown_scene_values_seen += int(unknown.sum())
+        return pd.DataFrame(
+            {
+                "p_ctr": recalibrate_ctr(p_ctr, self.neg_rate),
+                "p_ctcvr": recalibrate_ctcvr(p_ctcvr, p_ctr, self.neg_rate),
+                "unknown_scene_values": unknown,
+            },
+            index=frame.index,
+        )
+
+
+def save_folder(cfg, data, model: torch.nn.Module, layout, folder) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    settings = {
+        "model": cfg.model,
+        "ablation": cfg.ablation,
+        "network": asdict(cfg.network_config()),
+        "encoding": asdict(cfg.encoding),
+        "layout": asdict(layout),
+        "neg_rate": data.neg_rate,
+        "encoder_uri": data.encoder_uri,
+        "samples_version": data.train.version,
+    }
+    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    if data.scene_vectors:
+        (folder / SCENE_FILE).write_bytes(Path(data.scene_vectors).read_bytes())
+    return folder
+
+
+def _model_kwargs(folder: Path) -> dict:
+    return {
+        "python_model": CtrScoringModel(),
+        "artifacts": {ARTIFACT: str(folder)},
+        "code_paths": [str(REPO_ROOT / p) for p in CODE_PACKAGES],
+        "pip_requirements": ["torch", "numpy", "pandas", "pyarrow"],
+    }
+
+
+def log_scoring_model(cfg, data, model, layout) -> str:
+    """Log the scoring model to the active run; returns its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_folder(cfg, data, model, layout, Path(tmp) / ARTIFACT)
+        info = mlflow.pyfunc.log_model(name=MODEL_NAME, **_model_kwargs(folder))
+    return info.model_uri
+
+
+def save_scoring_model(cfg, data, model, layout, path) -> Path:
+    """The same model as a local MLflow model folder (tests, benchmarks, offline hand-over)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_folder(cfg, data, model, layout, Path(tmp) / ARTIFACT)
+        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(folder))
+    return Path(path)

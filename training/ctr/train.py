@@ -1,0 +1,449 @@
+"""`larr train ctr`: one trainer for every stage-3 model (Wide&Deep, DeepFM, PLE, LARR, P5-style).
+
+    larr train ctr --model larr [--ablation no_cpt|no_ft|no_al] [--set seeds=[1,2,3]]
+
+Data: samples.ctr through the shared Petastorm module (`training/common/data.py`), the train
+split for training (shuffled per seed, `epochs` passes, or `max_steps`), the test split for
+evaluation (file order). Loss: BCE(CTR) + BCE(CTCVR) + `align_weight` x LARR's alignment loss
+(paper: 0.05), AdamW at the paper's 8e-4 and batch 2400. The shared `train_loop` gives
+checkpoints (one folder per seed and config key; an interrupted run resumes), the tqdm bar and the
+non-finite-loss stop.
+
+LARR reads its frozen scene table from the `larr embed scenes` export of an encoder:
+`encoder` (default `latest:contrastive`, or `latest:contrastive/<ablation>` for `no_cpt` /
+`no_ft`) is resolved in the lakehouse's MLflow store and matched to the export whose header
+names that encoder URI; no LLM is loaded. `no_al` keeps the full encoder and drops the
+alignment loss (plain concatenation).
+
+Every seed is a nested MLflow run (tags `larr.ctr_model`, `larr.ablation`, `larr.seed`,
+`larr.sweep`, `larr.samples_version`) with the metrics of `metrics.evaluate`, the loss curve,
+the input versions, the encoder URI and the scoring model (`pyfunc.py`). The command's summary
+holds the mean over seeds of the headline metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
+from training.common.device import autocast, pick_device
+from training.common.engine import TorchEngine
+from training.common.loop import LoopSettings, StepOutput, train_loop
+from training.common.schedule import build_optimizer, build_scheduler
+from training.common.seed import seed_everything
+from training.ctr.encoding import EncodingConfig, SceneTable, build_layout, encode, training_columns
+from training.ctr.inputs import ModelConfig
+
+TABLE = "samples.ctr"
+MODELS = ("wide_deep", "deepfm", "ple", "larr", "p5")
+ABLATIONS = ("none", "no_cpt", "no_ft", "no_al")
+HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
+
+
+class CtrError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class P5Config:
+    """The P5-style baseline: SmolLM2 scores a text prompt; fine-tuned on a subsample of train rows."""
+
+    source: str = ".models/smollm2-135m-instruct"  # or latest:cpt, runs:/..., a folder
+    max_length: int = 96
+    train_layers: int = 2  # last blocks (+ final norm) trained; 0 = all
+    batch_size: int = 16
+    max_steps: int = 40  # batch_size x max_steps shuffled train rows: the training subsample
+    learning_rate: float = 1e-4
+    eval_rows: int = 1000  # a fixed hashed subsample of the test split (0 = all of it)
+
+
+@dataclass(frozen=True)
+class CtrConfig:
+    model: str = "ple"  # wide_deep | deepfm | ple | larr | p5
+    table: str = TABLE  # the CTR samples (features/samples.py)
+    ablation: str = "none"  # LARR only: none | no_cpt | no_ft | no_al
+    seeds: tuple[int, ...] = (1, 2, 3)
+    batch_size: int = 2400
+    learning_rate: float = 8e-4
+    weight_decay: float = 0.0
+    epochs: int = 1
+    max_steps: int = 0  # 0 = `epochs` passes over the train split
+    align_weight: float = 0.05  # lambda of the alignment loss
+    encoder: str = ""  # LARR: "" = latest:contrastive (or latest:contrastive/<ablation>)
+    scene_vectors: str = ""  # LARR: an explicit export .npz (overrides `encoder`)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    network: ModelConfig = field(default_factory=ModelConfig)
+    p5: P5Config = field(default_factory=P5Config)
+    eval_batch_size: int = 8192
+    eval_rows: int = 0  # ID models: 0 = the whole test split
+    device: str = "auto"
+    checkpoint_every: int = 0
+    checkpoint_dir: str = ""  # "" = <lakehouse>/_checkpoints/ctr/<config key>/seed-<seed>
+    keep_checkpoints: int = 2
+    resume: bool = True
+    progress: bool = True
+    log_model: bool = True  # the scoring pyfunc per seed (never for p5: it is an LLM, not a scorer)
+    sweep: str = ""  # set by `larr sweep`: tags the runs so the report leaves them out
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}")
+        if self.ablation != "none" and self.model != "larr":
+            raise ValueError(f"ablation {self.ablation} applies to model larr only, got model {self.model}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
+        if self.batch_size < 2 or self.learning_rate <= 0 or self.epochs < 1 or self.max_steps < 0:
+            raise ValueError("batch_size >= 2, learning_rate > 0, epochs >= 1 and max_steps >= 0 required")
+        if self.align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
+
+    @property
+    def is_p5(self) -> bool:
+        return self.model == "p5"
+
+    def network_config(self) -> ModelConfig:
+        return replace(self.network, align=False) if self.ablation == "no_al" else self.network
+
+    def default_encoder(self) -> str:
+        if self.encoder:
+            return self.encoder
+        return (
+            f"latest:contrastive/{self.ablation}"
+            if self.ablation in ("no_cpt", "no_ft")
+            else "latest:contrastive"
+        )
+
+    def key(self, data_key: str) -> str:
+        """A short hash of what shapes the weights (model, data, hyper-parameters), not of bookkeeping."""
+        skip = {"seeds", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
+        skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device"}
+        data = {k: v for k, v in asdict(self).items() if k not in skip} | {"data": data_key}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class CtrData:
+    """What the driver pinned: the snapshots, the training rate r, Bayes AUCs, the scene export."""
+
+    train: DeltaSnapshot
+    test: DeltaSnapshot
+    neg_rate: float  # mean recorded rate of the train split (the scoring model re-calibrates with it)
+    bayes: dict  # bayes_auc_ctr / bayes_auc_ctcvr on the test split (empty without a truth table)
+    scene_vectors: str | None  # the export .npz (LARR)
+    encoder_uri: str | None
+
+    def key(self) -> str:
+        return f"{self.train.table}@{self.train.version}:{self.scene_vectors or ''}"
+
+
+# -- driver side --------------------------------------------------------------------------------
+def find_scene_export(catalog, encoder_uri: str) -> str:
+    """The newest `larr embed scenes` export whose header names `encoder_uri`."""
+    from features.embeddings.export import EXPORT_DIR
+    from features.embeddings.vectors import load_scene_meta
+
+    folder = Path(catalog.root) / EXPORT_DIR
+    found = [p for p in folder.glob("*.npz") if load_scene_meta(p).get("encoder_uri") == encoder_uri]
+    if not found:
+        raise CtrError(
+            f"no scene vectors of encoder {encoder_uri} in {folder}: run "
+            f"`larr embed scenes --set encoder={encoder_uri}` first"
+        )
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def resolve_scene_vectors(catalog, cfg: CtrConfig) -> tuple[str, str]:
+    """(export path, encoder URI) for LARR."""
+    from etl.core.tracking import TrackingError, resolve_latest
+    from features.embeddings.vectors import load_scene_meta
+
+    if cfg.scene_vectors:
+        if not Path(cfg.scene_vectors).is_file():
+            raise CtrError(f"scene_vectors {cfg.scene_vectors} does not exist")
+        return cfg.scene_vectors, str(load_scene_meta(cfg.scene_vectors).get("encoder_uri"))
+    try:
+        uri = resolve_latest(cfg.default_encoder())
+    except TrackingError as err:
+        raise CtrError(str(err)) from None
+    return find_scene_export(catalog, uri), uri
+
+
+def bayes_aucs(spark, catalog, table: str, test_version: int) -> dict:
+    """The synthetic world's Bayes-optimal AUCs on the test split: the true probabilities as scores.
+
+    Needs truth.impressions and test samples that are all logged impressions (sample_id =
+    event_id); a world without truth, or positive_only samples, gives none."""
+    from pyspark.sql import functions as sf
+
+    from etl.core.metrics import binned_auc
+
+    if catalog.version(spark, "truth.impressions") is None:
+        return {}
+    test = catalog.read(spark, table, version=test_version).where("split = 'test'")
+    truth = catalog.read(spark, "truth.impressions").select(
+        sf.col("event_id").alias("sample_id"), "p_click", "p_ctcvr"
+    )
+    joined = test.select("sample_id", "click", "ctcvr").join(truth, "sample_id").cache()
+    try:
+        if joined.count() != test.count():
+            return {}
+        return {
+            "bayes_auc_ctr": round(binned_auc(joined, "p_click", "click"), 5),
+            "bayes_auc_ctcvr": round(binned_auc(joined, "p_ctcvr", "ctcvr"), 5),
+        }
+    finally:
+        joined.unpersist()
+
+
+def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
+    from pyspark.sql import functions as sf
+
+    columns = training_columns(with_texts=cfg.is_p5)
+    train = delta_snapshot(spark, catalog, cfg.table, columns, where="split = 'train'")
+    test = delta_snapshot(spark, catalog, cfg.table, [*columns, "sample_id"], where="split = 'test'")
+    if train.version != test.version:  # both pinned from the latest version: a write happened between
+        raise CtrError(
+            f"{cfg.table} changed while the trainer pinned it (versions {train.version}, {test.version})"
+        )
+    rate = (
+        catalog.read(spark, cfg.table, version=train.version).where("split = 'train'").agg(sf.avg("neg_rate"))
+    )
+    scene_vectors, encoder_uri = resolve_scene_vectors(catalog, cfg) if cfg.model == "larr" else (None, None)
+    bayes = bayes_aucs(spark, catalog, cfg.table, test.version)
+    log(
+        f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, {test.num_rows} test rows"
+        + (f"; scene vectors {scene_vectors}" if scene_vectors else "")
+    )
+    return CtrData(train, test, float(rate.first()[0]), bayes, scene_vectors, encoder_uri)
+
+
+# -- model --------------------------------------------------------------------------------------
+def build(cfg: CtrConfig, data: CtrData):
+    """(model, layout, scene table) for `cfg.model`."""
+    from features.embeddings.vectors import load_scene_vectors
+    from training.ctr.models import build_model
+
+    if cfg.is_p5:
+        from training.ctr.models.p5 import build_p5
+
+        layout = build_layout(cfg.encoding, with_scene=False)
+        return build_p5(cfg.p5.source, cfg.p5.max_length, cfg.p5.train_layers, torch.float32), layout, None
+    scene = SceneTable(load_scene_vectors(data.scene_vectors)) if data.scene_vectors else None
+    layout = build_layout(cfg.encoding, with_scene=scene is not None)
+    model = build_model(cfg.model, layout, cfg.network_config(), None if scene is None else scene.matrix)
+    return model, layout, scene
+
+
+def batch_inputs(batch: dict, layout, scene, is_p5: bool, device):
+    texts = None
+    if is_p5:
+        from training.ctr.prompts import build_prompts
+
+        texts = build_prompts(batch)
+    inputs, unknown = encode(batch, layout, scene, texts)
+    return inputs.to(device), unknown
+
+
+def loss_of(out, click: torch.Tensor, ctcvr: torch.Tensor, align_weight: float) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(out.ctr_logit.float(), click)
+    loss = loss + F.binary_cross_entropy_with_logits(out.ctcvr_logit.float(), ctcvr)
+    if out.align_loss is not None and align_weight > 0:
+        loss = loss + align_weight * out.align_loss.float()
+    return loss
+
+
+def hashed_subsample(ids: np.ndarray, rows: int, total: int) -> np.ndarray:
+    """A fixed subsample of about `rows` of `total` rows, by a hash of the id (not by position)."""
+    if rows <= 0 or rows >= total:
+        return np.ones(len(ids), dtype=bool)
+    mixed = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(11)
+    return mixed.astype(np.float64) / float(1 << 53) < rows / total
+
+
+@torch.no_grad()
+def predict_test(model, cfg: CtrConfig, data: CtrData, layout, scene, device) -> dict[str, np.ndarray]:
+    """Sampled-space probabilities for the test split (or its hashed subsample) and the labels."""
+    model.eval()
+    batch_size = cfg.p5.batch_size * 4 if cfg.is_p5 else cfg.eval_batch_size
+    eval_rows = cfg.p5.eval_rows if cfg.is_p5 else cfg.eval_rows
+    parts: dict[str, list] = {k: [] for k in ("user_id", "click", "ctcvr", "neg_rate", "p_ctr", "p_ctcvr")}
+    for batch in DeltaBatches(data.test, cfg.eval_batch_size, shuffle=False, num_epochs=1):
+        keep = hashed_subsample(batch["sample_id"], eval_rows, data.test.num_rows)
+        batch = {k: v[keep] for k, v in batch.items()}
+        for start in range(0, len(batch["click"]), batch_size):
+            part = {k: v[start : start + batch_size] for k, v in batch.items()}
+            inputs, _ = batch_inputs(part, layout, scene, cfg.is_p5, device)
+            with autocast(device):
+                out = model(inputs)
+            parts["p_ctr"].append(torch.sigmoid(out.ctr_logit.float()).cpu().numpy())
+            parts["p_ctcvr"].append(torch.sigmoid(out.ctcvr_logit.float()).cpu().numpy())
+            for k in ("user_id", "click", "ctcvr", "neg_rate"):
+                parts[k].append(part[k])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def checkpoint_folder(catalog, cfg: CtrConfig, data: CtrData, seed: int) -> str:
+    from etl.core.catalog import is_remote
+
+    if cfg.checkpoint_dir:
+        return str(Path(cfg.checkpoint_dir) / f"seed-{seed}")
+    if is_remote(catalog.root):
+        raise CtrError(f"lakehouse {catalog.root} is remote: set checkpoint_dir to a local or FUSE path")
+    return str(Path(catalog.root) / "_checkpoints" / "ctr" / cfg.key(data.key()) / f"seed-{seed}")
+
+
+def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, log=print) -> dict:
+    """Train and evaluate one seed; returns metrics, the loss curve and the trained parts."""
+    from training.ctr.metrics import evaluate
+
+    seed_everything(seed)
+    device = pick_device(cfg.device)
+    model, layout, scene = build(cfg, data)
+    model.to(device)
+    batch_size = cfg.p5.batch_size if cfg.is_p5 else cfg.batch_size
+    if cfg.is_p5:
+        max_steps, lr = cfg.p5.max_steps, cfg.p5.learning_rate
+    else:
+        max_steps = cfg.max_steps or max(1, cfg.epochs * (data.train.num_rows // batch_size))
+        lr = cfg.learning_rate
+    optimizer = build_optimizer(model, lr, cfg.weight_decay, betas=(0.9, 0.999))
+    scheduler = build_scheduler(optimizer, warmup_steps=0, max_steps=max_steps, min_ratio=1.0)  # constant
+    engine = TorchEngine(model, optimizer, scheduler, grad_accum=1, clip_norm=0.0, device=device)
+    loader = DeltaBatches(data.train, batch_size, shuffle_seed=seed, drop_last=True)
+    unknown_total = np.zeros(10, dtype=np.int64)
+
+    def loss_fn(module, batch) -> StepOutput:
+        nonlocal unknown_total
+        inputs, unknown = batch_inputs(batch, layout, scene, cfg.is_p5, device)
+        unknown_total = unknown_total + unknown[: len(unknown_total)]
+        click = torch.as_tensor(batch["click"], dtype=torch.float32, device=device)
+        ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32, device=device)
+        with autocast(device):
+            out = module(inputs)
+        return StepOutput(loss_of(out, click, ctcvr, cfg.align_weight), len(click))
+
+    settings = LoopSettings(
+        max_steps=max_steps,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
+        checkpoint_dir=checkpoint_dir,
+        resume=cfg.resume,
+        progress=cfg.progress,
+    )
+    result = train_loop(engine, loader.epoch, loss_fn, settings, config=cfg, log=log)
+    started = time.perf_counter()
+    predictions = predict_test(model, cfg, data, layout, scene, device)
+    metrics = evaluate(
+        predictions["user_id"],
+        predictions["click"],
+        predictions["ctcvr"],
+        predictions["p_ctr"],
+        predictions["p_ctcvr"],
+        predictions["neg_rate"],
+    )
+    metrics |= data.bayes
+    for task in ("ctr", "ctcvr"):
+        if f"bayes_auc_{task}" in data.bayes:
+            metrics[f"{task}_auc_ratio_to_bayes"] = metrics[f"{task}_auc"] / data.bayes[f"bayes_auc_{task}"]
+    metrics["eval_seconds"] = time.perf_counter() - started
+    metrics["train_steps"] = result.steps
+    metrics["train_samples_per_s"] = result.tokens_per_s  # StepOutput counts samples here
+    metrics["unknown_scene_values_train"] = int(unknown_total.sum())
+    return {
+        "metrics": metrics,
+        "losses": result.losses,
+        "model": model,
+        "layout": layout,
+        "resumed": result.resumed_from,
+    }
+
+
+def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
+    """A nested MLflow run for one seed, or a null context outside `larr` (tests)."""
+    import contextlib
+
+    from training.common.tracking import active
+
+    if not active():
+        return contextlib.nullcontext(None)
+    import mlflow
+
+    run = mlflow.start_run(run_name=f"{cfg.model}-{cfg.ablation}-seed{seed}", nested=True)
+    mlflow.set_tags(
+        {
+            "larr.ctr_model": cfg.model,
+            "larr.ablation": cfg.ablation,
+            "larr.seed": str(seed),
+            "larr.sweep": cfg.sweep,
+            "larr.samples_version": str(data.train.version),
+            "larr.encoder_uri": data.encoder_uri or "",
+        }
+    )
+    from etl.core.tracking import flatten
+
+    params = flatten(cfg) | {
+        "align_temperature": cfg.network.align_temperature,
+        "align_negatives_ratio": cfg.network.align_negatives_ratio,
+        f"input_versions.{cfg.table}": data.train.version,
+        "neg_rate": data.neg_rate,
+        "scene_vectors": data.scene_vectors or "",
+    }
+    items = list(params.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+    return run
+
+
+def run(spark, catalog, cfg: CtrConfig, log=print) -> dict:
+    """Pin the data, then train, evaluate and log every seed; the summary holds the seeds' means."""
+    from training.common.tracking import log_loss_curve, log_metrics
+
+    data = prepare(spark, catalog, cfg, log=log)
+    per_seed, run_ids = [], []
+    for seed in cfg.seeds:
+        with _seed_run(cfg, data, seed) as seed_run:
+            trained = train_seed(cfg, data, seed, checkpoint_folder(catalog, cfg, data, seed), log=log)
+            metrics = trained["metrics"]
+            finite = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+            log(f"train ctr: {cfg.model}/{cfg.ablation} seed {seed}: " + _headline(metrics))
+            if seed_run is not None:
+                log_loss_curve(trained["losses"])
+                log_metrics(finite)
+                if cfg.log_model and not cfg.is_p5:
+                    from training.ctr.pyfunc import log_scoring_model
+
+                    log_scoring_model(cfg, data, trained["model"], trained["layout"])
+                run_ids.append(seed_run.info.run_id)
+            per_seed.append({"seed": seed, **finite})
+    summary = {"model": cfg.model, "ablation": cfg.ablation, "seeds": list(cfg.seeds)}
+    for key in (*HEADLINE, "ctr_auc_ratio_to_bayes", "calibration_ctr", "train_samples_per_s"):
+        values = [s[key] for s in per_seed if key in s]
+        if values:
+            summary[key] = round(float(np.mean(values)), 5)
+            summary[f"{key}_std"] = round(float(np.std(values, ddof=1)), 5) if len(values) > 1 else 0.0
+    summary |= {
+        "train_rows": data.train.num_rows,
+        "test_rows": data.test.num_rows,
+        "neg_rate": data.neg_rate,
+        "encoder_uri": data.encoder_uri,
+        "scene_vectors": data.scene_vectors,
+        "seed_runs": run_ids,
+        "per_seed": per_seed,
+        "input_versions": {cfg.table: data.train.version},
+    }
+    return summary
+
+
+def _headline(metrics: dict) -> str:
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE if k in metrics)
