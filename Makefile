@@ -10,7 +10,7 @@ STAMP := $(VENV)/.larr-setup-done
 LAKEHOUSE ?= ./lakehouse
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup test lint format demo bench clean recall
 
 setup: $(STAMP)
 
@@ -36,8 +36,16 @@ format: setup
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# stage 3: the ablation encoders and their scene vectors, every CTR model over 3 seeds, the sweeps
+CTR_STEPS := "train contrastive --set ablation=no_cpt --set backbone=$(MODELS)/smollm2-135m-instruct" \
+	"train contrastive --set ablation=no_ft" \
+	"embed scenes --set encoder=latest:contrastive/no_cpt" "embed scenes --set encoder=latest:contrastive/no_ft" \
+	"train ctr --model wide_deep" "train ctr --model deepfm" "train ctr --model ple" "train ctr --model larr" \
+	"train ctr --model larr --ablation no_cpt" "train ctr --model larr --ablation no_ft" \
+	"train ctr --model larr --ablation no_al" "train ctr --model p5" "sweep --set seeds=[1]"
 DEMO_STEPS := generate "etl clean" "etl corpus" "etl pairs" "features scene" "features stats" "etl samples" \
-	"train cpt" "train contrastive" "embed scenes" "embed texts --set sides=[poi]"
+	"train cpt" "train contrastive" "embed scenes" "embed texts --set sides=[poi]" $(CTR_STEPS)
+SCENE ?= a user visiting Chengdu on vacation
 
 demo: setup
 	@set -e; start=$$(date +%s); for step in $(DEMO_STEPS); do \
@@ -46,7 +54,15 @@ demo: setup
 	echo "== larr etl ingest (bring your own logs: tests/data/byo)"; \
 	$(BIN)/larr etl ingest --lakehouse $(LAKEHOUSE)/byo --set mapping=tests/data/byo/mapping.yaml 2>&1 | tail -n 1; \
 	$(BIN)/larr etl clean --lakehouse $(LAKEHOUSE)/byo 2>&1 | tail -n 1; \
+	echo "== larr recall --scene \"$(SCENE)\""; \
+	$(BIN)/larr recall --scene "$(SCENE)" --lakehouse $(LAKEHOUSE) 2>&1 | grep -E '^ *[0-9]+\. |^recall'; \
+	echo "== larr report"; \
+	$(BIN)/larr report --lakehouse $(LAKEHOUSE) 2>&1 | grep -v -E '^(WARNING|[0-9/]+ [0-9:]+ (WARN|INFO))' | grep -v '^{'; \
+	test $${PIPESTATUS[0]} -eq 0; \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
+
+recall: setup  # the case study: make recall SCENE="a user visiting Guangzhou on vacation"
+	$(BIN)/larr recall --scene "$(SCENE)" --lakehouse $(LAKEHOUSE)
 
 bench: setup
 	$(BIN)/larr bench generate --lakehouse $(LAKEHOUSE)

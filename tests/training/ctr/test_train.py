@@ -142,3 +142,18 @@ def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown
     with pytest.raises(FeatureError, match="'scene_weather'"):
         scorer.predict(raw.drop(columns=["scene_weather"]))
     assert isinstance(scored, pd.DataFrame)
+
+
+def test_the_p5_baseline_trains_on_prompts_and_is_evaluated_on_a_hashed_subsample(spark, ctr_world, tmp_path):
+    from training.ctr.train import P5Config
+    from training.lm.backbone import save_backbone
+    from training.lm.tiny import tiny_llama, tiny_tokenizer
+
+    catalog, _ = ctr_world
+    tokenizer = tiny_tokenizer()
+    save_backbone(tiny_llama(tokenizer, seed=3), tokenizer, tmp_path / "tiny-lm")
+    p5 = P5Config(source=str(tmp_path / "tiny-lm"), batch_size=4, max_steps=3, eval_rows=60, train_layers=1)
+    summary = train.run(spark, catalog, _cfg(tmp_path, model="p5", p5=p5), log=QUIET)
+    seed = summary["per_seed"][0]
+    assert seed["train_steps"] == 3 and math.isfinite(seed["ctr_auc"]) and math.isfinite(seed["logloss"])
+    assert 20 < seed["eval_rows"] < 120 < summary["test_rows"]  # about 60 rows, chosen by a hash of sample_id
