@@ -91,8 +91,11 @@ def info_nce(
         extra = F.normalize(extra_negatives, dim=-1)
         b_candidates = torch.cat([b_candidates, gather_with_grad(extra) if gather else extra], dim=0)
     labels = torch.arange(a.shape[0], device=a.device) + offset
-    logits_ab = a @ b_candidates.T / temperature  # (n, world * n + world * m)
-    logits_ba = b @ a_candidates.T / temperature  # (n, world * n)
+    logits_ab = (a / temperature) @ b_candidates.T  # (n, world * n + world * m)
+    if a_candidates is a:  # one process: b->a is the transpose of a->b's in-batch block (one matmul less)
+        logits_ba = logits_ab[:, : a.shape[0]].T
+    else:
+        logits_ba = (b / temperature) @ a_candidates.T  # (n, world * n)
     return (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels)) / 2
 
 
