@@ -318,3 +318,22 @@ def test_bad_batches_are_named():
         model("ple")(CtrInputs(inputs.categorical, inputs.numeric[:, :2]))
     with pytest.raises(ValueError, match="categorical must be"):
         model("deepfm")(CtrInputs(inputs.categorical[:, :4], inputs.numeric))
+
+
+def test_larr_aggregates_each_distinct_scene_once_with_the_same_result():
+    larr = model("larr").eval()
+    inputs, _, _ = batch()
+    rows = inputs.scene_rows.clone()
+    rows[1::2] = rows[0]  # half the batch shares one scene, as the impressions of one request do
+    inputs.scene_rows = rows
+    calls = []
+    hook = larr.scene.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        out = larr(inputs)
+        dense, fields = larr.inputs(inputs)
+        target = torch.cat([fields[:, larr.user_field], fields[:, larr.poi_field]], dim=1)
+        hook.remove()
+        per_row = larr.network(torch.cat([larr.scene(rows), target, dense], dim=1))
+    assert calls == [len(torch.unique(rows, dim=0))] and calls[0] < len(rows)
+    torch.testing.assert_close(out.ctr_logit, per_row[:, 0])
+    torch.testing.assert_close(out.ctcvr_logit, per_row[:, 1])

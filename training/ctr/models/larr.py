@@ -156,7 +156,9 @@ class LARR(nn.Module):
             )
         dense, fields = self.inputs(inputs)  # (B, F*D + N), (B, F, D)
         target = torch.cat([fields[:, self.user_field], fields[:, self.poi_field]], dim=1)  # (B, 2D)
-        scene = self.scene(rows)  # (B, 2D)
+        # samples of one request (and many requests) share their scene: aggregate each distinct one once
+        distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        scene = self.scene(distinct)[inverse]  # (B, 2D)
         align_loss = None
         if self.align and self.training:
             align_loss = symmetric_info_nce(
