@@ -92,10 +92,9 @@ def info_nce(
         b_candidates = torch.cat([b_candidates, gather_with_grad(extra) if gather else extra], dim=0)
     labels = torch.arange(a.shape[0], device=a.device) + offset
     logits_ab = (a / temperature) @ b_candidates.T  # (n, world * n + world * m)
-    if a_candidates is a:  # one process: b->a is the transpose of a->b's in-batch block (one matmul less)
-        logits_ba = logits_ab[:, : a.shape[0]].T
-    else:
-        logits_ba = (b / temperature) @ a_candidates.T  # (n, world * n)
+    # one process: b->a is the transpose of a->b's in-batch block (one matmul less)
+    in_batch = a_candidates is a
+    logits_ba = logits_ab[:, : a.shape[0]].T if in_batch else (b / temperature) @ a_candidates.T
     return (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels)) / 2
 
 
