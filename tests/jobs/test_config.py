@@ -28,12 +28,10 @@ def write(tmp_path, text):
 def test_every_command_config_loads_strictly_from_its_yaml():
     from jobs.commands import COMMANDS
 
+    required = {"etl ingest": ["mapping=tests/data/byo/mapping.yaml"], "recall": ["scene=a rainy evening"]}
     for command in COMMANDS.values():
         path = default_config_path(command.config_file) if command.config_file else None
-        if command.name == "etl ingest":
-            cfg = load_config(command.config_cls, path, ["mapping=tests/data/byo/mapping.yaml"])
-        else:
-            cfg = load_config(command.config_cls, path)
+        cfg = load_config(command.config_cls, path, required.get(command.name, []))
         assert isinstance(cfg, command.config_cls)
 
 
