@@ -69,6 +69,7 @@ def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
                 [p["ctr_auc"] for p in points],
                 [p["ctr_auc_std"] for p in points],
                 plot_dir / f"sweep_{name}.png",
+                log_x=name == "temperature",  # 0.05 .. 1.0: evenly spaced on a log axis
             )
         )
         best = max(zip(values, points, strict=True), key=lambda vp: vp[1]["ctr_auc"])
