@@ -45,22 +45,18 @@ class BenchCtrConfig:
             raise ValueError("steps, rounds, candidates, requests and batch_size must be >= 1")
 
 
-def _train_rate(model, batches, cfg, layout, scene, is_p5: bool, steps: int, warmup: int) -> float:
+def _train_rate(model, batches, cfg, layout, scene, steps: int, warmup: int) -> float:
     import torch
 
     from training.common.schedule import build_optimizer
-    from training.ctr.train import batch_inputs, loss_of
+    from training.ctr.train import batch_loss
 
     optimizer = build_optimizer(model, 1e-4, 0.0, betas=(0.9, 0.999))
     model.train()
     device = torch.device("cpu")
 
     def step(batch) -> None:
-        inputs, _ = batch_inputs(batch, layout, scene, is_p5, device)
-        out = model(inputs)
-        click = torch.as_tensor(batch["click"], dtype=torch.float32)
-        ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32)
-        loss_of(out, click, ctcvr, cfg.align_weight).backward()
+        batch_loss(model, batch, layout, scene, cfg, device)[0].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -135,9 +131,7 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
             batches = p5_batches if is_p5 else in_memory
             steps = cfg.p5_steps if is_p5 else cfg.steps
             rates[name].append(
-                _train_rate(
-                    model, batches, model_cfg, layout, scene, is_p5, steps, 1 if is_p5 else cfg.warmup
-                )
+                _train_rate(model, batches, model_cfg, layout, scene, steps, 1 if is_p5 else cfg.warmup)
             )
         log(
             f"bench ctr: round {round_index + 1}/{cfg.rounds}: "

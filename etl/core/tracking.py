@@ -93,6 +93,15 @@ def flatten(config: Any, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def log_params(params: dict) -> None:
+    """Log params to the active run in chunks (MLflow caps a batch at 100 params)."""
+    import mlflow
+
+    items = list(params.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
 @contextmanager
 def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None = None) -> Iterator[Any]:
     """Start a run in the stage's experiment and log the resolved config (rank 0 only).
@@ -107,10 +116,7 @@ def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None
     configure(lakehouse_root)
     experiment_for(stage)
     with mlflow.start_run(run_name=run_name) as run:
-        params = flatten(config)
-        for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
-            chunk = dict(list(params.items())[start : start + 100])
-            mlflow.log_params(chunk)
+        log_params(flatten(config))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.json"
             path.write_text(json.dumps(asdict(config) if is_dataclass(config) else config, indent=2))

@@ -24,7 +24,8 @@ from etl.tokens import SCENE_FEATURES
 from features.embeddings.vectors import SceneVectors
 from training.ctr.inputs import CtrInputs, FeatureLayout
 
-# Spelled out, not imported from the Spark jobs, so the scoring model needs no pyspark;
+# Spelled out, not imported from the Spark jobs (features.samples, features.stats), which the scoring
+# model does not load;
 # tests/training/ctr/test_encoding.py checks them against features.samples and features.stats.
 HASHED_FIELDS = ("user_gender", "user_age_band", "user_home_city", "user_member_level", "device",
                  "poi_city", "poi_cuisine")  # fmt: skip

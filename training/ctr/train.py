@@ -263,6 +263,16 @@ def loss_of(out, click: torch.Tensor, ctcvr: torch.Tensor, align_weight: float) 
     return loss
 
 
+def batch_loss(module, batch: dict, layout, scene, cfg: CtrConfig, device) -> tuple[torch.Tensor, np.ndarray]:
+    """The training loss of one batch of sample columns, and its unknown scene values per feature."""
+    inputs, unknown = batch_inputs(batch, layout, scene, cfg.is_p5, device)
+    click = torch.as_tensor(batch["click"], dtype=torch.float32, device=device)
+    ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32, device=device)
+    with autocast(device):
+        out = module(inputs)
+    return loss_of(out, click, ctcvr, cfg.align_weight), unknown
+
+
 def hashed_subsample(ids: np.ndarray, rows: int, total: int) -> np.ndarray:
     """A fixed subsample of about `rows` of `total` rows, by a hash of the id (not by position)."""
     if rows <= 0 or rows >= total:
@@ -325,13 +335,9 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
 
     def loss_fn(module, batch) -> StepOutput:
         nonlocal unknown_total
-        inputs, unknown = batch_inputs(batch, layout, scene, cfg.is_p5, device)
-        unknown_total = unknown_total + unknown[: len(unknown_total)]
-        click = torch.as_tensor(batch["click"], dtype=torch.float32, device=device)
-        ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32, device=device)
-        with autocast(device):
-            out = module(inputs)
-        return StepOutput(loss_of(out, click, ctcvr, cfg.align_weight), len(click))
+        loss, unknown = batch_loss(module, batch, layout, scene, cfg, device)
+        unknown_total = unknown_total + unknown
+        return StepOutput(loss, len(batch["click"]))
 
     settings = LoopSettings(
         max_steps=max_steps,
@@ -390,7 +396,7 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
             "larr.encoder_uri": data.encoder_uri or "",
         }
     )
-    from etl.core.tracking import flatten
+    from etl.core.tracking import flatten, log_params
 
     params = flatten(cfg) | {
         "align_temperature": cfg.network.align_temperature,
@@ -399,9 +405,7 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
         "neg_rate": data.neg_rate,
         "scene_vectors": data.scene_vectors or "",
     }
-    items = list(params.items())
-    for start in range(0, len(items), 100):
-        mlflow.log_params(dict(items[start : start + 100]))
+    log_params(params)
     return run
 
 
