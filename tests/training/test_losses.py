@@ -51,6 +51,66 @@ def test_matches_naive_reference_values_and_gradients(n, d, temperature, extra):
         torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
 
 
+def log_softmax_info_nce(a, b, temperature, extra_negatives=None):
+    """The same definition with whole-matrix log-softmaxes (a reference fast enough for big n)."""
+    a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    candidates = (
+        b
+        if extra_negatives is None
+        else torch.cat([b, torch.nn.functional.normalize(extra_negatives, dim=1)])
+    )
+    logits = a @ candidates.T / temperature
+    loss_ab = -logits.log_softmax(dim=1).diagonal().mean()
+    loss_ba = -logits[:, : len(a)].log_softmax(dim=0).diagonal().mean()
+    return (loss_ab + loss_ba) / 2
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.05, 1.0])
+def test_float32_batch_of_the_ctr_size_matches_a_float64_reference(temperature):
+    # 0.01 is below the single-exp path's float32 range (exp(-2 / tau) underflows): the
+    # cross-entropy path answers; the others take the single-exp path
+    assert losses._bounded_exp_is_safe(temperature, torch.float32) == (temperature >= 0.025)
+    a, b, e = _leaves((600, 32), (600, 32), (300, 32), seed=5)
+    a32, b32, e32 = (t.detach().float().requires_grad_() for t in (a, b, e))
+    got = info_nce(a32, b32, temperature, e32)
+    want = log_softmax_info_nce(a, b, temperature, e)
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(
+        torch.autograd.grad(got, [a32, b32, e32]), torch.autograd.grad(want, [a, b, e]), strict=True
+    ):
+        torch.testing.assert_close(g.double(), w, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("temperature", [0.002, 0.1])  # 0.002: below the float64 single-exp range
+@pytest.mark.parametrize("extra", [0, 4])
+def test_distinct_anchors_with_an_index_equal_the_repeated_anchors(temperature, extra):
+    a, b, e = _leaves((4, 8), (9, 8), (max(extra, 1), 8), seed=21)
+    a_index = torch.tensor([2, 0, 2, 2, 1, 3, 0, 2, 1])
+    extra_negatives = e if extra else None
+    got = info_nce(a, b, temperature, extra_negatives, a_index=a_index)
+    # the whole-matrix reference: the naive loops' exp(cos / 0.002) gradients lose precision
+    want = log_softmax_info_nce(a[a_index], b, temperature, extra_negatives)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    wrt = [a, b, e] if extra else [a, b]
+    for g, w in zip(torch.autograd.grad(got, wrt), torch.autograd.grad(want, wrt), strict=True):
+        assert w.abs().sum() > 0
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="a_index"):
+        info_nce(a, b, temperature, a_index=a_index + 1)
+    with pytest.raises(ValueError, match="9 pairs"):
+        info_nce(a, b[:5], temperature, a_index=a_index)
+
+
+def test_bfloat16_autocast_computes_the_loss_in_float32():
+    a, b = (t.detach().float().requires_grad_() for t in _leaves((64, 16), (64, 16), seed=9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = info_nce(a, b, 0.1)
+    torch.testing.assert_close(got, info_nce(a, b, 0.1))
+    got.backward()
+    assert a.grad.dtype == torch.float32 and torch.isfinite(a.grad).all()
+
+
 def test_symmetric_in_a_and_b_without_extra_negatives():
     a, b = _leaves((6, 8), (6, 8), seed=3)
     torch.testing.assert_close(info_nce(a, b, 0.1), info_nce(b, a, 0.1))

@@ -18,7 +18,11 @@ from training.embedding.losses import info_nce
 
 
 def symmetric_info_nce(
-    scene: Tensor, target: Tensor, temperature: float, extra_negatives: Tensor | None = None
+    scene: Tensor,
+    target: Tensor,
+    temperature: float,
+    extra_negatives: Tensor | None = None,
+    scene_index: Tensor | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE of (scene_i, target_i) pairs; a scalar.
 
@@ -31,6 +35,9 @@ def symmetric_info_nce(
         target: (B, d) recommender vectors t, t_i paired with s_i.
         temperature: tau > 0.
         extra_negatives: optional (K, d) more target candidates for the s->t direction.
+        scene_index: optional (B,) rows of `scene`, which then holds each distinct scene once:
+            s_i = scene[scene_index[i]]. Same loss, a similarity matrix of one row per distinct
+            scene (the samples of a batch share scenes: about half are repeats on the demo data).
 
     Example:
         >>> import torch
@@ -40,4 +47,4 @@ def symmetric_info_nce(
         >>> loss.ndim, s.grad.shape
         (0, torch.Size([4, 8]))
     """
-    return info_nce(scene, target, temperature, extra_negatives, gather=False)
+    return info_nce(scene, target, temperature, extra_negatives, gather=False, a_index=scene_index)

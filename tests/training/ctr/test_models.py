@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from training.ctr.inputs import CtrInputs, FeatureLayout, ModelConfig
 from training.ctr.layers import CGCLayer, FMInteraction, LinearTerms, mix_experts
 from training.ctr.models import MODELS, build_model
-from training.ctr.models.larr import SceneAggregator
+from training.ctr.models.larr import SceneAggregator, distinct_rows
 
 BATCH, FIELDS, BUCKETS, NUMERIC, SCENE_FEATURES, TABLE_ROWS, SCENE_DIM = 8, 5, 50, 3, 10, 40, 16
 LAYOUT = FeatureLayout(
@@ -211,6 +211,45 @@ def test_alignment_loss_matches_its_definition_with_sampled_negatives():
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     in_batch_only = naive_symmetric_info_nce(scene, target, 0.1)
     assert not torch.allclose(got, in_batch_only)
+
+
+def test_alignment_loss_over_shared_scenes_equals_the_per_sample_definition():
+    # the loss is computed on one similarity row per distinct scene, weighted by its count
+    net = model("larr", align_negatives_ratio=1)
+    inputs, _, _ = batch()
+    inputs.scene_rows[1::2] = inputs.scene_rows[0]
+    inputs.scene_rows[2] = inputs.scene_rows[4]
+    torch.manual_seed(7)
+    got = net(inputs).align_loss
+    got_grad = torch.autograd.grad(got, net.scene.agg_token)[0]
+
+    dense, fields = net.inputs(inputs)
+    target = torch.cat([fields[:, 0], fields[:, 1]], dim=1)
+    torch.manual_seed(7)
+    users, pois = torch.randint(BUCKETS, (BATCH,)), torch.randint(BUCKETS, (BATCH,))
+    tables = net.inputs.fields.tables
+    negatives = torch.cat([tables[0].weight[users], tables[1].weight[pois]], dim=1)
+    from tests.training.ctr.test_alignment import naive_symmetric_info_nce
+
+    want = naive_symmetric_info_nce(net.scene(inputs.scene_rows), target, 0.1, negatives)
+    want_grad = torch.autograd.grad(want, net.scene.agg_token)[0]
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert want_grad.abs().sum() > 0 and torch.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distinct_rows_is_torch_unique_over_rows(seed):
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, 3 + 40 * seed, (60, 1 + 3 * seed), generator=g)[
+        torch.randint(0, 30, (200,), generator=g)
+    ]
+    distinct, inverse = distinct_rows(rows)
+    assert torch.equal(distinct[inverse], rows)
+    assert len(distinct) == len(torch.unique(rows, dim=0)) == len(torch.unique(distinct, dim=0))
+    empty, none = distinct_rows(rows[:0])
+    assert empty.shape == (0, rows.shape[1]) and none.shape == (0,)
+    with pytest.raises(ValueError, match="non-negative"):
+        distinct_rows(rows - 1)
 
 
 def test_alignment_gradients_reach_the_user_and_poi_embeddings_and_the_scene_encoder():

@@ -58,9 +58,12 @@ class SceneAggregator(nn.Module):
         self.project = MLP(width, (width,), output_dim)  # g
         self.pooling = cfg.pooling
 
-    def forward(self, scene_rows: Tensor) -> Tensor:
+    def check_rows(self, scene_rows: Tensor) -> None:
         if scene_rows.numel() and (scene_rows.min() < 0 or scene_rows.max() >= len(self.scene_table)):
             raise ValueError(f"scene_rows must be rows of the scene table (0..{len(self.scene_table) - 1})")
+
+    def forward(self, scene_rows: Tensor) -> Tensor:
+        self.check_rows(scene_rows)
         layers = self.encoder.layers
         agg_only = self.pooling == "agg_token"
         # Layer 1 reads the raw tokens [a; e_1..e_n]: project a and every table row once, then gather.
@@ -123,6 +126,27 @@ def in_projection(layer: nn.TransformerEncoderLayer, x: Tensor, part: int) -> Te
     return F.linear(x, attn.in_proj_weight[rows], attn.in_proj_bias[rows])
 
 
+def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """(distinct rows (K, n), inverse (B,)) of a (B, n) integer matrix: rows == distinct[inverse].
+
+    `torch.unique(dim=0)` compares rows one pair at a time (~12 ms for a batch of 2400 on CPU).
+    Here column by column: the code of rows[:, :c] (< B distinct values) times (max + 1) plus
+    column c is an exact code of rows[:, :c + 1] that cannot overflow; one 1-D unique per column.
+    """
+    if rows.shape[1] == 0 or len(rows) == 0:
+        return rows[:1], torch.zeros(len(rows), dtype=torch.long, device=rows.device)
+    if rows.min() < 0:
+        raise ValueError("distinct_rows needs non-negative integers (codes would collide)")
+    shift = int(rows.max()) + 1
+    code = rows[:, 0].long()
+    for column in range(1, rows.shape[1]):
+        code = torch.unique(code, return_inverse=True)[1] * shift + rows[:, column]
+    _, inverse = torch.unique(code, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(rows), dtype=torch.long, device=rows.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
+    return rows[first], inverse
+
+
 class LARR(nn.Module):
     def __init__(self, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray) -> None:
         super().__init__()
@@ -156,13 +180,16 @@ class LARR(nn.Module):
             )
         dense, fields = self.inputs(inputs)  # (B, F*D + N), (B, F, D)
         target = torch.cat([fields[:, self.user_field], fields[:, self.poi_field]], dim=1)  # (B, 2D)
-        # samples of one request (and many requests) share their scene: aggregate each distinct one once
-        distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        scene = self.scene(distinct)[inverse]  # (B, 2D)
+        # samples of one request (and many requests) share their scene: aggregate each distinct
+        # one once, and align each distinct one once (one row of the similarity matrix)
+        self.scene.check_rows(rows)
+        distinct, inverse = distinct_rows(rows)
+        distinct_scenes = self.scene(distinct)  # (K, 2D)
+        scene = distinct_scenes[inverse]  # (B, 2D)
         align_loss = None
         if self.align and self.training:
             align_loss = symmetric_info_nce(
-                scene, target, self.temperature, self.sampled_targets(len(inputs))
+                distinct_scenes, target, self.temperature, self.sampled_targets(len(inputs)), inverse
             )
         return task_output(self.network(torch.cat([scene, target, dense], dim=1)), align_loss)
 
