@@ -69,19 +69,24 @@ class SceneAggregator(nn.Module):
         # Layer 1 reads the raw tokens [a; e_1..e_n]: project a and every table row once, then gather.
         tokens = torch.cat([self.agg_token[0], self.scene_table])  # (1 + R, width), row 0 = a
         rows = F.pad(scene_rows + 1, (1, 0))  # (B, 1 + n) rows of `tokens`
-        key, value = (
-            F.embedding(rows, in_projection(layers[0], tokens, part)) for part in (1, 2)
-        )  # (B, 1+n, w)
+        value = F.embedding(rows, in_projection(layers[0], tokens, 2))  # (B, 1 + n, w)
+        heads, dropout = layers[0].self_attn.num_heads, self.attention_dropout(layers[0])
         if agg_only and len(layers) == 1:  # only a's output is read: one query, the same for every sample
             query, x = in_projection(layers[0], self.agg_token, 0), self.agg_token  # (1, 1, width)
+            # so each table row's attention score is computed once too, then gathered per sample
+            scores = attention_scores(query[0], in_projection(layers[0], tokens, 1), heads)  # (1 + R, heads)
+            attended = weighted_values(F.embedding(rows, scores), value, dropout)
         else:
             query, x = F.embedding(rows, in_projection(layers[0], tokens, 0)), F.embedding(rows, tokens)
-        x = self.encoder_layer(layers[0], x, query, key, value)
+            key = F.embedding(rows, in_projection(layers[0], tokens, 1))
+            attended = attention(query, key, value, heads, dropout)
+        x = self.encoder_layer(layers[0], x, attended)
         for depth, layer in enumerate(layers[1:], start=2):
             query, key, value = (in_projection(layer, x, part) for part in range(3))
             if agg_only and depth == len(layers):
                 query, x = query[:, :1], x[:, :1]  # the last layer only for a
-            x = self.encoder_layer(layer, x, query, key, value)
+            attended = attention(query, key, value, layer.self_attn.num_heads, self.attention_dropout(layer))
+            x = self.encoder_layer(layer, x, attended)
         pooled = x[:, 0] if agg_only else x[:, 1:].mean(dim=1)  # (B, width)
         return self.project(pooled)
 
@@ -90,13 +95,12 @@ class SceneAggregator(nn.Module):
         scenes = F.embedding(scene_rows, self.scene_table)  # (B, n, width)
         return torch.cat([self.agg_token.expand(len(scenes), -1, -1), scenes], dim=1)
 
-    def encoder_layer(
-        self, layer: nn.TransformerEncoderLayer, x: Tensor, query: Tensor, key: Tensor, value: Tensor
-    ) -> Tensor:
-        """`layer`'s post-norm forward from projected query (B|1, Lq, w), key and value (B, L, w);
-        x (B|1, Lq, w) holds the query positions' inputs (the residual). -> (B, Lq, w)."""
-        dropout = layer.self_attn.dropout if self.training else 0.0
-        attended = attention(query, key, value, layer.self_attn.num_heads, dropout)  # (B, Lq, w)
+    def attention_dropout(self, layer: nn.TransformerEncoderLayer) -> float:
+        return layer.self_attn.dropout if self.training else 0.0
+
+    def encoder_layer(self, layer: nn.TransformerEncoderLayer, x: Tensor, attended: Tensor) -> Tensor:
+        """`layer`'s post-norm forward from its attention's heads output `attended` (B, Lq, w), before
+        the output projection; x (B|1, Lq, w) holds the query positions' inputs (the residual)."""
         attended = layer.self_attn.out_proj(attended)
         x = layer.norm1(x + layer.dropout1(attended))
         feed_forward = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
@@ -109,14 +113,26 @@ def attention(query: Tensor, key: Tensor, value: Tensor, heads: int, dropout: fl
     One query (the aggregation token) is a broadcast product and a sum over the few keys: on CPU,
     ~4x faster than batched matmuls of B x heads tiny matrices; several queries use SDPA.
     """
-    split = lambda t: t.unflatten(-1, (heads, -1))  # noqa: E731  (B, L, w) -> (B, L, heads, w / heads)
     if query.shape[1] == 1:
-        scores = (split(query) * split(key)).sum(dim=-1) * split(query).shape[-1] ** -0.5  # (B, L, heads)
-        weights = F.dropout(scores.softmax(dim=1), p=dropout)
-        return (weights.unsqueeze(-1) * split(value)).sum(dim=1).flatten(1).unsqueeze(1)  # (B, 1, w)
+        return weighted_values(attention_scores(query, key, heads), value, dropout)
+    split = lambda t: t.unflatten(-1, (heads, -1))  # noqa: E731  (B, L, w) -> (B, L, heads, w / heads)
     query, key, value = (split(t).transpose(1, 2) for t in (query, key, value))  # (B, heads, L, w / heads)
     attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
     return attended.transpose(1, 2).flatten(2)  # (B, Lq, w)
+
+
+def attention_scores(query: Tensor, key: Tensor, heads: int) -> Tensor:
+    """Scaled per-head dot products of one query (..., 1, w) with keys (..., L, w) -> (..., L, heads)."""
+    head_dim = query.shape[-1] // heads
+    product = query.unflatten(-1, (heads, head_dim)) * key.unflatten(-1, (heads, head_dim))
+    return product.sum(dim=-1) * head_dim**-0.5
+
+
+def weighted_values(scores: Tensor, value: Tensor, dropout: float = 0.0) -> Tensor:
+    """One query's attention output from its scores (B, L, heads) over values (B, L, w) -> (B, 1, w)."""
+    weights = F.dropout(scores.softmax(dim=1), p=dropout)  # (B, L, heads)
+    heads = weights.shape[-1]
+    return (weights.unsqueeze(-1) * value.unflatten(-1, (heads, -1))).sum(dim=1).flatten(1).unsqueeze(1)
 
 
 def in_projection(layer: nn.TransformerEncoderLayer, x: Tensor, part: int) -> Tensor:
