@@ -100,7 +100,8 @@ def info_nce(
         counts = torch.bincount(a_index, minlength=len(a)).to(a.dtype)
         positives = (a[a_index] * b).sum(dim=1)  # cos(a_i, b_i)
         # -log softmax of the positive = log(sum of exp((cos - 1) / tau)) - (cos_ii - 1) / tau
-        return _LogPartitions.apply(a, candidates, counts, temperature) - (positives - 1).mean() / temperature
+        partitions = _LogPartitions.apply(a, candidates, counts, len(b), temperature)
+        return partitions - (positives - 1).mean() / temperature
     if a_index is not None:
         a = a[a_index]
     a_candidates, b_candidates, offset = a, b, 0
@@ -127,7 +128,7 @@ class _LogPartitions(torch.autograd.Function):
     """The log-sum-exp half of single-process `info_nce`, from one exp over the similarity matrix.
 
     Inputs: k distinct unit anchors, the unit candidates (the n in-batch positives first, then the
-    extra negatives) and each anchor's count among the n pairs. With W = exp((cos - 1) / tau),
+    extra negatives), each anchor's count among the pairs, and n. With W = exp((cos - 1) / tau),
     which cosines bound by 1 (no overflow, no per-row max needed), the result is
     (sum_k count_k log(sum_j W_kj) + sum_{j < n} log(sum_k count_k W_kj)) / (2 n):
     the a->b denominators are row sums, the b->a ones column sums of the same matrix. Its gradient
@@ -136,9 +137,10 @@ class _LogPartitions(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, anchors: Tensor, candidates: Tensor, counts: Tensor, temperature: float) -> Tensor:
+    def forward(
+        ctx, anchors: Tensor, candidates: Tensor, counts: Tensor, pairs: int, temperature: float
+    ) -> Tensor:
         in_dtype, compute = anchors.dtype, torch.promote_types(anchors.dtype, torch.float32)
-        pairs = int(counts.sum())
         with torch.autocast(anchors.device.type, enabled=False):  # bf16 would round the sums
             anchors, candidates, counts = (t.to(compute) for t in (anchors, candidates, counts))
             weights = (anchors @ candidates.T).sub_(1).mul_(1 / temperature).exp_()  # (k, n + m)
@@ -150,14 +152,14 @@ class _LogPartitions(torch.autograd.Function):
         return result.to(in_dtype)
 
     @staticmethod
-    def backward(ctx, grad_result: Tensor) -> tuple[Tensor, Tensor, None, None]:
+    def backward(ctx, grad_result: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
         anchors, candidates, counts, weights, row_sums, column_sums = ctx.saved_tensors
         pairs = ctx.pairs
         grad_cos = weights / row_sums.unsqueeze(1)
         grad_cos[:, :pairs].addcmul_(weights[:, :pairs], column_sums.reciprocal().unsqueeze(0))
         grad_cos.mul_((counts * (grad_result.to(weights.dtype) / (2 * pairs * ctx.temperature))).unsqueeze(1))
         grad_anchors, grad_candidates = grad_cos @ candidates, grad_cos.T @ anchors
-        return grad_anchors.to(ctx.in_dtype), grad_candidates.to(ctx.in_dtype), None, None
+        return grad_anchors.to(ctx.in_dtype), grad_candidates.to(ctx.in_dtype), None, None, None
 
 
 class InfoNCELoss(nn.Module):
