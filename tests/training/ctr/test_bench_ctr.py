@@ -15,6 +15,8 @@ def test_bench_reports_rates_ratio_loader_and_scoring_latency(spark, ctr_world):
     rates = figures["train_samples_per_s"]
     assert set(rates) == {"ple", "larr"} and min(rates.values()) > 0
     assert figures["larr_ple_time_ratio"] == round(rates["ple"] / rates["larr"], 3)
+    per_round = figures["larr_ple_time_ratio_per_round"]
+    assert len(per_round) == cfg.rounds and min(per_round) <= figures["larr_ple_time_ratio"] <= max(per_round)
     assert figures["loader_rows_per_s"] > 0
     assert figures["loader_headroom"] == round(figures["loader_rows_per_s"] / max(rates.values()), 3)
     for model in ("ple", "larr"):
