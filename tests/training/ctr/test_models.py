@@ -324,11 +324,22 @@ def test_cgc_layer_mixes_own_and_shared_experts_with_per_task_softmax_gates():
     )
 
 
-def test_larr_prediction_input_is_s_t_and_every_feature():
-    net = model("larr")
-    first = net.network.levels[0]
+def test_larr_prediction_input_is_s_t_and_the_other_features_each_once():
+    net = model("larr").eval()
     d = SMALL["embedding_dim"]
-    assert first.task_gates[0].in_features == 2 * d + 2 * d + FIELDS * d + NUMERIC
+    assert net.network.levels[0].task_gates[0].in_features == 2 * d + FIELDS * d + NUMERIC
+    inputs, _, _ = batch()
+    seen = []
+    hook = net.network.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    with torch.no_grad():
+        net(inputs)
+        dense, fields = net.inputs(inputs)
+    hook.remove()
+    x = seen[0]
+    scene = net.scene(inputs.scene_rows)
+    others = [fields[:, f] for f in range(FIELDS) if f not in (0, 1)]
+    want = torch.cat([scene, fields[:, 0], fields[:, 1], *others, inputs.numeric], dim=1)
+    torch.testing.assert_close(x, want)
 
 
 def test_build_model_rejects_bad_requests_by_name():
@@ -372,7 +383,7 @@ def test_larr_aggregates_each_distinct_scene_once_with_the_same_result():
         dense, fields = larr.inputs(inputs)
         target = torch.cat([fields[:, larr.user_field], fields[:, larr.poi_field]], dim=1)
         hook.remove()
-        per_row = larr.network(torch.cat([larr.scene(rows), target, dense], dim=1))
+        per_row = larr.network(torch.cat([larr.scene(rows), target, dense[:, target.shape[1] :]], dim=1))
     assert calls == [len(torch.unique(rows, dim=0))] and calls[0] < len(rows)
     torch.testing.assert_close(out.ctr_logit, per_row[:, 0])
     torch.testing.assert_close(out.ctcvr_logit, per_row[:, 1])

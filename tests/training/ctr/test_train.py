@@ -96,6 +96,18 @@ def test_config_rejects_ablations_of_other_models_and_unknown_models():
         CtrConfig(model="dcn")
 
 
+def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
+    from training.ctr import models
+
+    larr, ple = CtrConfig(model="larr"), CtrConfig(model="ple")
+    keys = larr.key("samples@0"), ple.key("samples@0")
+    assert larr.key("samples@1") != keys[0] and replace(larr, learning_rate=1e-3).key("samples@0") != keys[0]
+    assert replace(larr, seeds=(7,), log_model=False).key("samples@0") == keys[0]  # bookkeeping only
+    # a LARR whose parameters changed shape must not resume older checkpoints; PLE is untouched
+    monkeypatch.setitem(models.MODEL_REVISIONS, "larr", models.MODEL_REVISIONS["larr"] + 1)
+    assert larr.key("samples@0") != keys[0] and ple.key("samples@0") == keys[1]
+
+
 def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown_scenes(
     spark, ctr_world, tmp_path
 ):

@@ -18,6 +18,9 @@ from training.ctr.models.wide_deep import WideDeep
 # (`build_p5`); the trainer builds it directly. To route it through here, add it to MODELS and
 # give build_model a branch for it.
 MODELS = ("wide_deep", "deepfm", "ple", "larr")
+# Part of the checkpoint key: bump a model's revision when its parameters change shape, so a run
+# does not resume a checkpoint it cannot load. larr 2: the PLE input holds t once, not twice.
+MODEL_REVISIONS = {"larr": 2}
 
 
 def build_model(

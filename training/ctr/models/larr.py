@@ -6,7 +6,8 @@ Per sample: the n scene features' frozen vectors e_1..e_n (rows of the exported 
 transformer encoder T; pooling (a's output, or the mean over the n scene positions) and an MLP g
 give s = g(pool(T([a; e_1; ...; e_n]))), of the width of t = concat(user embedding, POI embedding)
 (the PLE's own field embeddings). The alignment loss is symmetric InfoNCE between s and t over the
-batch; PLE predicts CTR and CTCVR from concat(s, t, field embeddings flattened, numeric).
+batch; PLE predicts CTR and CTCVR from concat(s, t, the other fields' embeddings, numeric): PLE's
+own input, each field once, plus s.
 `ModelConfig.align = False` (the no_al ablation) keeps the concatenation and drops the loss.
 The loss is computed in training mode only (`align_loss` is None in eval mode): it is O(B^2) in the
 batch, and scoring batches can be large.
@@ -183,9 +184,15 @@ class LARR(nn.Module):
         self.temperature = cfg.align_temperature
         self.negatives_ratio = cfg.align_negatives_ratio
         self.inputs = EmbeddedInputs(layout, cfg.embedding_dim)
-        target_dim = 2 * cfg.embedding_dim  # t = concat(user embedding, POI embedding)
-        self.scene = SceneAggregator(scene_table, target_dim, cfg)
-        self.network = PleNetwork(2 * target_dim + self.inputs.output_dim, cfg)
+        self.target_dim = 2 * cfg.embedding_dim  # t = concat(user embedding, POI embedding)
+        # the user and POI fields first (they are t), then the other fields in layout order
+        others = [f for f in range(layout.num_fields) if f not in (layout.user_field, layout.poi_field)]
+        self.register_buffer(
+            "field_order", torch.tensor([layout.user_field, layout.poi_field, *others]), persistent=False
+        )
+        self.scene = SceneAggregator(scene_table, self.target_dim, cfg)
+        # concat(s, t, the other features): PLE's own input (every field once, numeric) plus s
+        self.network = PleNetwork(self.target_dim + self.inputs.output_dim, cfg)
 
     def forward(self, inputs: CtrInputs) -> CtrOutput:
         rows = inputs.scene_rows
@@ -195,7 +202,9 @@ class LARR(nn.Module):
                 f"LARR needs scene_rows of shape ({len(inputs)}, {self.num_scene_features}), got {got}"
             )
         dense, fields = self.inputs(inputs)  # (B, F*D + N), (B, F, D)
-        target = torch.cat([fields[:, self.user_field], fields[:, self.poi_field]], dim=1)  # (B, 2D)
+        ordered = fields[:, self.field_order].flatten(1)  # (B, F*D): t, then the other fields
+        target = ordered[:, : self.target_dim]  # (B, 2D)
+        numeric = dense[:, ordered.shape[1] :]  # (B, N)
         # samples of one request (and many requests) share their scene: aggregate each distinct
         # one once, and align each distinct one once (one row of the similarity matrix)
         self.scene.check_rows(rows)
@@ -207,7 +216,7 @@ class LARR(nn.Module):
             align_loss = symmetric_info_nce(
                 distinct_scenes, target, self.temperature, self.sampled_targets(len(inputs)), inverse
             )
-        return task_output(self.network(torch.cat([scene, target, dense], dim=1)), align_loss)
+        return task_output(self.network(torch.cat([scene, ordered, numeric], dim=1)), align_loss)
 
     def sampled_targets(self, batch: int) -> Tensor | None:
         """Extra alignment negatives: ratio * B random (user row, POI row) pairs of the embedding
