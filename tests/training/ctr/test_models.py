@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from training.ctr.inputs import CtrInputs, FeatureLayout, ModelConfig
 from training.ctr.layers import CGCLayer, FMInteraction, LinearTerms, mix_experts
 from training.ctr.models import MODELS, build_model
-from training.ctr.models.larr import SceneAggregator, distinct_rows
+from training.ctr.models.larr import SceneAggregator, distinct_rows, table_weighted_values, weighted_values
 
 BATCH, FIELDS, BUCKETS, NUMERIC, SCENE_FEATURES, TABLE_ROWS, SCENE_DIM = 8, 5, 50, 3, 10, 40, 16
 LAYOUT = FeatureLayout(
@@ -235,6 +235,23 @@ def test_alignment_loss_over_shared_scenes_equals_the_per_sample_definition():
     want_grad = torch.autograd.grad(want, net.scene.agg_token)[0]
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     assert want_grad.abs().sum() > 0 and torch.allclose(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("table_rows", [12, 500])  # per-row weight matrix, and the gather fallback
+def test_table_weighted_values_equal_the_gathered_values_with_gradients(table_rows):
+    g = torch.Generator().manual_seed(table_rows)
+    rows = torch.randint(0, table_rows, (9, 11), generator=g)
+    rows[:, 3] = rows[:, 0]  # a row repeated within a sample sums its weights
+    scores = torch.randn(9, 11, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(table_rows, 32, generator=g, dtype=torch.float64, requires_grad=True)
+    got = table_weighted_values(scores, rows, values)
+    want = weighted_values(scores, F.embedding(rows, values))
+    torch.testing.assert_close(got, want)
+    weights = torch.randn(9, 1, 32, generator=g, dtype=torch.float64)
+    got_grads = torch.autograd.grad((got * weights).sum(), [scores, values])
+    want_grads = torch.autograd.grad((want * weights).sum(), [scores, values])
+    for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(got_grad, want_grad)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -70,16 +70,16 @@ class SceneAggregator(nn.Module):
         # Layer 1 reads the raw tokens [a; e_1..e_n]: project a and every table row once, then gather.
         tokens = torch.cat([self.agg_token[0], self.scene_table])  # (1 + R, width), row 0 = a
         rows = F.pad(scene_rows + 1, (1, 0))  # (B, 1 + n) rows of `tokens`
-        value = F.embedding(rows, in_projection(layers[0], tokens, 2))  # (B, 1 + n, w)
         heads, dropout = layers[0].self_attn.num_heads, self.attention_dropout(layers[0])
         if agg_only and len(layers) == 1:  # only a's output is read: one query, the same for every sample
             query, x = in_projection(layers[0], self.agg_token, 0), self.agg_token  # (1, 1, width)
             # so each table row's attention score is computed once too, then gathered per sample
             scores = attention_scores(query[0], in_projection(layers[0], tokens, 1), heads)  # (1 + R, heads)
-            attended = weighted_values(F.embedding(rows, scores), value, dropout)
+            values = in_projection(layers[0], tokens, 2)  # (1 + R, w)
+            attended = table_weighted_values(F.embedding(rows, scores), rows, values, dropout)
         else:
             query, x = F.embedding(rows, in_projection(layers[0], tokens, 0)), F.embedding(rows, tokens)
-            key = F.embedding(rows, in_projection(layers[0], tokens, 1))
+            key, value = (F.embedding(rows, in_projection(layers[0], tokens, part)) for part in (1, 2))
             attended = attention(query, key, value, heads, dropout)
         x = self.encoder_layer(layers[0], x, attended)
         for depth, layer in enumerate(layers[1:], start=2):
@@ -134,6 +134,26 @@ def weighted_values(scores: Tensor, value: Tensor, dropout: float = 0.0) -> Tens
     weights = F.dropout(scores.softmax(dim=1), p=dropout)  # (B, L, heads)
     heads = weights.shape[-1]
     return (weights.unsqueeze(-1) * value.unflatten(-1, (heads, -1))).sum(dim=1).flatten(1).unsqueeze(1)
+
+
+def table_weighted_values(scores: Tensor, rows: Tensor, values: Tensor, dropout: float = 0.0) -> Tensor:
+    """`weighted_values` when every sample's values are rows of one table: scores (B, L, heads) of
+    the table rows `rows` (B, L), values (R, w) -> (B, 1, w).
+
+    A small table takes a (B, R, heads) matrix of each row's summed weights and one matmul per head
+    instead of gathering (B, L, w) values (~2x faster forward and backward on the demo's 62 rows);
+    a table larger than the gathered values falls back to the gather.
+    """
+    batch, positions, heads = scores.shape
+    if len(values) * heads > positions * values.shape[-1]:
+        return weighted_values(scores, F.embedding(rows, values), dropout)
+    weights = F.dropout(scores.softmax(dim=1), p=dropout)  # (B, L, heads)
+    index = rows.unsqueeze(-1).expand(-1, -1, heads)
+    per_row = weights.new_zeros(batch, len(values), heads).scatter_add(1, index, weights)  # (B, R, heads)
+    attended = torch.einsum(
+        "brh,rhd->bhd", per_row, values.unflatten(-1, (heads, -1))
+    )  # (B, heads, w / heads)
+    return attended.flatten(1).unsqueeze(1)
 
 
 def in_projection(layer: nn.TransformerEncoderLayer, x: Tensor, part: int) -> Tensor:
