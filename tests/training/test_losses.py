@@ -174,6 +174,9 @@ def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
             loss.backward()
             results[name] = (loss.detach(), a_r.grad, b_r.grad, e_r.grad)
         torch.save(results, f"{out_dir}/rank{rank}.pt")
+        # neither rank tears gloo down while the other still talks to it: a rank that exits
+        # first can abort the other ("terminate called without an active exception", seen once in CI)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
