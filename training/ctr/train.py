@@ -126,10 +126,10 @@ class CtrConfig:
 
     def key(self, data_key: str) -> str:
         """A short hash of what shapes the weights (model, data, hyper-parameters), not of bookkeeping."""
-        skip = {"seeds", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
-        skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device"}
         from training.ctr.models import MODEL_REVISIONS
 
+        skip = {"seeds", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
+        skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device"}
         data = {k: v for k, v in asdict(self).items() if k not in skip} | {"data": data_key}
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             data["revision"] = MODEL_REVISIONS[self.model]
