@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
-from etl.synthetic.randomness import uniform
+from etl.core.randomness import uniform
 from features import stats
 from features.scene_values import (
     SCENE_FEATURES,

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from etl.synthetic import vocab
 from etl.synthetic.config import WorldConfig
-from etl.synthetic.randomness import choice, normal, randint, uniform
+from etl.core.randomness import choice, normal, randint, uniform
 
 LATENT_DIM = 4
 STREETS = ("Renmin", "Zhongshan", "Jiefang", "Heping", "Xinhua", "Jianshe", "Wenhua", "Chang'an")

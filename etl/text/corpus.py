@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
-from etl.synthetic.randomness import uniform
+from etl.core.randomness import uniform
 from etl.text.poi_text import POI_INPUT_SLICES, POI_TARGET_SLICES, poi_text
 from etl.text.split import SPLITS, check_fraction, heldout_split
 

@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from etl.synthetic.randomness import uniform
+from etl.core.randomness import uniform
 from features import samples, stats
 from features.samples import SamplesConfig
 from features.stats import StatsConfig
