@@ -2,7 +2,7 @@
 
 Each builder returns two DataFrames: the public table (what a production log system would hold)
 and the hidden truth (latent factors, tastes, dish attributes) that only the click model and
-evaluations may see. All draws are hash-based (see randomness.py).
+evaluations may see. All draws are hash-based (see etl/core/randomness.py).
 """
 
 from __future__ import annotations
