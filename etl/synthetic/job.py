@@ -9,20 +9,24 @@ Deterministic for a seed whatever the partitioning; the driver holds no data.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
+from etl.core.dataset_schema import DatasetSchema, load_schema_file
 from etl.core.metrics import binned_auc
+from etl.core.schema_table import SCHEMA_TABLE, write_schema
 from etl.synthetic.config import GenerateConfig
 from etl.synthetic.dirty import corrupt_impressions, malformed_pois, malformed_users
 from etl.synthetic.entities import build_pois, build_users
 from etl.synthetic.impressions import build_requests, expand_to_lists, raw_and_truth, score
 
 TABLES = ("raw.users", "raw.pois", "raw.impressions", "truth.users", "truth.pois", "truth.impressions")
+SCHEMA_FILE = Path(__file__).with_name("schema.yaml")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ def impression_tables(scored: DataFrame, cfg: GenerateConfig) -> tuple[DataFrame
     return corrupt_impressions(raw, cfg.world.seed, cfg.dirty.fraction), truth
 
 
+def world_schema(cfg: GenerateConfig) -> DatasetSchema:
+    """The dataset schema the world conforms to (schema.yaml), with the test days of `cfg`."""
+    schema = load_schema_file(SCHEMA_FILE)
+    return replace(schema, events=replace(schema.events, test_days=cfg.world.days - cfg.test_day + 1))
+
+
 def test_date(cfg: GenerateConfig) -> dt.date:
     return dt.date.fromisoformat(cfg.world.start_date) + dt.timedelta(days=cfg.test_day - 1)
 
@@ -68,7 +78,10 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: GenerateConfig, log=pri
 def write_world(spark: SparkSession, catalog: TableCatalog, cfg: GenerateConfig, log=print) -> dict[str, int]:
     """Overwrite every table of the world; returns the new Delta version of each."""
     world = transform(spark, cfg)
-    versions = {}
+    versions = {SCHEMA_TABLE: write_schema(spark, catalog, world_schema(cfg))}
+    log(
+        f"generate: wrote {SCHEMA_TABLE}: dataset {world_schema(cfg).name!r} (version {versions[SCHEMA_TABLE]})"
+    )
     for name, df, partitions in (
         ("raw.users", world.users, None),
         ("raw.pois", world.pois, None),

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
+from etl.core.schema_table import SCHEMA_TABLE, read_schema
 from etl.synthetic import job
 from etl.synthetic.impressions import RAW_IMPRESSION_COLUMNS
 
@@ -149,9 +150,22 @@ def test_semantic_effects_only_text_reveals(world_catalog, spark):
 
 def test_generate_summary_reports_the_bayes_ceiling(spark, catalog, small_config):
     versions = job.write_world(spark, catalog, small_config, log=lambda _: None)
-    assert versions == dict.fromkeys(job.TABLES, 0)
+    assert versions == dict.fromkeys((SCHEMA_TABLE, *job.TABLES), 0)
     summary = job.summarize(spark, catalog, small_config, versions)
     assert summary["impressions"] == 800
     assert summary["users"] == 60 + 1 and summary["pois"] == 120 + 2  # plus the malformed extra rows
     assert 0.0 < summary["ctr"] < 0.3 and 0.0 < summary["cvr"] < 1.0
     assert 0.6 < summary["bayes_auc_ctr_test"] < 1.0
+
+
+def test_generate_stores_the_schema_its_tables_conform_to(spark, catalog, small_config):
+    job.write_world(spark, catalog, small_config, log=lambda _: None)
+    schema = read_schema(spark, catalog)
+    assert schema == job.world_schema(small_config)
+    assert schema.events.test_days == small_config.world.days - small_config.test_day + 1
+    for table in ("users", "pois", "impressions"):
+        stored = {
+            f.name: f.dataType.simpleString() for f in catalog.read(spark, f"raw.{table}").schema.fields
+        }
+        declared = {name: kind.replace("long", "bigint") for name, kind in schema.raw_columns(table).items()}
+        assert stored == declared, table

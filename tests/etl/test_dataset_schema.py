@@ -1,0 +1,167 @@
+"""The dataset schema: strict loading, one-line errors naming the key, round trips, differences."""
+
+import copy
+import json
+
+import pytest
+
+from etl.core.dataset_schema import (
+    DatasetSchema,
+    SchemaError,
+    load_schema_file,
+    parse_schema,
+    schema_difference,
+)
+from etl.synthetic.job import SCHEMA_FILE
+
+# a click log with a conversion label, 3 scene features (one bucketed numeric, one derived from
+# the timestamp), two item categorical fields and one user numeric field
+CLICK_LOG = {
+    "version": 1,
+    "name": "click-log",
+    "events": {"conversion": True, "columns": {"channel": "string"}},
+    "scene_features": [
+        {"name": "weather", "column": "weather", "template": "weather: {value}"},
+        {
+            "name": "temperature",
+            "column": "temp",
+            "column_type": "double",
+            "buckets": {"edges": [0, 15, 25], "labels": ["cold", "cool", "warm", "hot"]},
+        },
+        {"name": "daypart", "derive": "part_of_day"},
+    ],
+    "users": {"numeric": [{"column": "age", "transform": "none"}]},
+    "items": {
+        "text": [
+            {"name": "POI_name", "fields": ["title"]},
+            {"name": "POI_intro", "fields": ["blurb"], "role": "target"},
+        ],
+        "categorical": ["brand", "category"],
+    },
+}
+
+
+def _with(path: str, value, base=CLICK_LOG) -> dict:
+    """A copy of `base` with the dotted `path` (list indexes as numbers) set to `value`."""
+    data = copy.deepcopy(base)
+    node, *parts = data, *path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return data
+
+
+def test_a_declared_schema_builds_and_round_trips_through_json():
+    schema = parse_schema(CLICK_LOG, "mapping.yaml")
+    assert schema.scene_names == ("weather", "temperature", "daypart")
+    assert schema.scene_feature("temperature").kind == "bucketed"
+    assert schema.scene_feature("weather").text("rainy") == "weather: rainy"
+    assert schema.raw_columns("impressions") == {
+        "event_id": "long",
+        "ts": "timestamp",
+        "user_id": "long",
+        "poi_id": "long",
+        "weather": "string",
+        "temp": "double",
+        "channel": "string",
+        "clicked": "int",
+        "ordered": "int",
+        "dt": "date",
+    }
+    assert schema.raw_columns("users") == {"user_id": "long", "age": "double"}
+    assert schema.raw_columns("pois") == {
+        "poi_id": "long",
+        "title": "string",
+        "blurb": "string",
+        "brand": "string",
+        "category": "string",
+    }
+    assert schema.events.labels() == ("clicked", "ordered")
+    assert parse_schema(json.loads(json.dumps(schema.to_dict())), "stored") == schema
+
+
+def test_the_synthetic_world_schema_declares_the_ten_scene_features():
+    schema = load_schema_file(SCHEMA_FILE)
+    assert isinstance(schema, DatasetSchema)
+    assert len(schema.scene_features) == 10
+    assert (
+        schema.scene_feature("season").buckets.labels[0] == schema.scene_feature("season").buckets.labels[-1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("colour", 1, "unknown schema key colour"),
+        ("events.positive_only", "yes", "schema key events.positive_only: expected bool"),
+        ("scene_features.0.kind", "x", "unknown schema key scene_features[0].kind"),
+        (
+            "scene_features.1.buckets.edges",
+            [0, 25, 15],
+            "buckets.edges must be increasing, got [0.0, 25.0, 15.0]",
+        ),
+        ("scene_features.1.buckets.labels", ["a", "b"], "buckets.labels must hold 4 labels"),
+        (
+            "scene_features.0.template",
+            "weather is",
+            "scene feature 'weather': template 'weather is' has no {value}",
+        ),
+        ("scene_features.0.template", "{weather}", "names {weather}"),
+        ("scene_features.2.name", "weather", "scene_features: two features are named weather"),
+        (
+            "scene_features.2.column",
+            "ts_local",
+            "derive part_of_day needs a timestamp column, ts_local is declared string",
+        ),
+        ("scene_features.0.buckets", {"edges": [1], "labels": ["a", "b"]}, "buckets need a numeric source"),
+        ("scene_features.0.derive", "fortnight", "derive must be one of hour, part_of_day"),
+        ("scene_features.0.name", "Weather", "name must be lower snake case"),
+        ("scene_features", [], "scene_features must declare 1 to 32 features, got 0"),
+        ("items.text.0.fields", [], "text slice 'POI_name': fields must name at least one column"),
+        ("items.text.0.role", "label", "role must be one of input, target"),
+        ("events.columns", {"clicked": "int"}, "events column clicked is one of the platform's own columns"),
+        ("events.weight", "channel", "events.weight: channel must be a declared numeric event column"),
+        (
+            "items.vocabularies",
+            {"colour": ["red"]},
+            "items.vocabularies: colour is not a declared items column",
+        ),
+        ("events.test_days", 0, "events.test_days must be >= 1"),
+    ],
+)
+def test_bad_declarations_are_one_line_errors_naming_the_key(path, value, message):
+    with pytest.raises(SchemaError) as err:
+        parse_schema(_with(path, value), "mapping.yaml")
+    text = str(err.value)
+    assert text.startswith("mapping.yaml: ") and "\n" not in text
+    assert message in text
+
+
+def test_recent_features_need_a_declared_item_field_and_a_conversion_label():
+    recent = {"name": "last_brand", "recent": "brand", "default": "none yet"}
+    ok = _with("scene_features", [*CLICK_LOG["scene_features"], recent])
+    assert parse_schema(ok, "m").scene_feature("last_brand").recent == "brand"
+    with pytest.raises(SchemaError, match="recent names colour, not a declared items column"):
+        parse_schema(_with("scene_features", [{**recent, "recent": "colour"}]), "m")
+    no_conversion = _with("events.conversion", False, ok)
+    with pytest.raises(SchemaError, match="recent_label conversion needs events.conversion: true"):
+        parse_schema(no_conversion, "m")
+
+
+def test_the_difference_between_two_schemas_names_what_changed():
+    stored = parse_schema(CLICK_LOG, "a")
+    assert schema_difference(stored, stored) == []
+    new = parse_schema(
+        _with("scene_features", [*CLICK_LOG["scene_features"][1:], {"name": "weekday", "derive": "weekday"}]),
+        "b",
+    )
+    difference = schema_difference(stored, new)
+    assert "scene features added: weekday" in difference
+    assert "scene features removed: weather" in difference
+    assert "raw.impressions columns: -weather" in difference
+    retemplated = parse_schema(_with("scene_features.0.template", "it is {value}"), "c")
+    assert schema_difference(stored, retemplated) == ["scene feature weather changed"]
