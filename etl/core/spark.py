@@ -71,6 +71,8 @@ def get_spark(settings: SparkSettings | None = None) -> SparkSession:
         # Arrow moves pandas UDF batches; keep batches modest on a small machine.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "2048")
         .config("spark.driver.extraJavaOptions", "-Dderby.system.home=/tmp/larr-derby")
+        # exports in cp1252, GBK, ... are common: let CSV sources use any JDK charset (Spark 4 default: 7)
+        .config("spark.sql.legacy.javaCharsets", "true")
     )
     for key, value in {**DELTA_CONFS, **settings.extra_confs}.items():
         builder = builder.config(key, value)

@@ -1,4 +1,4 @@
-"""ingest: your own CSV / Parquet logs + a YAML mapping -> raw.users, raw.pois, raw.impressions, raw.ingest_mapping.
+"""ingest: your own CSV / Parquet / Delta logs or tables + a YAML mapping -> raw.users, raw.pois, raw.impressions, raw.ingest_mapping.
 
 Grain: the raw tables' (one row per user, per POI, per impression event; raw.impressions is
 partitioned by `dt`, derived from `ts` as the UTC day when the source has no dt). The mapping
@@ -14,15 +14,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException, IllegalArgumentException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, TimestampType
 
 from etl.core.catalog import TableCatalog
 from etl.core.raw_schema import PARTITIONS, RAW_SCHEMAS, TABLES
-from etl.ingest.mapping import LABELS, REQUIRED_SOURCE, IngestMapping, SourceTable, load_mapping
+from etl.ingest.mapping import (
+    LABELS,
+    REQUIRED_SOURCE,
+    SPARK_ENCODINGS,
+    CsvOptions,
+    IngestMapping,
+    SourceTable,
+    load_mapping,
+)
 
 MAPPING_TABLE = "raw.ingest_mapping"
+JAVA_CHARSETS = "spark.sql.legacy.javaCharsets"  # Spark 4: CSV in any JDK charset, not only SPARK_ENCODINGS
 SECONDS_PER_DAY = 86400
 
 
@@ -157,12 +168,60 @@ def mapping_row(spark: SparkSession, mapping: IngestMapping, mapping_file: str) 
     )
 
 
+def csv_reader_options(options: CsvOptions) -> dict[str, str]:
+    """The mapping's CSV options as Spark CSV reader options; every column is read as a string."""
+    return {
+        "sep": options.sep,
+        "quote": options.quote,
+        "escape": options.escape,
+        "multiLine": str(options.multi_line).lower(),
+        "encoding": options.encoding,
+        "header": str(options.header).lower(),
+        "nullValue": options.null_value,
+        "inferSchema": "false",
+    }
+
+
 def read_source(spark: SparkSession, source: SourceTable) -> DataFrame:
+    """A source as a DataFrame: a CSV / Parquet file or folder, a Delta table folder, or a table by name."""
+    if source.format == "table":
+        try:
+            exists = spark.catalog.tableExists(source.path)
+        except AnalysisException as err:  # not a valid table name
+            raise IngestError(f"ingest: table {source.path}: {str(err).strip().splitlines()[0]}") from None
+        if not exists:
+            raise IngestError(f"ingest: table {source.path} does not exist")
+        return spark.read.table(source.path)
     if "://" not in source.path and not Path(source.path).exists():
         raise IngestError(f"ingest: source file {source.path} does not exist")
-    if source.format == "csv":
-        return spark.read.option("header", True).option("sep", source.delimiter).csv(source.path)
-    return spark.read.parquet(source.path)
+    if source.format == "delta":
+        if not DeltaTable.isDeltaTable(spark, source.path):
+            raise IngestError(f"ingest: {source.path} is not a Delta table (format: delta)")
+        return spark.read.format("delta").load(source.path)
+    if source.format == "parquet":
+        return spark.read.parquet(source.path)
+    encoding = source.csv.encoding
+    if encoding not in SPARK_ENCODINGS.values() and spark.conf.get(JAVA_CHARSETS, "false").lower() != "true":
+        raise IngestError(
+            f"ingest: {source.path}: csv.encoding {encoding} needs the Spark setting {JAVA_CHARSETS}=true"
+            f" (without it Spark reads CSV only in {', '.join(SPARK_ENCODINGS.values())})"
+        )
+    try:
+        df = spark.read.options(**csv_reader_options(source.csv)).csv(source.path)
+    except IllegalArgumentException as err:
+        if "CHARSET" not in str(err):
+            raise
+        raise IngestError(
+            f"ingest: {source.path}: csv.encoding {encoding} is not a charset that Java knows"
+        ) from None
+    if source.csv.header:
+        return df
+    if len(df.columns) != len(source.csv.names):
+        raise IngestError(
+            f"ingest: {source.path}: the file has {len(df.columns)} column(s), csv.names lists"
+            f" {len(source.csv.names)} ({', '.join(source.csv.names)})"
+        )
+    return df.toDF(*source.csv.names)
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: IngestConfig, log=print) -> dict:

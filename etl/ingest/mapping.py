@@ -2,7 +2,8 @@
 
 A versioned YAML file (an input of the ingest job, like the files it names), checked strictly:
 an unknown key, a wrong type or a column that the raw schema lacks is an error naming the file
-and the key. Paths are relative to the mapping file's folder. Example: tests/data/byo/mapping.yaml.
+and the key. Paths are relative to the mapping file's folder (for `format: table`, `path` is a
+table name and is kept as written). Example: tests/data/byo/mapping.yaml.
 
     version: 1
     positive_only: false           # true: the log holds only positive events (orders)
@@ -10,13 +11,15 @@ and the key. Paths are relative to the mapping file's folder. Example: tests/dat
     user_text_fields: [nickname, ...]         # raw.users columns
     item_text_fields: [name, cuisine, ...]    # raw.pois columns
     users:      {path: users.csv, format: csv, columns: {uid: user_id, ...}, defaults: {device: ios}}
-    pois:       {...}
+    pois:       {path: pois.csv, csv: {multi_line: true, escape: '"'}, ...}   # CSV options: CsvOptions
     impressions: {...}
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +29,23 @@ import yaml
 from etl.core.raw_schema import RAW_SCHEMAS
 
 MAPPING_VERSION = 1
-FORMATS = ("csv", "parquet")
+FORMATS = ("csv", "parquet", "delta", "table")  # table: `path` is a Spark / metastore table name
 # raw columns that must come from the source; everything else may be defaulted or left null
 REQUIRED_SOURCE: dict[str, tuple[str, ...]] = {
     "users": ("user_id",),
     "pois": ("poi_id",),
     "impressions": ("event_id", "user_id", "poi_id", "ts"),
+}
+# Python's name of an encoding -> Spark's: Spark 4 reads CSV in these alone unless the session sets
+# spark.sql.legacy.javaCharsets=true (then any JDK charset name: cp1252, GBK, GB18030, Shift_JIS, ...)
+SPARK_ENCODINGS = {
+    "utf-8": "UTF-8",
+    "utf-16": "UTF-16",
+    "utf-16-be": "UTF-16BE",
+    "utf-16-le": "UTF-16LE",
+    "utf-32": "UTF-32",
+    "iso8859-1": "ISO-8859-1",
+    "ascii": "US-ASCII",
 }
 # filled by the job when absent: dt from ts, request_id = event_id, position 1, labels if positive-only
 DERIVED = {"dt", "request_id"}
@@ -43,14 +57,29 @@ class MappingError(ValueError):
 
 
 @dataclass(frozen=True)
+class CsvOptions:
+    """How a CSV source is parsed (the `csv:` key of a source table). Defaults are Spark's, but a
+    header row is expected. Every column is read as a string; the job casts to the raw types."""
+
+    sep: str = ","  # one character
+    quote: str = '"'  # one character, or "" for no quoting
+    escape: str = "\\"  # escapes a quote inside a quoted value; '"' for RFC 4180 files ("" in a value)
+    multi_line: bool = False  # quoted values may hold line breaks
+    encoding: str = "UTF-8"  # Spark's name where it has one (SPARK_ENCODINGS), else as written
+    header: bool = True  # false: the file has no header row and `names` gives its columns
+    names: tuple[str, ...] = ()
+    null_value: str = ""  # the text read as null
+
+
+@dataclass(frozen=True)
 class SourceTable:
     """One exported file (or folder of files) and how its columns map to a raw table."""
 
-    path: str  # absolute, or relative to the mapping file (resolved by load_mapping)
+    path: str  # absolute, or relative to the mapping file (resolved by load_mapping); format table: a name
     format: str = "csv"
     columns: dict[str, str] = field(default_factory=dict)  # source column -> raw column
     defaults: dict[str, Any] = field(default_factory=dict)  # raw column -> constant, when not in the source
-    delimiter: str = ","  # csv only
+    csv: CsvOptions = field(default_factory=CsvOptions)  # format csv only
 
     def source_of(self, raw_column: str) -> str:
         """The source column that feeds a raw column (a renamed one, else the same name)."""
@@ -81,7 +110,8 @@ _TOP_KEYS = {
     "item_text_fields",
     "positive_only",
 }
-_TABLE_KEYS = {"path", "format", "columns", "defaults", "delimiter"}
+_TABLE_KEYS = {"path", "format", "columns", "defaults", "csv", "delimiter"}  # delimiter: deprecated csv.sep
+_CSV_KEYS = {"sep", "quote", "escape", "multi_line", "encoding", "header", "names", "null_value"}
 _FIELD_LISTS = {"scene_features": "impressions", "user_text_fields": "users", "item_text_fields": "pois"}
 
 
@@ -115,7 +145,7 @@ def parse_mapping(data: Any, path: Path) -> IngestMapping:
     for name in ("users", "pois", "impressions"):
         if name not in data:
             raise fail(f"key {name} is required")
-        tables[name] = _parse_table(data[name], name, path.parent, positive_only, fail)
+        tables[name] = _parse_table(data[name], name, path, positive_only, fail)
     lists = {}
     for key, table in _FIELD_LISTS.items():
         value = data.get(key, [])
@@ -128,22 +158,30 @@ def parse_mapping(data: Any, path: Path) -> IngestMapping:
     return IngestMapping(**tables, **lists, positive_only=positive_only)
 
 
-def _parse_table(data: Any, name: str, folder: Path, positive_only: bool, fail) -> SourceTable:
+def _parse_table(data: Any, name: str, path: Path, positive_only: bool, fail) -> SourceTable:
     if not isinstance(data, dict):
         raise fail(f"key {name} must be a mapping")
     unknown = sorted(set(data) - _TABLE_KEYS)
     if unknown:
         raise fail(f"unknown key {name}.{unknown[0]} (known: {', '.join(sorted(_TABLE_KEYS))})")
     raw_columns = {f.name: f.dataType.simpleString() for f in RAW_SCHEMAS[name].fields}
-    source = data.get("path")
-    if not isinstance(source, str) or not source:
-        raise fail(f"key {name}.path must be a file or folder path")
     fmt = data.get("format", "csv")
     if fmt not in FORMATS:
         raise fail(f"key {name}.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    delimiter = data.get("delimiter", ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise fail(f"key {name}.delimiter must be one character, got {delimiter!r}")
+    source = data.get("path")
+    if not isinstance(source, str) or not source.strip():
+        what = "a table name" if fmt == "table" else "a file or folder path"
+        raise fail(f"key {name}.path must be {what}")
+    for key in ("csv", "delimiter"):
+        if key in data and fmt != "csv":
+            raise fail(f"key {name}.{key}: CSV options need format csv, not {fmt}")
+    csv = _parse_csv(data.get("csv"), data.get("delimiter"), "delimiter" in data, name, fail)
+    if "delimiter" in data:
+        warnings.warn(
+            f"ingest mapping {path}: key {name}.delimiter is deprecated, use {name}.csv.sep",
+            FutureWarning,
+            stacklevel=2,
+        )
     columns = data.get("columns") or {}
     if not isinstance(columns, dict):
         raise fail(f"key {name}.columns must map source column -> raw column")
@@ -170,8 +208,69 @@ def _parse_table(data: Any, name: str, folder: Path, positive_only: bool, fail) 
             raise fail(f"key {name}.defaults.{column}: a required column cannot have a default")
         if not _fits(value, raw_columns[column]):
             raise fail(f"key {name}.defaults.{column}: {value!r} is not a {raw_columns[column]}")
-    resolved = source if "://" in source or Path(source).is_absolute() else str((folder / source).resolve())
-    return SourceTable(resolved, fmt, dict(columns), dict(defaults), delimiter)
+    if fmt == "table" or "://" in source or Path(source).is_absolute():
+        resolved = source
+    else:
+        resolved = str((path.parent / source).resolve())
+    return SourceTable(resolved, fmt, dict(columns), dict(defaults), csv)
+
+
+def _parse_csv(data: Any, delimiter: Any, has_delimiter: bool, name: str, fail) -> CsvOptions:
+    """The `csv:` options of a source table; `delimiter` (a key of the table) is the old name of sep."""
+    key = f"{name}.csv"
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise fail(f"key {key} must be a mapping of CSV options ({', '.join(sorted(_CSV_KEYS))})")
+    unknown = sorted(set(map(str, data)) - _CSV_KEYS)
+    if unknown:
+        raise fail(f"unknown key {key}.{unknown[0]} (known: {', '.join(sorted(_CSV_KEYS))})")
+    if has_delimiter and "sep" in data:
+        raise fail(f"key {name}.delimiter is the deprecated name of {key}.sep: give only {key}.sep")
+    defaults = CsvOptions()
+    sep_key, sep = (f"{name}.delimiter", delimiter) if has_delimiter else (f"{key}.sep", data.get("sep", ","))
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise fail(f"key {sep_key} must be one character, got {sep!r}")
+    quote = data.get("quote", defaults.quote)
+    if not isinstance(quote, str) or len(quote) > 1:
+        raise fail(f"key {key}.quote must be one character (or '' for no quoting), got {quote!r}")
+    escape = data.get("escape", defaults.escape)
+    if not isinstance(escape, str) or len(escape) != 1:
+        raise fail(f"key {key}.escape must be one character, got {escape!r}")
+    for option in ("multi_line", "header"):
+        if not isinstance(data.get(option, False), bool):
+            raise fail(f"key {key}.{option} must be true or false, got {data[option]!r}")
+    encoding = data.get("encoding", defaults.encoding)
+    if not isinstance(encoding, str):
+        raise fail(f"key {key}.encoding must be an encoding name, got {encoding!r}")
+    try:
+        encoding = SPARK_ENCODINGS.get(codecs.lookup(encoding).name, encoding)
+    except LookupError:
+        raise fail(f"key {key}.encoding: unknown encoding {encoding!r}") from None
+    null_value = data.get("null_value", defaults.null_value)
+    if not isinstance(null_value, str):
+        raise fail(f"key {key}.null_value must be a string, got {null_value!r}")
+    header = data.get("header", True)
+    names = data.get("names")
+    if header and names is not None:
+        raise fail(f"key {key}.names: only for a file without a header row ({key}.header: false)")
+    if not header:
+        if names is None:
+            raise fail(f"key {key}.names is required when {key}.header is false (the file's column names)")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise fail(f"key {key}.names must be a list of column names, got {names!r}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise fail(f"key {key}.names: {twice[0]} is named twice")
+    return CsvOptions(
+        sep=sep,
+        quote=quote,
+        escape=escape,
+        multi_line=data.get("multi_line", False),
+        encoding=encoding,
+        header=header,
+        names=tuple(names or ()),
+        null_value=null_value,
+    )
 
 
 def _fits(value: Any, kind: str) -> bool:
