@@ -6,6 +6,11 @@ builder (stage 2), the scene dictionary (stage 3) and the tokenizer all take the
 so a slice is defined once. A slice's name is the text inside its tokens: `POI_name`,
 `user_profile`, `scene_weather`. The stage-2/3 encoders read the hidden state at a closing token.
 
+Scene slices are not listed here: each dataset declares its own scene features (the dataset
+schema), and `scene_<feature>` is a slice for any lower-snake-case feature name. The tokens a
+tokenizer gets are `special_tokens(scene_features)`: the fixed POI and user slices, then the
+declared features' slices.
+
 Wrapping a null text gives null, so `concat_ws` over wrapped slices simply leaves a missing slice
 out. Text that itself contains a registry token has it removed before wrapping, so a token in a
 shop's introduction can never open or close a slice.
@@ -14,6 +19,7 @@ shop's introduction can never open or close a slice.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column
@@ -21,20 +27,6 @@ from pyspark.sql import functions as F
 
 POI, USER, SCENE = "poi", "user", "scene"
 SIDES = (POI, USER, SCENE)
-
-# The n = 10 real-time scene features (features.scene_values computes their values).
-SCENE_FEATURES: tuple[str, ...] = (
-    "city",
-    "district_type",
-    "time_slot",
-    "day_type",
-    "weather",
-    "temperature_band",
-    "season",
-    "travel_status",
-    "location_type",
-    "recent_intent",
-)
 
 _POI_SLICES = (
     ("POI_name", "shop name"),
@@ -76,11 +68,11 @@ def scene_slice(feature: str) -> str:
 SLICES: tuple[Slice, ...] = (
     *(_slice(name, POI, description) for name, description in _POI_SLICES),
     *(_slice(name, USER, description) for name, description in _USER_SLICES),
-    *(_slice(scene_slice(f), SCENE, f"scene feature {f}") for f in SCENE_FEATURES),
 )
 _BY_NAME = {s.name: s for s in SLICES}
-# any opening or closing registry token (used to strip tokens out of free text)
-_TOKEN_PATTERN = "</?(?:" + "|".join(re.escape(s.name) for s in SLICES) + ")>"
+_SCENE_SLICE = re.compile(r"^scene_[a-z][a-z0-9_]*$")
+# any opening or closing registry token, a scene one of any feature (to strip tokens out of free text)
+_TOKEN_PATTERN = "</?(?:" + "|".join(re.escape(s.name) for s in SLICES) + "|scene_[a-z][a-z0-9_]*)>"
 _TOKEN_RE = re.compile(_TOKEN_PATTERN)
 _WRAPPED_RE = re.compile(r"<(?P<name>[A-Za-z_]+)>(?P<text>.*?)</(?P=name)>", re.DOTALL)
 
@@ -90,21 +82,45 @@ class UnknownSliceError(ValueError):
 
 
 def get_slice(slice_name: str) -> Slice:
-    try:
+    if slice_name in _BY_NAME:
         return _BY_NAME[slice_name]
-    except KeyError:
-        raise UnknownSliceError(f"unknown slice {slice_name!r} (not in etl.tokens.SLICES)") from None
+    if _SCENE_SLICE.match(slice_name):
+        feature = slice_name.removeprefix("scene_")
+        return _slice(slice_name, SCENE, f"scene feature {feature}")
+    raise UnknownSliceError(
+        f"unknown slice {slice_name!r} (not in etl.tokens.SLICES, nor scene_<feature> of a snake-case feature)"
+    )
 
 
-def slices_of(side: str) -> tuple[Slice, ...]:
+def scene_slices(scene_features: Sequence[str]) -> tuple[Slice, ...]:
+    """The slices of the declared scene features, in declared order."""
+    return tuple(get_slice(scene_slice(f)) for f in scene_features)
+
+
+def slices_of(side: str, scene_features: Sequence[str] = ()) -> tuple[Slice, ...]:
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if side == SCENE:
+        return scene_slices(scene_features)
     return tuple(s for s in SLICES if s.side == side)
 
 
-def all_special_tokens() -> list[str]:
-    """Every token the tokenizer adds, in registry order (open, close per slice)."""
-    return [token for s in SLICES for token in (s.open, s.close)]
+def special_tokens(scene_features: Sequence[str]) -> list[str]:
+    """Every token a tokenizer gets for a dataset: open, close per POI and user slice, then per
+    declared scene feature (from the dataset schema)."""
+    slices = (*SLICES, *scene_slices(scene_features))
+    return [token for s in slices for token in (s.open, s.close)]
+
+
+def is_closing_token(token: str) -> bool:
+    """A registry slice's closing token (a scene one of any feature name)."""
+    if not (token.startswith("</") and token.endswith(">")):
+        return False
+    try:
+        get_slice(token[2:-1])
+    except UnknownSliceError:
+        return False
+    return True
 
 
 def opening_token(slice_name: str) -> str:
@@ -128,6 +144,11 @@ def wrap_text(slice_name: str, text: str | None) -> str | None:
     if text is None:
         return None
     return f"{s.open}{_TOKEN_RE.sub('', text)}{s.close}"
+
+
+def strip_tokens(text: str | None) -> str:
+    """`text` without any registry special token (a scene one of any feature name)."""
+    return _TOKEN_RE.sub("", text or "")
 
 
 def join_wrapped(*wrapped: Column) -> Column:

@@ -29,13 +29,12 @@ from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
 from etl.synthetic.vocab import CITIES
-from etl.tokens import UnknownSliceError, all_special_tokens, get_slice, wrap_text
+from etl.tokens import UnknownSliceError, get_slice, strip_tokens, wrap_text
 from features.embeddings.encoder_runtime import resolve_encoder
 
 POI_EMBEDDINGS = "features.poi_embeddings"
 POIS = "clean.pois"
 DEFAULT_SLICE = "user_env"
-_TOKENS_RE = re.compile("|".join(re.escape(t) for t in all_special_tokens()))
 
 
 class RecallError(ValueError):
@@ -61,11 +60,6 @@ class RecallConfig:
             get_slice(self.slice)
         except UnknownSliceError as err:
             raise ValueError(f"slice: {err}") from None
-
-
-def strip_tokens(text: str) -> str:
-    """`text` without any registry special token."""
-    return _TOKENS_RE.sub("", text or "")
 
 
 def query_text(cfg: RecallConfig) -> str:

@@ -8,21 +8,33 @@ Negatively sampled CTR samples with labels `click` and `ctcvr` (click and order)
   which negatives were kept, so a model's probability p is re-calibrated with
   p' = p / (p + (1 - p) / r).
 - `positive_only`: the log holds positive events only (an impression log is reduced to its
-  clicked rows). Each positive gets `negatives_per_positive` = k negatives from the POIs open in
-  the event's city and time slot (opening hours "HH:MM-HH:MM", close < open = past midnight; a
-  POI is open in a slot when it is open at the start of at least one hour of the slot; equal
-  open and close = open all day), excluding every POI the user had a positive event with on
-  that day. Candidates are ranked per event by xxhash64(seed, event_id, poi_id) and the first k
-  kept, as one join on (city, time slot) and one window, no loops. Negatives copy the
-  positive's scene fields (and list position), have click = ctcvr = 0 and sample_id =
+  clicked rows). Each positive gets `negatives_per_positive` = k negatives from a candidate pool
+  grouped like the event: the POIs open in the event's city and time slot (opening hours
+  "HH:MM-HH:MM", close < open = past midnight; a POI is open in a slot when it is open at the
+  start of at least one hour of the slot; equal open and close = open all day), excluding every
+  POI the user had a positive event with on that day. The draw (`draw_negatives`, generic over
+  the group columns; no group columns = one group of all items) costs events x k, not
+  events x items: the n_g items of each group are numbered 0..n_g-1 by poi_id; an event whose
+  user excluded m_e of them draws d = min(n_g, k + m_e) distinct indices
+  (b + j * a) mod n_g, j = 0..d-1, an affine permutation with offset b = hash(seed, event_id)
+  mod n_g and stride a = P mod n_g, P a prime > 2^31 picked by hash from `STRIDE_PRIMES` (so a
+  is coprime with n_g); the draws are joined to the numbered pool on (group, index), the user's
+  same-day positives removed and the first k by j kept: exactly min(k, n_g - m_e) distinct
+  negatives, chosen by hashes only, so the choice does not depend on partitioning. Negatives
+  copy the positive's scene fields (and list position), have click = ctcvr = 0 and sample_id =
   xxhash64("negative", event_id, poi_id). The effective rate recorded on a positive and its
-  negatives is min(1, k / n), n = the event's eligible candidates (1.0 when n = 0).
+  negatives is min(1, k / n), n = n_g - m_e the event's eligible candidates (1.0 when n = 0).
 
-Columns: ids, categorical fields and their hashed ids, the point-in-time statistics (counts
-zero-filled, rates filled with the day's global rate, which is the smoothed rate of zero
-counts), the 10 scene value strings and ids, labels, `neg_rate`, dt, split. Split: days whose
-1-based index from the log's first day (by date) is >= `test_day_index` are `test`, the earlier
-ones `train`.
+Everything dataset-specific comes from the lakehouse's dataset schema (raw.dataset_schema): the
+scene features, the users' / items' / events' fields (`etl.core.dataset_schema.sample_fields`)
+and the positive-only candidate pool (`negatives`: group keys and opening hours).
+
+Columns (`sample_columns(schema)`): ids, the declared fields and the hashed ids of the string
+ones, the point-in-time statistics (counts zero-filled, rates filled with the day's global
+rate, which is the smoothed rate of zero counts), the scene value strings and ids, labels,
+`neg_rate`, dt, split. Split: the log's last `events.test_days` days (by date) are `test`, the
+earlier ones `train`; `test_day_index` > 0 overrides that with a 1-based day index from the
+log's first day.
 """
 
 from __future__ import annotations
@@ -33,45 +45,23 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
-from etl.core.randomness import uniform
+from etl.core.dataset_schema import DatasetSchema, sample_fields
+from etl.core.randomness import randint, uniform
+from etl.core.schema_table import SCHEMA_TABLE, read_schema
 from features import stats
-from features.scene_values import (
-    SCENE_FEATURES,
-    id_column,
-    time_slot_of_hour,
-    value_column,
-    with_scene_values,
-)
+from features.scene_values import as_text, from_hour, scene_columns, value_column, with_scene_values
 
 OUTPUT = "samples.ctr"
 INPUTS = ("clean.impressions", "clean.users", "clean.pois")
 MODES = ("impressions", "positive_only")
-USER_FIELDS = {"gender": "user_gender", "age_band": "user_age_band", "home_city": "user_home_city",
-               "member_level": "user_member_level"}  # fmt: skip
-POI_FIELDS = {"city": "poi_city", "cuisine": "poi_cuisine", "price_level": "poi_price_level"}
-HASHED_FIELDS = ("user_gender", "user_age_band", "user_home_city", "user_member_level", "device",
-                 "poi_city", "poi_cuisine")  # fmt: skip
-SCENE_COLUMNS = [value_column(f) for f in SCENE_FEATURES] + [id_column(f) for f in SCENE_FEATURES]
-EVENT_COLUMNS = ["user_id", "poi_id", "position", "device", *SCENE_COLUMNS, "dt"]
 STAT_COLUMNS = [col for _, prefix in stats.ENTITIES.values() for col in stats.stat_columns(prefix)]
-SAMPLE_COLUMNS = [
-    "sample_id",
-    "user_id",
-    "poi_id",
-    *USER_FIELDS.values(),
-    "device",
-    *POI_FIELDS.values(),
-    "position",
-    *[f"{name}_id" for name in HASHED_FIELDS],
-    *STAT_COLUMNS,
-    *SCENE_COLUMNS,
-    "click",
-    "ctcvr",
-    "neg_rate",
-    "dt",
-    "split",
-]
+LABEL_COLUMNS = ["click", "ctcvr", "neg_rate"]
 _HOURS = r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$"
+# Primes above 2^31, so above any group size: one is picked per event by hash and its residue
+# mod n_g is the stride of the event's affine permutation, coprime with n_g.
+STRIDE_PRIMES = (2214592529, 2348822587, 2483052659, 2617282747, 2751512809, 2885742941,
+                 3019972951, 3154203023, 3288433103, 3422663171, 3556893257, 3691123327,
+                 3825353417, 3959583461, 4093813541, 4228043629)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,7 +70,9 @@ class SamplesConfig:
     neg_rate: float = 0.25  # impressions mode: share of unclicked impressions kept
     negatives_per_positive: int = 4  # positive_only mode: k
     seed: int = 17
-    test_day_index: int = 8  # 1-based day from the log's first day; that day and later are `test`
+    test_day_index: int = (
+        0  # 0: the schema's last events.test_days days are `test`; > 0: from this 1-based day on
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -89,82 +81,208 @@ class SamplesConfig:
             raise ValueError(f"neg_rate must be in (0, 1], got {self.neg_rate}")
         if self.negatives_per_positive < 1:
             raise ValueError(f"negatives_per_positive must be >= 1, got {self.negatives_per_positive}")
-        if self.test_day_index < 1:
-            raise ValueError(f"test_day_index must be >= 1 (1 = the first day), got {self.test_day_index}")
+        if self.test_day_index < 0:
+            raise ValueError(
+                f"test_day_index must be >= 0 (0 = from the dataset schema, 1 = the first day), got {self.test_day_index}"
+            )
 
 
-def open_slots(pois: DataFrame) -> DataFrame:
-    """(poi_id, city, time_slot) for every time slot in which a POI is open."""
-    part = lambda i: F.regexp_extract("opening_hours", _HOURS, i).try_cast("int")  # noqa: E731
+def event_columns(schema: DatasetSchema) -> list[str]:
+    """What a sample takes from its event: ids, the declared event fields, the scene, the day."""
+    return [
+        "user_id",
+        "poi_id",
+        *sample_fields(schema).event_fields,
+        *scene_columns(schema.scene_features),
+        "dt",
+    ]
+
+
+def sample_columns(schema: DatasetSchema) -> list[str]:
+    """The columns of samples.ctr for a dataset schema, in table order."""
+    fields = sample_fields(schema)
+    return [
+        "sample_id",
+        "user_id",
+        "poi_id",
+        *fields.user_fields.values(),
+        *[c for c in fields.event_fields if c != "position"],
+        *fields.item_fields.values(),
+        *[c for c in fields.event_fields if c == "position"],
+        *[f"{name}_id" for name in fields.hashed],
+        *STAT_COLUMNS,
+        *scene_columns(schema.scene_features),
+        *LABEL_COLUMNS,
+        "dt",
+        "split",
+    ]
+
+
+def is_open_at(hours: Column, hour: Column) -> Column:
+    """Whether "HH:MM-HH:MM" opening hours include the start of `hour` (close before open = past
+    midnight; equal times = open all day; unreadable hours = closed)."""
+    part = lambda i: F.regexp_extract(hours, _HOURS, i).try_cast("int")  # noqa: E731
     opens, closes = part(1) * 60 + part(2), part(3) * 60 + part(4)
-    start = F.col("hour") * 60
-    is_open = (
+    start = hour * 60
+    return (
         F.when(closes > opens, (start >= opens) & (start < closes))
         .when(closes < opens, (start >= opens) | (start < closes))
-        .otherwise(opens.isNotNull())  # equal times: open all day
+        .otherwise(opens.isNotNull())
     )
-    hours = pois.select(
-        "poi_id", "city", "opening_hours", F.explode(F.sequence(F.lit(0), F.lit(23))).alias("hour")
+
+
+def candidate_pool(pois: DataFrame, schema: DatasetSchema) -> DataFrame:
+    """positive_only's candidate pool: (pool columns, poi_id), one row per group an item is in.
+
+    Group keys take the item's column through the scene feature's own buckets and renames, so
+    they compare with the event's scene value; open hours put an item in every value of the
+    hour-derived feature at whose hours it is open.
+    """
+    negatives = schema.negatives
+    keys = [as_text(schema.scene_feature(g.scene), F.col(g.item)).alias(g.scene) for g in negatives.group]
+    if negatives.open_hours is None:
+        return pois.select(*keys, "poi_id").distinct()
+    hours = negatives.open_hours
+    hour = F.col("_hour")
+    exploded = pois.select(
+        *keys,
+        "poi_id",
+        F.col(hours.item).alias("_hours"),
+        F.explode(F.sequence(F.lit(0), F.lit(23))).alias("_hour"),
     )
+    value = from_hour(schema.scene_feature(hours.scene), hour)
     return (
-        hours.where(is_open)
-        .select("poi_id", "city", time_slot_of_hour(F.col("hour")).alias("time_slot"))
+        exploded.where(is_open_at(F.col("_hours"), hour))
+        .select(*[g.scene for g in negatives.group], value.alias(hours.scene), "poi_id")
         .distinct()
     )
 
 
-def sample_impressions(scene: DataFrame, neg_rate: float, seed: int) -> DataFrame:
+def sample_impressions(scene: DataFrame, schema: DatasetSchema, neg_rate: float, seed: int) -> DataFrame:
     keep = (F.col("clicked") == 1) | (uniform(seed, "negative_sample", "event_id") < F.lit(neg_rate))
     return scene.where(keep).select(
         F.col("event_id").alias("sample_id"),
-        *EVENT_COLUMNS,
+        *event_columns(schema),
         F.col("clicked").alias("click"),
         (F.col("clicked") * F.col("ordered")).alias("ctcvr"),
         F.lit(float(neg_rate)).alias("neg_rate"),
     )
 
 
+def number_pool(pool: DataFrame, group_columns: list[str]) -> DataFrame:
+    """(group columns, poi_id, _idx): the distinct items of each group numbered 0..n_g-1 by poi_id."""
+    items = pool.select(*group_columns, "poi_id").distinct()
+    order = (Window.partitionBy(*group_columns) if group_columns else Window).orderBy("poi_id")
+    return items.withColumn("_idx", (F.row_number().over(order) - 1).cast("long"))
+
+
+def _draw_plan(
+    positives: DataFrame, pool: DataFrame, group_columns: list[str], k: int, seed: int
+) -> DataFrame:
+    """Per positive event: n_g (its group's items), m_e (those the user had a positive with that
+    day), the draw count d = min(n_g, k + m_e), the permutation's offset and stride, neg_rate."""
+    items = pool.select(*group_columns, "poi_id").distinct()
+    sizes = items.groupBy(*group_columns).agg(F.count(F.lit(1)).alias("_n_g"))
+    done = positives.select("user_id", "dt", "poi_id").distinct()
+    excluded = (
+        done.join(items, "poi_id").groupBy("user_id", "dt", *group_columns).agg(F.count(F.lit(1)).alias("_m"))
+    )
+    events = positives.select("event_id", "user_id", "dt", *group_columns)
+    if group_columns:  # one row per group: small next to the events
+        events = events.join(F.broadcast(sizes), group_columns, "left")
+    else:  # one group of every item: one row
+        events = events.crossJoin(F.broadcast(sizes))
+    events = events.join(excluded, ["user_id", "dt", *group_columns], "left")
+    n_g = F.coalesce(F.col("_n_g"), F.lit(0)).cast("long")
+    m = F.coalesce(F.col("_m"), F.lit(0)).cast("long")
+    eligible = n_g - m
+    prime = F.element_at(
+        F.array(*[F.lit(p) for p in STRIDE_PRIMES]),
+        (randint(seed, "negative_stride", len(STRIDE_PRIMES), "event_id") + 1).cast("int"),
+    )
+    has_items = n_g > 0  # pmod by 0 fails under ANSI mode
+    return events.select(
+        "event_id",
+        "user_id",
+        "dt",
+        *group_columns,
+        n_g.alias("_n_g"),
+        m.alias("_m"),
+        F.least(n_g, F.lit(k) + m).alias("_d"),
+        F.when(has_items, randint(seed, "negative_offset", n_g, "event_id")).alias("_offset"),
+        F.when(has_items, F.pmod(prime, n_g)).alias("_stride"),
+        F.when(eligible > 0, F.least(F.lit(1.0), F.lit(float(k)) / eligible))
+        .otherwise(F.lit(1.0))
+        .alias("neg_rate"),
+    )
+
+
+def candidate_draws(
+    positives: DataFrame, pool: DataFrame, group_columns: list[str], k: int, seed: int
+) -> DataFrame:
+    """(event_id, user_id, dt, _j, poi_id, neg_rate): the d = min(n_g, k + m_e) distinct items each
+    positive draws from its group, index (offset + j * stride) mod n_g for j = 0..d-1, joined to
+    the numbered pool on (group columns, index). Rows: sum over events of d, never events x items.
+
+    `positives` has event_id, user_id, dt, poi_id and the group columns; `pool` has the group
+    columns and poi_id (an item may sit in several groups); no group columns = one group.
+    """
+    plan = _draw_plan(positives, pool, group_columns, k, seed).where(F.col("_d") > 0)
+    j = F.explode(F.sequence(F.lit(0).cast("long"), F.col("_d") - 1)).alias("_j")
+    exploded = plan.select(
+        "event_id", "user_id", "dt", *group_columns, "_n_g", "_offset", "_stride", "neg_rate", j
+    )
+    # j < d <= n_g < 2^31 and stride < n_g: offset + j * stride < 2^63, no long overflow
+    draws = exploded.withColumn(
+        "_idx", F.pmod(F.col("_offset") + F.col("_j") * F.col("_stride"), F.col("_n_g"))
+    )
+    return draws.join(number_pool(pool, group_columns), [*group_columns, "_idx"]).select(
+        "event_id", "user_id", "dt", "_j", "poi_id", "neg_rate"
+    )
+
+
+def draw_negatives(
+    positives: DataFrame, pool: DataFrame, group_columns: list[str], k: int, seed: int
+) -> DataFrame:
+    """(event_id, poi_id, neg_rate): min(k, n) distinct negatives per positive event, n = the items
+    of its group that its user had no positive with on that day; neg_rate = min(1, k / n).
+
+    The draws of `candidate_draws` less the user's same-day positives, the first k by j kept.
+    """
+    done = positives.select("user_id", "dt", "poi_id").distinct()
+    kept = candidate_draws(positives, pool, group_columns, k, seed).join(
+        done, ["user_id", "dt", "poi_id"], "left_anti"
+    )
+    rank = F.row_number().over(Window.partitionBy("event_id").orderBy("_j"))
+    return kept.withColumn("_rank", rank).where(F.col("_rank") <= k).select("event_id", "poi_id", "neg_rate")
+
+
 def sample_positive_only(
-    scene: DataFrame, pois: DataFrame, negatives_per_positive: int, seed: int
+    scene: DataFrame, pois: DataFrame, schema: DatasetSchema, negatives_per_positive: int, seed: int
 ) -> DataFrame:
     positives = scene.where(F.col("clicked") == 1)
-    done = positives.select("user_id", "dt", "poi_id").distinct()
-    candidates = (
-        positives.select(
-            "event_id",
-            "user_id",
-            "dt",
-            F.col(value_column("city")).alias("city"),
-            F.col(value_column("time_slot")).alias("time_slot"),
-        )
-        .join(open_slots(pois), ["city", "time_slot"])
-        .join(done, ["user_id", "dt", "poi_id"], "left_anti")
+    group = list(schema.negatives.pool_columns())
+    events = positives.select(
+        "event_id", "user_id", "dt", "poi_id", *[F.col(value_column(c)).alias(c) for c in group]
     )
-    per_event = Window.partitionBy("event_id")
-    ranked = candidates.select(
-        "event_id",
-        "poi_id",
-        F.row_number()
-        .over(per_event.orderBy(F.xxhash64(F.lit(seed), "event_id", "poi_id"), "poi_id"))
-        .alias("_rank"),
-        F.count(F.lit(1)).over(per_event).alias("_eligible"),
-    )
-    k = F.lit(negatives_per_positive)
-    rates = ranked.groupBy("event_id").agg(F.least(F.lit(1.0), k / F.max("_eligible")).alias("neg_rate"))
-    chosen = ranked.where(F.col("_rank") <= k).select("event_id", F.col("poi_id").alias("_negative_poi"))
+    pool = candidate_pool(pois, schema)
+    negatives = draw_negatives(events, pool, group, negatives_per_positive, seed)
+    rates = negatives.groupBy("event_id").agg(F.max("neg_rate").alias("neg_rate"))
     events = positives.join(rates, "event_id", "left").withColumn(
         "neg_rate", F.coalesce("neg_rate", F.lit(1.0))
     )
+    columns = event_columns(schema)
     positive_rows = events.select(
         F.col("event_id").alias("sample_id"),
-        *EVENT_COLUMNS,
+        *columns,
         F.lit(1).alias("click"),
         F.col("ordered").alias("ctcvr"),
         "neg_rate",
     )
+    chosen = negatives.select("event_id", F.col("poi_id").alias("_negative_poi"))
     negative_rows = events.join(chosen, "event_id").select(
         F.xxhash64(F.lit("negative"), "event_id", "_negative_poi").alias("sample_id"),
-        *[F.col("_negative_poi").alias("poi_id") if c == "poi_id" else F.col(c) for c in EVENT_COLUMNS],
+        *[F.col("_negative_poi").alias("poi_id") if c == "poi_id" else F.col(c) for c in columns],
         F.lit(0).alias("click"),
         F.lit(0).alias("ctcvr"),
         "neg_rate",
@@ -191,24 +309,29 @@ def transform(
     user_poi_stats: DataFrame,
     global_stats: DataFrame,
     *,
+    schema: DatasetSchema,
     mode: str,
     neg_rate: float,
     negatives_per_positive: int,
     seed: int,
     test_day_index: int,
 ) -> DataFrame:
-    """The sampled CTR table (SAMPLE_COLUMNS) from the validated log and the stats tables."""
-    scene = with_scene_values(impressions, pois)
+    """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables."""
+    scene = with_scene_values(impressions, pois, schema.scene_features)
     if mode == "impressions":
-        sampled = sample_impressions(scene, neg_rate, seed)
+        sampled = sample_impressions(scene, schema, neg_rate, seed)
     elif mode == "positive_only":
-        sampled = sample_positive_only(scene, pois, negatives_per_positive, seed)
+        sampled = sample_positive_only(scene, pois, schema, negatives_per_positive, seed)
     else:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    user_fields = users.select("user_id", *[F.col(k).alias(v) for k, v in USER_FIELDS.items()])
-    poi_fields = pois.select("poi_id", *[F.col(k).alias(v) for k, v in POI_FIELDS.items()])
-    first_day = impressions.agg(F.min("dt").alias("_first_dt"))
-    day_index = F.datediff("dt", "_first_dt") + 1
+    fields = sample_fields(schema)
+    user_fields = users.select("user_id", *[F.col(k).alias(v) for k, v in fields.user_fields.items()])
+    poi_fields = pois.select("poi_id", *[F.col(k).alias(v) for k, v in fields.item_fields.items()])
+    days = impressions.agg(F.min("dt").alias("_first_dt"), F.max("dt").alias("_last_dt"))
+    if test_day_index > 0:
+        is_test = F.datediff("dt", "_first_dt") + 1 >= test_day_index
+    else:  # the log's last test_days days
+        is_test = F.datediff("_last_dt", "dt") < schema.events.test_days
     joined = (
         sampled.join(user_fields, "user_id", "left")
         .join(poi_fields, "poi_id", "left")
@@ -216,15 +339,15 @@ def transform(
         .join(poi_stats, ["poi_id", "dt"], "left")
         .join(user_poi_stats, ["user_id", "poi_id", "dt"], "left")
         .join(global_stats.select("dt", "global_ctr", "global_cvr"), "dt", "left")
-        .crossJoin(F.broadcast(first_day))
+        .crossJoin(F.broadcast(days))
     )
     filled = joined.select(
         *[c for c in joined.columns if c not in STAT_COLUMNS],
         *_fill_stats(joined),
-        *[F.xxhash64(F.lit(name), F.col(name)).alias(f"{name}_id") for name in HASHED_FIELDS],
-        F.when(day_index >= test_day_index, "test").otherwise("train").alias("split"),
+        *[F.xxhash64(F.lit(name), F.col(name)).alias(f"{name}_id") for name in fields.hashed],
+        F.when(is_test, "test").otherwise("train").alias("split"),
     )
-    return filled.select(*SAMPLE_COLUMNS)
+    return filled.select(*sample_columns(schema))
 
 
 def summarize(samples: DataFrame) -> dict:
@@ -255,8 +378,9 @@ def summarize(samples: DataFrame) -> dict:
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=print) -> dict:
     """Rebuild samples.ctr in full (a full overwrite: idempotent by construction)."""
+    schema = read_schema(spark, catalog)
     names = (*INPUTS, stats.USER_STATS, stats.POI_STATS, stats.USER_POI_STATS, stats.GLOBAL_STATS)
-    versions = {name: catalog.version(spark, name) for name in names}
+    versions = {name: catalog.version(spark, name) for name in (*names, SCHEMA_TABLE)}
     frames = {name: catalog.read(spark, name, version=versions[name]) for name in names}
     samples = transform(
         frames["clean.impressions"],
@@ -266,6 +390,7 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=prin
         frames[stats.POI_STATS],
         frames[stats.USER_POI_STATS],
         frames[stats.GLOBAL_STATS],
+        schema=schema,
         mode=cfg.mode,
         neg_rate=cfg.neg_rate,
         negatives_per_positive=cfg.negatives_per_positive,

@@ -1,20 +1,26 @@
-"""The n = 10 real-time scene features of an impression, as text values, and their stable ids.
+"""The declared real-time scene features of an impression, as text values, and their stable ids.
 
-Input: impressions (the raw/clean log schema) and POIs (for the cuisine of past orders).
-Output: the impressions with one string column per scene feature (`scene_<feature>`) and one id
-column per feature (`scene_<feature>_id`). Ids are a hash of (feature, value), so the scene
-dictionary, the CTR samples and the scoring model agree on them without sharing state.
+Input: impressions (the raw/clean log) and items (for `recent` features), and the dataset
+schema's scene features (etl/core/dataset_schema.py), read by the caller from the lakehouse.
+Output: the impressions with one string column per feature (`scene_<feature>`) and one id column
+per feature (`scene_<feature>_id`). Ids are a hash of (feature, value), so the scene dictionary,
+the CTR samples and the scoring model agree on them without sharing state.
+
+A feature's value comes from its source (an event column; a derivation from the timestamp; the
+item field of the user's latest positive on an earlier day), then its buckets, its value
+renames and its default. Derivations by day (weekday, weekend, month) read the event's day `dt`,
+the UTC day of `ts`; the hour is the UTC hour of `ts`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from etl.core.clock import utc_hour
-from etl.tokens import SCENE_FEATURES  # defined once, beside their special tokens
-
-NO_RECENT_INTENT = "no recent orders"
+from etl.core.clock import utc_date, utc_hour
+from etl.core.dataset_schema import LABELS, PART_OF_DAY_EDGES, PART_OF_DAY_LABELS, Buckets, SceneFeature
 
 
 def value_column(feature: str) -> str:
@@ -25,83 +31,96 @@ def id_column(feature: str) -> str:
     return f"scene_{feature}_id"
 
 
+def scene_columns(features: Sequence[SceneFeature]) -> list[str]:
+    """The value columns, then the id columns, in declared order."""
+    return [value_column(f.name) for f in features] + [id_column(f.name) for f in features]
+
+
 def scene_id(feature: str | Column, value: Column) -> Column:
     """Stable 64-bit id of a (feature, value) pair."""
     feature_col = F.lit(feature) if isinstance(feature, str) else feature
     return F.xxhash64(feature_col, value)
 
 
-def time_slot_of_hour(hour: Column) -> Column:
-    return (
-        F.when(hour.between(6, 9), "breakfast")
-        .when(hour.between(10, 13), "lunch")
-        .when(hour.between(14, 16), "afternoon tea")
-        .when(hour.between(17, 20), "dinner")
-        .when(hour.between(21, 23), "evening")
-        .otherwise("late night")
-    )
+def bucketed(value: Column, buckets: Buckets) -> Column:
+    """The label of a numeric value's bucket (null stays null)."""
+    labelled = F.when(value < F.lit(buckets.edges[0]), F.lit(buckets.labels[0]))
+    for edge, label in zip(buckets.edges[1:], buckets.labels[1:-1], strict=True):
+        labelled = labelled.when(value < F.lit(edge), F.lit(label))
+    return F.when(value.isNotNull(), labelled.otherwise(F.lit(buckets.labels[-1])))
 
 
-def _temperature_band(celsius: Column) -> Column:
-    return (
-        F.when(celsius < 0, "freezing below 0C")
-        .when(celsius < 10, "cold 0-10C")
-        .when(celsius < 20, "mild 10-20C")
-        .when(celsius < 28, "warm 20-28C")
-        .otherwise("hot above 28C")
-    )
+def _derived(derive: str, ts: Column, day: Column) -> Column:
+    hour = utc_hour(ts)
+    return {
+        "hour": lambda: hour,
+        "part_of_day": lambda: bucketed(hour, Buckets(PART_OF_DAY_EDGES, PART_OF_DAY_LABELS)),
+        "weekday": lambda: F.date_format(day, "EEEE"),
+        "weekend": lambda: F.when(F.dayofweek(day).isin(1, 7), "weekend").when(day.isNotNull(), "weekday"),
+        "month": lambda: F.month(day),
+    }[derive]()
 
 
-def _season(month: Column) -> Column:
-    return (
-        F.when(month.isin(3, 4, 5), "spring")
-        .when(month.isin(6, 7, 8), "summer")
-        .when(month.isin(9, 10, 11), "autumn")
-        .otherwise("winter")
-    )
+def as_text(feature: SceneFeature, raw: Column) -> Column:
+    """A source value -> the feature's text value: buckets, then renames, then the default."""
+    value = bucketed(raw, feature.buckets) if feature.buckets is not None else raw.cast("string")
+    if feature.values:
+        renames = F.create_map(*[F.lit(x) for pair in feature.values.items() for x in pair])
+        value = F.coalesce(F.element_at(renames, value), value)
+    if feature.default:
+        value = F.coalesce(value, F.lit(feature.default))
+    return value
 
 
-def recent_intents(impressions: DataFrame, pois: DataFrame) -> DataFrame:
-    """(user_id, dt) -> the cuisine of the user's latest order on an earlier day.
+def from_hour(feature: SceneFeature, hour: Column) -> Column:
+    """The value of an hour-derived feature at a given hour (0-23): for availability by hour."""
+    if feature.derive not in ("hour", "part_of_day") or feature.column:
+        raise ValueError(f"scene feature {feature.name} is not derived from the event hour")
+    raw = hour if feature.derive == "hour" else bucketed(hour, Buckets(PART_OF_DAY_EDGES, PART_OF_DAY_LABELS))
+    return as_text(feature, raw)
 
-    Point in time: a day's value uses only orders of strictly earlier days.
+
+def recent_values(impressions: DataFrame, items: DataFrame, feature: SceneFeature) -> DataFrame:
+    """(user_id, dt) -> the `recent` item field of the user's latest positive on an earlier day.
+
+    Point in time: a day's value uses only positives of strictly earlier days.
     """
-    orders = (
-        impressions.where(F.col("ordered") == 1)
-        .join(pois.select("poi_id", "cuisine"), "poi_id")
+    label = LABELS[feature.recent_label]
+    positives = (
+        impressions.where(F.col(label) == 1)
+        .join(items.select("poi_id", F.col(feature.recent).alias("_field")), "poi_id")
         .groupBy("user_id", "dt")
-        .agg(F.max_by("cuisine", "ts").alias("last_cuisine"))
+        .agg(F.max_by("_field", "ts").alias("_last"))
     )
     days = impressions.select("user_id", "dt").distinct()
-    history = days.join(orders, ["user_id", "dt"], "left")
     earlier = Window.partitionBy("user_id").orderBy("dt").rowsBetween(Window.unboundedPreceding, -1)
-    return history.select(
-        "user_id",
-        "dt",
-        F.coalesce(F.last("last_cuisine", ignorenulls=True).over(earlier), F.lit(NO_RECENT_INTENT)).alias(
-            "recent_intent"
-        ),
+    return days.join(positives, ["user_id", "dt"], "left").select(
+        "user_id", "dt", F.last("_last", ignorenulls=True).over(earlier).alias(_recent(feature))
     )
 
 
-def with_scene_values(impressions: DataFrame, pois: DataFrame) -> DataFrame:
-    """Add `scene_<feature>` (text value) and `scene_<feature>_id` for the 10 scene features."""
-    hour = utc_hour(F.col("ts"))
-    values = {
-        "city": F.col("city"),
-        "district_type": F.col("district_type"),
-        "time_slot": time_slot_of_hour(hour),
-        "day_type": F.when(F.dayofweek("dt").isin(1, 7), "weekend").otherwise("weekday"),
-        "weather": F.col("weather"),
-        "temperature_band": _temperature_band(F.col("temperature_c")),
-        "season": _season(F.month("dt")),
-        "travel_status": F.when(F.col("is_away"), "travelling away from home city").otherwise("in home city"),
-        "location_type": F.col("location_type"),
-        "recent_intent": F.col("recent_intent"),
-    }
-    df = impressions.join(recent_intents(impressions, pois), ["user_id", "dt"], "left")
-    for feature, value in values.items():
-        df = df.withColumn(value_column(feature), value)
-    for feature in SCENE_FEATURES:
-        df = df.withColumn(id_column(feature), scene_id(feature, F.col(value_column(feature))))
-    return df.drop("recent_intent")
+def _recent(feature: SceneFeature) -> str:
+    return f"_recent_{feature.name}"
+
+
+def with_scene_values(
+    impressions: DataFrame, items: DataFrame, features: Sequence[SceneFeature]
+) -> DataFrame:
+    """Add `scene_<feature>` (text value) and `scene_<feature>_id` for every declared feature."""
+    df = impressions
+    for feature in features:
+        if feature.recent:
+            df = df.join(recent_values(impressions, items, feature), ["user_id", "dt"], "left")
+    for feature in features:
+        if feature.recent:
+            raw = F.col(_recent(feature))
+        elif feature.derive:
+            ts = F.col(feature.column) if feature.column else F.col("ts")
+            day = utc_date(ts) if feature.column else F.col("dt")
+            raw = _derived(feature.derive, ts, day)
+        else:
+            raw = F.col(feature.column)
+        df = df.withColumn(value_column(feature.name), as_text(feature, raw))
+    for feature in features:
+        df = df.withColumn(id_column(feature.name), scene_id(feature.name, F.col(value_column(feature.name))))
+    return df.drop(*[_recent(f) for f in features if f.recent])

@@ -90,7 +90,7 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
 
     from training.common.data import DeltaBatches
     from training.ctr import train
-    from training.ctr.encoding import RAW_COLUMNS
+    from training.ctr.encoding import build_layout, raw_columns
     from training.ctr.pyfunc import save_scoring_model
 
     base = train.CtrConfig(model="larr", scene_vectors=cfg.scene_vectors, batch_size=cfg.batch_size)
@@ -160,7 +160,7 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
         .where("split = 'test'")
         .orderBy("sample_id")
         .limit(cfg.candidates)
-        .toPandas()[list(RAW_COLUMNS)]
+        .toPandas()[list(raw_columns(build_layout(base.encoding, data.fields, data.scene_features, False)))]
     )
     latency = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -72,7 +72,7 @@ def _bench_encoder(cfg: BenchEmbedConfig, folder: Path) -> str:
     from training.lm.backbone import add_special_tokens, load_backbone
 
     model, tokenizer = load_backbone(cfg.backbone)
-    add_special_tokens(model, tokenizer)
+    add_special_tokens(model, tokenizer, generate_job.declared_schema().scene_names)  # the benched world's
     encoder = TextEncoder(model, dim=EMBEDDING_DIM, seed=0)
     save_encoder_model(encoder.backbone, tokenizer, encoder.projection, cfg.max_length, folder)
     return str(folder)

@@ -55,7 +55,8 @@ import torch
 from etl.core.catalog import TableCatalog, is_remote
 from etl.synthetic import vocab
 from etl.synthetic.entities import STREETS
-from etl.tokens import all_special_tokens, wrap_text
+from etl.synthetic.job import declared_schema
+from etl.tokens import special_tokens, wrap_text
 from training.common.device import pick_device
 from training.common.engine import TorchEngine
 from training.common.loop import LoopSettings, train_loop
@@ -77,6 +78,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY, SMOLLM2 = "tiny", "smollm2"
 STAGES = ("cpt", "contrastive")
 CASE_MARK = "bench-llm-case "  # the child's result line on stdout
+SCENE_FEATURES = declared_schema().scene_names  # the texts are shaped like the synthetic world's
 # dense bf16 tensor-core peaks (TFLOP/s), matched in order against torch.cuda.get_device_name()
 GPU_BF16_PEAK_TFLOPS = (
     ("H100 PCIe", 756.0),
@@ -316,7 +318,7 @@ def _has_special_tokens(folder: str) -> bool:
     from transformers import AutoTokenizer
 
     vocab_ = AutoTokenizer.from_pretrained(folder).get_vocab()
-    return all(token in vocab_ for token in all_special_tokens())
+    return all(token in vocab_ for token in special_tokens(SCENE_FEATURES))
 
 
 def _build(case: Case):
@@ -333,8 +335,8 @@ def _build(case: Case):
             device=case.device,
         )
         model, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32)
-        add_special_tokens(model, tokenizer)
-        no_decay = cpt.select_trainable(model, tokenizer, cfg.train_layers)
+        add_special_tokens(model, tokenizer, SCENE_FEATURES)
+        no_decay = cpt.select_trainable(model, tokenizer, cfg.train_layers, SCENE_FEATURES)
         inputs, targets = cpt_texts(case.batch_size * n_batches, case.seed)
         samples = cpt.encode(tokenizer, inputs, targets, cfg.max_length)
         size = case.batch_size
@@ -351,7 +353,7 @@ def _build(case: Case):
         seed=case.seed,
         device=case.device,
     )
-    encoder, tokenizer, no_decay = build_encoder(cfg)
+    encoder, tokenizer, no_decay = build_encoder(cfg, SCENE_FEATURES)
     batches = []
     for step in range(n_batches):
         pair_type = PAIR_TYPES[step % len(PAIR_TYPES)]

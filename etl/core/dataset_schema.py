@@ -42,6 +42,8 @@ EVENT_KEYS = ("event_id", "ts", "user_id", "poi_id", "dt")
 LABELS = {"click": "clicked", "conversion": "ordered"}
 ENTITY_KEYS = {"users": "user_id", "items": "poi_id"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# `user_<x>` / `poi_<x>` sample columns that the statistics already use
+RESERVED_FIELDS = frozenset({"id", "impressions", "clicks", "orders", "ctr", "cvr"})
 _SLICE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -279,12 +281,45 @@ class EventsSchema:
 
 
 @dataclass(frozen=True)
+class GroupKey:
+    """Negatives share the event's value of a scene feature with the item's column."""
+
+    scene: str  # a scene feature of the event
+    item: str  # an items column holding the same values
+
+
+@dataclass(frozen=True)
+class OpenHours:
+    """Negatives are open at the event's time: an item column of "HH:MM-HH:MM" opening hours
+    (close before open = past midnight, equal = all day) against an hour-derived scene feature;
+    an item is available at a value when it is open at the start of at least one of its hours."""
+
+    item: str
+    scene: str
+
+
+@dataclass(frozen=True)
+class NegativesSchema:
+    """Where positive-only sampling draws negatives: the items of the event's group (no group
+    keys and no open hours = every item)."""
+
+    group: tuple[GroupKey, ...] = ()
+    open_hours: OpenHours | None = None
+
+    def pool_columns(self) -> tuple[str, ...]:
+        """The scene features that key a candidate pool, in order."""
+        keys = tuple(g.scene for g in self.group)
+        return keys + ((self.open_hours.scene,) if self.open_hours else ())
+
+
+@dataclass(frozen=True)
 class DatasetSchema:
     name: str
     events: EventsSchema = field(default_factory=EventsSchema)
     scene_features: tuple[SceneFeature, ...] = ()
     users: EntitySchema = field(default_factory=EntitySchema)
     items: EntitySchema = field(default_factory=EntitySchema)
+    negatives: NegativesSchema = field(default_factory=NegativesSchema)
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -333,6 +368,34 @@ class DatasetSchema:
         _check_known(
             "events", self.events.vocabularies, self.events.ranges, self.events.required, event_columns
         )
+        for side, entity in (("users", self.users), ("items", self.items)):
+            fields = {*entity.categorical, *(n.column for n in entity.numeric)}
+            clash = sorted(fields & RESERVED_FIELDS)
+            if clash:
+                raise ValueError(
+                    f"{side} field {clash[0]} clashes with a statistics column"
+                    f" (reserved: {', '.join(sorted(RESERVED_FIELDS))})"
+                )
+        self._check_negatives()
+
+    def _check_negatives(self) -> None:
+        item_columns = self.items.column_types()
+        keys = self.negatives.pool_columns()
+        if len(set(keys)) != len(keys):
+            raise ValueError("negatives: a scene feature keys the pool twice")
+        for key in self.negatives.group:
+            self.scene_feature(key.scene)
+            if key.item not in item_columns:
+                raise ValueError(f"negatives.group: {key.item} is not a declared items column")
+        hours = self.negatives.open_hours
+        if hours is not None:
+            if hours.item not in item_columns:
+                raise ValueError(f"negatives.open_hours.item: {hours.item} is not a declared items column")
+            scene = self.scene_feature(hours.scene)
+            if scene.derive not in ("hour", "part_of_day") or scene.column:
+                raise ValueError(
+                    f"negatives.open_hours.scene: {hours.scene} is not derived from the event hour"
+                )
 
     # -- what the tables hold ---------------------------------------------------------------------
     @property
@@ -343,7 +406,7 @@ class DatasetSchema:
         for feature in self.scene_features:
             if feature.name == name:
                 return feature
-        raise KeyError(
+        raise ValueError(
             f"no scene feature {name!r} in dataset schema {self.name!r} (has: {', '.join(self.scene_names)})"
         )
 
@@ -370,6 +433,56 @@ class DatasetSchema:
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": SCHEMA_VERSION, **_plain(asdict(self))}
+
+
+@dataclass(frozen=True)
+class SampleFields:
+    """The columns a CTR sample carries besides ids, statistics, scene values and labels, as the
+    dataset schema declares them: users' and items' fields prefixed `user_` / `poi_`, event fields
+    under their own names. String fields are hashed (`<column>_id` = xxhash64(column, value)),
+    integer ones are embedded by value (`small_int`), numeric ones enter as they are or as log1p."""
+
+    user_fields: dict[str, str]  # raw users column -> sample column
+    item_fields: dict[str, str]  # raw pois column -> sample column
+    event_fields: tuple[str, ...]  # raw impressions columns kept under their own names
+    hashed: tuple[str, ...]  # sample columns hashed into embedding tables
+    small_int: tuple[str, ...]  # integer sample columns embedded by value
+    numeric: tuple[str, ...]  # declared numeric sample columns
+    log1p: tuple[str, ...]  # those of `numeric` that enter as log1p
+
+
+def sample_fields(schema: DatasetSchema) -> SampleFields:
+    """The sample columns of a schema, in a fixed order: users', events', then items' fields."""
+    integer = ("int", "long")
+    user_types, item_types = schema.users.column_types(), schema.items.column_types()
+    user_fields = {
+        c: f"user_{c}" for c in (*schema.users.categorical, *(n.column for n in schema.users.numeric))
+    }
+    item_fields = {
+        c: f"poi_{c}" for c in (*schema.items.categorical, *(n.column for n in schema.items.numeric))
+    }
+    position = ("position",) if schema.events.position else ()
+    hashed = (
+        *[user_fields[c] for c in schema.users.categorical if user_types[c] not in integer],
+        *schema.events.categorical,
+        *[item_fields[c] for c in schema.items.categorical if item_types[c] not in integer],
+    )
+    small_int = (
+        *[user_fields[c] for c in schema.users.categorical if user_types[c] in integer],
+        *[item_fields[c] for c in schema.items.categorical if item_types[c] in integer],
+        *position,
+    )
+    numerics = [(user_fields[n.column], n) for n in schema.users.numeric]
+    numerics += [(item_fields[n.column], n) for n in schema.items.numeric]
+    return SampleFields(
+        user_fields=user_fields,
+        item_fields=item_fields,
+        event_fields=(*schema.events.categorical, *position),
+        hashed=hashed,
+        small_int=small_int,
+        numeric=tuple(name for name, _ in numerics),
+        log1p=tuple(name for name, n in numerics if n.transform == "log1p"),
+    )
 
 
 def _check_known(side, vocabularies, ranges, required, columns) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl.core.randomness import choice, normal, randint, uniform
 from etl.synthetic import vocab
 from etl.synthetic.config import WorldConfig
-from etl.core.randomness import choice, normal, randint, uniform
 
 LATENT_DIM = 4
 STREETS = ("Renmin", "Zhongshan", "Jiefang", "Heping", "Xinhua", "Jianshe", "Wenhua", "Chang'an")

@@ -59,9 +59,14 @@ def impression_tables(scored: DataFrame, cfg: GenerateConfig) -> tuple[DataFrame
     return corrupt_impressions(raw, cfg.world.seed, cfg.dirty.fraction), truth
 
 
+def declared_schema() -> DatasetSchema:
+    """The dataset schema the world conforms to, as declared in schema.yaml."""
+    return load_schema_file(SCHEMA_FILE)
+
+
 def world_schema(cfg: GenerateConfig) -> DatasetSchema:
-    """The dataset schema the world conforms to (schema.yaml), with the test days of `cfg`."""
-    schema = load_schema_file(SCHEMA_FILE)
+    """The declared schema with the test days of `cfg`."""
+    schema = declared_schema()
     return replace(schema, events=replace(schema.events, test_days=cfg.world.days - cfg.test_day + 1))
 
 

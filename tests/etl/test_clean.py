@@ -6,8 +6,8 @@ from pyspark.sql import functions as F
 
 from etl.clean import job
 from etl.clean.config import CleanConfig, Vocabularies
-from etl.core.raw_schema import RAW_SCHEMAS
 from etl.core.randomness import uniform
+from etl.core.raw_schema import RAW_SCHEMAS
 
 USER = {
     "user_id": 1,

@@ -3,8 +3,10 @@
 import pytest
 from pyspark.sql import functions as F
 
+from etl.core.schema_table import write_schema
+from etl.synthetic.job import world_schema
 from etl.text import corpus, pairs
-from etl.tokens import SCENE_FEATURES, unwrap_text
+from etl.tokens import unwrap_text
 from features import scene
 from tests.features.builders import clean_world
 
@@ -12,6 +14,8 @@ from tests.features.builders import clean_world
 @pytest.mark.slow
 def test_text_jobs_on_the_world(spark, world_catalog, catalog, tiny_world_config):
     users, pois, impressions = clean_world(spark, world_catalog)
+    schema = world_schema(tiny_world_config)
+    write_schema(spark, catalog, schema)
     catalog.write(users, "clean.users")
     catalog.write(pois, "clean.pois")
     catalog.write(impressions, "clean.impressions", partition_by=["dt"])
@@ -45,7 +49,7 @@ def test_text_jobs_on_the_world(spark, world_catalog, catalog, tiny_world_config
         assert "null" not in a + b and "None" not in a + b
 
     values = scene.run(spark, catalog, scene.SceneConfig(), log=lambda _: None)
-    assert all(values[f"{f}_values"] >= 1 for f in SCENE_FEATURES)
+    assert all(values[f"{f}_values"] >= 1 for f in schema.scene_names)
     assert values["time_slot_values"] >= 4 and values["city_values"] >= 2
     dictionary = catalog.read(spark, "features.scene_dictionary")
-    assert dictionary.agg(F.sum("impressions")).first()[0] == impressions.count() * len(SCENE_FEATURES)
+    assert dictionary.agg(F.sum("impressions")).first()[0] == impressions.count() * len(schema.scene_names)

@@ -4,21 +4,25 @@ from pyspark.sql import functions as F
 from etl import tokens
 from etl.text import poi_text, user_text
 from etl.tokens import (
-    SCENE_FEATURES,
     SLICES,
     UnknownSliceError,
-    all_special_tokens,
     closing_token,
+    is_closing_token,
     scene_slice,
+    special_tokens,
+    strip_tokens,
     unwrap_text,
     wrap,
     wrap_text,
 )
+from tests.etl.text_fixtures import SCHEMA
+
+SCENES = SCHEMA.scene_names
 
 
 def test_tokens_are_unique_and_follow_the_slice_names():
-    special = all_special_tokens()
-    assert len(special) == len(set(special)) == 2 * len(SLICES)
+    special = special_tokens(SCENES)
+    assert len(special) == len(set(special)) == 2 * (len(SLICES) + len(SCENES))
     assert len({s.name for s in SLICES}) == len(SLICES)
     for s in SLICES:
         assert (s.open, s.close) == (f"<{s.name}>", f"</{s.name}>")
@@ -28,12 +32,19 @@ def test_tokens_are_unique_and_follow_the_slice_names():
     assert closing_token("user_profile") == "</user_profile>"
 
 
-def test_every_scene_feature_has_a_slice_and_scene_values_uses_the_same_features():
-    from features import scene_values
-
-    assert scene_values.SCENE_FEATURES is SCENE_FEATURES
-    assert len(SCENE_FEATURES) == 10
-    assert [s.name for s in tokens.slices_of(tokens.SCENE)] == [scene_slice(f) for f in SCENE_FEATURES]
+def test_scene_slices_come_from_the_declared_features():
+    assert [s.name for s in tokens.slices_of(tokens.SCENE, SCENES)] == [scene_slice(f) for f in SCENES]
+    assert special_tokens(["sky", "daypart"])[-4:] == [
+        "<scene_sky>",
+        "</scene_sky>",
+        "<scene_daypart>",
+        "</scene_daypart>",
+    ]
+    assert closing_token("scene_any_feature") == "</scene_any_feature>"
+    assert is_closing_token("</scene_sky>") and is_closing_token("</POI_name>")
+    assert not is_closing_token("<scene_sky>") and not is_closing_token("</POI_colour>")
+    assert not is_closing_token("</scene_Sky>")  # feature names are lower snake case
+    assert strip_tokens("a <scene_sky>b</scene_sky> <POI_name>c") == "a b c"
 
 
 def test_every_slice_the_builders_use_is_registered_and_every_poi_and_user_slice_is_used():

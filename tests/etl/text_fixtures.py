@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+from etl.core.dataset_schema import load_schema_file
+from etl.core.schema_table import write_schema
+from etl.synthetic.job import SCHEMA_FILE
+
+# the synthetic world's declared schema: these rows follow it
+SCHEMA = load_schema_file(SCHEMA_FILE)
+
 USERS_SCHEMA = (
     "user_id long, nickname string, gender string, age_band string, home_city string,"
     " member_level string, device string"
@@ -129,7 +136,8 @@ IMPRESSIONS = [
 ]
 
 
-def write_clean(spark, catalog, users=USERS, pois=POIS, impressions=IMPRESSIONS) -> None:
+def write_clean(spark, catalog, users=USERS, pois=POIS, impressions=IMPRESSIONS, schema=SCHEMA) -> None:
+    write_schema(spark, catalog, schema)
     catalog.write(spark.createDataFrame(users, USERS_SCHEMA), "clean.users")
     catalog.write(spark.createDataFrame(pois, POIS_SCHEMA), "clean.pois")
     catalog.write(

@@ -1,12 +1,18 @@
 import datetime as dt
+import random
+from collections import Counter
+from dataclasses import replace
 
 import pytest
 from pyspark.sql import functions as F
 
 from etl.core.randomness import uniform
+from etl.core.schema_table import write_schema
+from etl.synthetic.job import world_schema
 from features import samples, stats
 from features.samples import SamplesConfig
 from features.stats import StatsConfig
+from tests.etl.text_fixtures import SCHEMA
 from tests.features import builders
 
 D1, D2, D3 = dt.date(2026, 4, 6), dt.date(2026, 4, 7), dt.date(2026, 4, 8)
@@ -55,6 +61,7 @@ def _inputs(spark, catalog, partitions=None):
     if partitions:
         log = log.repartition(partitions)
     catalog.write(log, "clean.impressions", partition_by=["dt"])
+    write_schema(spark, catalog, SCHEMA)
     catalog.write(builders.users(spark, [1, 2, 3]), "clean.users")
     catalog.write(builders.pois(spark, POIS), "clean.pois")
     stats.run(spark, catalog, StatsConfig(prior_strength=2.0), log=lambda _: None)
@@ -85,13 +92,13 @@ def test_positive_only_takes_open_pois_of_the_city_and_slot_never_the_users_own(
         expected.append(_expected_row(event_id, poi, 1, ordered, 1.0))
         expected += [_expected_row(event_id, n, 0, 0, 1.0) for n in negatives]
     assert _projection(table) == sorted(expected)
-    assert table.columns == samples.SAMPLE_COLUMNS
+    assert table.columns == samples.sample_columns(SCHEMA)
     positive_ids = {r["sample_id"] for r in table.where("click = 1").collect()}
     assert positive_ids == set(ELIGIBLE)
     assert table.select("sample_id").distinct().count() == table.count()
 
 
-def test_positive_only_keeps_the_first_k_by_hash_and_records_the_effective_rate(spark, catalog):
+def test_positive_only_keeps_k_of_the_eligible_and_records_the_effective_rate(spark, catalog):
     _inputs(spark, catalog)
     summary = samples.run(
         spark, catalog, _cfg(mode="positive_only", negatives_per_positive=2), log=lambda _: None
@@ -185,13 +192,14 @@ def test_same_result_under_any_partitioning_and_when_run_twice(spark, tmp_path, 
     assert tables[0] == tables[1]
 
 
-def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog):
+def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog, tiny_world_config):
     users, pois, log = builders.clean_world(spark, world_catalog)
+    write_schema(spark, catalog, world_schema(tiny_world_config))  # test days: the world's last one
     catalog.write(log, "clean.impressions", partition_by=["dt"])
     catalog.write(users, "clean.users")
     catalog.write(pois, "clean.pois")
     stats.run(spark, catalog, StatsConfig(), log=lambda _: None)
-    summary = samples.run(spark, catalog, SamplesConfig(neg_rate=0.2, test_day_index=3), log=lambda _: None)
+    summary = samples.run(spark, catalog, SamplesConfig(neg_rate=0.2), log=lambda _: None)
     totals = log.agg(F.sum("clicked").alias("clicks"), F.count(F.lit(1)).alias("rows")).first()
     table = catalog.read(spark, samples.OUTPUT)
     assert table.where("click = 1").count() == totals["clicks"]
@@ -203,13 +211,137 @@ def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog):
     assert table.where(F.col("user_gender").isNull() | F.col("poi_cuisine").isNull()).count() == 0
 
 
+def _positives(spark, rows, group_columns=()):
+    """(event_id, user_id, dt, poi_id, *group columns) from tuples in that order."""
+    schema = "event_id long, user_id long, dt date, poi_id long" + "".join(
+        f", {c} string" for c in group_columns
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def _pool(spark, poi_ids):
+    return spark.createDataFrame([(p,) for p in poi_ids], "poi_id long")
+
+
+def _one_group_log(seed=3, events=400, items=3000):
+    """A log of `events` positives in one group of `items` POIs: 80 users over two days, 1 to 9
+    positives a user-day, some at the same POI twice and some at POIs outside the pool."""
+    rng = random.Random(seed)
+    pool = [7 * i + 3 for i in range(items)]  # not 0..n-1: the numbering is the sampler's
+    rows, event_id = [], 0
+    while event_id < events:
+        user, day = rng.randrange(80), rng.choice([D1, D2])
+        picks = rng.sample(pool, rng.randint(1, 8))
+        picks += [picks[0]] if rng.random() < 0.3 else []  # the same POI twice that day
+        picks += [-1] if rng.random() < 0.2 else []  # a POI outside the pool
+        for poi in picks:
+            rows.append((event_id, user, day, poi))
+            event_id += 1
+    return pool, rows
+
+
+def _same_day(rows):
+    done = {}
+    for _, user, day, poi in rows:
+        done.setdefault((user, day), set()).add(poi)
+    return done
+
+
+def test_one_group_of_every_item_gives_k_distinct_eligible_negatives_from_events_x_k_draws(spark):
+    pool, rows = _one_group_log()
+    k, n_g = 4, len(pool)
+    positives, pool_df = _positives(spark, rows), _pool(spark, pool)
+    done, in_pool = _same_day(rows), set(pool)
+    m = {e: len(done[(u, d)] & in_pool) for e, u, d, _ in rows}
+    assert len(set(m.values())) > 3  # events exclude different numbers of items
+
+    draws = samples.candidate_draws(positives, pool_df, [], k, seed=11)
+    assert draws.count() == sum(min(n_g, k + m_e) for m_e in m.values())  # events x (k + m_e), not x items
+    assert draws.select("event_id", "poi_id").distinct().count() == draws.count()
+
+    negatives = samples.draw_negatives(positives, pool_df, [], k, seed=11).collect()
+    drawn = {}
+    for r in negatives:
+        drawn.setdefault(r["event_id"], []).append(r["poi_id"])
+        assert r["neg_rate"] == k / (n_g - m[r["event_id"]])  # exactly k / n
+    assert set(drawn) == set(m)
+    for e, u, d, _ in rows:
+        assert len(drawn[e]) == len(set(drawn[e])) == k
+        assert set(drawn[e]) <= in_pool and not set(drawn[e]) & done[(u, d)]
+
+
+def test_negatives_do_not_depend_on_partitioning(spark):
+    pool, rows = _one_group_log(seed=4, events=300, items=500)
+    results = []
+    for partitions in (1, 7):
+        positives = _positives(spark, rows).repartition(partitions)
+        pool_df = _pool(spark, pool).repartition(partitions)
+        results.append(
+            sorted(tuple(r) for r in samples.draw_negatives(positives, pool_df, [], 4, seed=5).collect())
+        )
+    assert results[0] == results[1] and len(results[0]) == 4 * len(rows)
+    other_seed = samples.draw_negatives(_positives(spark, rows), _pool(spark, pool), [], 4, seed=6).collect()
+    assert sorted(tuple(r) for r in other_seed) != results[0]
+
+
+def test_a_small_group_gives_all_its_eligible_items_and_an_empty_one_none(spark):
+    pool = spark.createDataFrame(
+        [("A", p) for p in (1, 2, 3, 4, 5)] + [("B", 6), ("B", 7)], "city string, poi_id long"
+    )
+    rows = [
+        (1, 1, D1, 1, "A"),  # user 1 clicked 1 and 2 in A: n = 5 - 2 = 3 < k
+        (2, 1, D1, 2, "A"),
+        (3, 2, D1, 6, "B"),  # user 2 clicked both POIs of B: n = 0
+        (4, 2, D1, 7, "B"),
+        (5, 3, D1, 9, "C"),  # no POI in C
+        (6, 1, D2, 6, "A"),  # user 1 on another day, at a POI of B: all 5 of A eligible, k taken
+    ]
+    negatives = samples.draw_negatives(_positives(spark, rows, ["city"]), pool, ["city"], 4, seed=2).collect()
+    drawn = {}
+    for r in negatives:
+        drawn.setdefault(r["event_id"], set()).add(r["poi_id"])
+        assert r["neg_rate"] == {1: 1.0, 2: 1.0, 6: 0.8}[r["event_id"]]
+    assert drawn[1] == drawn[2] == {3, 4, 5}
+    assert len(drawn[6]) == 4 and drawn[6] <= {1, 2, 3, 4, 5}
+    assert set(drawn) == {1, 2, 6}
+
+
+def test_every_eligible_item_is_drawn_about_equally_often(spark):
+    """10,000 events in one group of 50 items, each user having clicked the same 10 popular items
+    that day: every other item should be drawn about 10,000 * 4 / 40 = 1,000 times. A broken
+    permutation shows: with stride 1 the items just after the popular block are drawn 2.8x as often."""
+    pool = list(range(100, 150))
+    popular = pool[:10]
+    rows = [(user * 10 + i, user, D1, poi) for user in range(1000) for i, poi in enumerate(popular)]
+    negatives = samples.draw_negatives(_positives(spark, rows), _pool(spark, pool), [], 4, seed=8)
+    counts = Counter(r["poi_id"] for r in negatives.select("poi_id").collect())
+    assert set(counts) == set(pool[10:])  # every eligible item, never a popular one
+    mean = sum(counts.values()) / len(counts)
+    assert mean == 1000
+    assert 0.65 * mean < min(counts.values()) <= max(counts.values()) < 1.35 * mean, sorted(counts.values())
+
+
+def test_the_test_split_is_the_schemas_last_days_unless_a_day_index_is_given(spark, catalog):
+    _inputs(spark, catalog)
+
+    def test_days(cfg):
+        samples.run(spark, catalog, cfg, log=lambda _: None)
+        table = catalog.read(spark, samples.OUTPUT)
+        return sorted(r[0] for r in table.where("split = 'test'").select("dt").distinct().collect())
+
+    assert test_days(_cfg(test_day_index=0)) == [D3]  # the schema's one test day: the log's last
+    write_schema(spark, catalog, replace(SCHEMA, events=replace(SCHEMA.events, test_days=2)))
+    assert test_days(_cfg(test_day_index=0)) == [D2, D3]
+    assert test_days(_cfg(test_day_index=3)) == [D3]  # an explicit day index wins
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
         ({"mode": "clicks"}, "mode"),
         ({"neg_rate": 0.0}, "neg_rate"),
         ({"negatives_per_positive": 0}, "negatives_per_positive"),
-        ({"test_day_index": 0}, "test_day_index"),
+        ({"test_day_index": -1}, "test_day_index"),
     ],
 )
 def test_config_errors_name_the_key(kwargs, key):

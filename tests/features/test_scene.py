@@ -1,6 +1,6 @@
 from pyspark.sql import functions as F
 
-from etl.tokens import SCENE_FEATURES, wrap_text
+from etl.tokens import wrap_text
 from features import scene
 from features.scene import SceneConfig
 from features.scene_values import id_column, scene_id, value_column, with_scene_values
@@ -10,6 +10,7 @@ from tests.etl.text_fixtures import (
     IMPRESSIONS_SCHEMA,
     POIS,
     POIS_SCHEMA,
+    SCHEMA,
     impression,
     write_clean,
 )
@@ -56,7 +57,7 @@ def test_scene_dictionary_whole_table_and_idempotent(spark, catalog):
     assert _rows(catalog.read(spark, "features.scene_dictionary")) == expected
     assert expected[0][2].startswith("<scene_city>") and expected[0][2].endswith("</scene_city>")
     assert figures["values"] == 16 and figures["time_slot_values"] == 3 and figures["season_values"] == 1
-    assert figures["input_versions"] == {"clean.impressions": 0, "clean.pois": 0}
+    assert figures["input_versions"] == {"clean.impressions": 0, "clean.pois": 0, "raw.dataset_schema": 0}
     again = scene.run(spark, catalog, SceneConfig(), log=lambda _: None)
     assert again["output_versions"] == {
         "features.scene_dictionary": figures["output_versions"][scene.OUTPUT] + 1
@@ -68,9 +69,9 @@ def test_every_scene_id_of_an_impression_is_in_the_dictionary(spark):
     extra = [impression(30, IMPRESSIONS[0][-1], 2, 12, 3, 0, 0, weather=None, temp=-4.0)]
     impressions = spark.createDataFrame(IMPRESSIONS + extra, IMPRESSIONS_SCHEMA)
     pois = spark.createDataFrame(POIS, POIS_SCHEMA)
-    dictionary = scene.transform(impressions, pois)
-    rows = with_scene_values(impressions, pois)
-    for feature in SCENE_FEATURES:
+    dictionary = scene.transform(impressions, pois, SCHEMA.scene_features)
+    rows = with_scene_values(impressions, pois, SCHEMA.scene_features)
+    for feature in SCHEMA.scene_names:
         keys = rows.where(F.col(value_column(feature)).isNotNull()).select(
             F.lit(feature).alias("feature"),
             F.col(value_column(feature)).alias("value"),
@@ -86,3 +87,42 @@ def test_every_scene_id_of_an_impression_is_in_the_dictionary(spark):
 
 def test_config_file_loads():
     assert load_config(SceneConfig, default_config_path("features_scene")) == SceneConfig()
+
+
+def test_the_dictionary_follows_another_declared_schema(spark, catalog):
+    """Four features of another dataset: a templated column, a bucketed numeric, two derivations."""
+    from etl.core.dataset_schema import parse_schema
+
+    schema = parse_schema(
+        {
+            "name": "other",
+            "scene_features": [
+                {"name": "sky", "column": "weather", "template": "the sky: {value}"},
+                {
+                    "name": "warmth",
+                    "column": "temperature_c",
+                    "column_type": "double",
+                    "buckets": {"edges": [20], "labels": ["cool", "warm"]},
+                },
+                {"name": "daypart", "derive": "part_of_day"},
+                {"name": "weekday", "derive": "weekday", "template": "on a {value}"},
+            ],
+        },
+        "test",
+    )
+    write_clean(spark, catalog, schema=schema)
+    figures = scene.run(spark, catalog, SceneConfig(), log=lambda _: None)
+    rows = {(r[0], r[1]): (r[2], r[4]) for r in catalog.read(spark, scene.OUTPUT).collect()}
+    assert rows == {
+        ("sky", "rainy"): ("<scene_sky>the sky: rainy</scene_sky>", 1),
+        ("sky", "sunny"): ("<scene_sky>the sky: sunny</scene_sky>", 7),
+        ("warmth", "cool"): ("<scene_warmth>cool</scene_warmth>", 1),
+        ("warmth", "warm"): ("<scene_warmth>warm</scene_warmth>", 7),
+        ("daypart", "morning"): ("<scene_daypart>morning</scene_daypart>", 2),
+        ("daypart", "afternoon"): ("<scene_daypart>afternoon</scene_daypart>", 4),
+        ("daypart", "evening"): ("<scene_daypart>evening</scene_daypart>", 2),
+        ("weekday", "Monday"): ("<scene_weekday>on a Monday</scene_weekday>", 3),
+        ("weekday", "Tuesday"): ("<scene_weekday>on a Tuesday</scene_weekday>", 3),
+        ("weekday", "Wednesday"): ("<scene_weekday>on a Wednesday</scene_weekday>", 2),
+    }
+    assert figures["values"] == 10 and figures["daypart_values"] == 3 and "city_values" not in figures

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from etl.core import tracking
-from etl.tokens import all_special_tokens, wrap_text
+from etl.tokens import special_tokens, wrap_text
+from tests.etl.text_fixtures import SCHEMA
 from training.lm import convert_smollm2
 from training.lm.backbone import (
     BackboneError,
@@ -18,6 +19,7 @@ from training.lm.backbone import (
 )
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
+SCENES = SCHEMA.scene_names
 TEXTS = [wrap_text("POI_name", "Aunt Li's Claypot") + wrap_text("POI_loc", "Guangzhou"), "a cold noodle shop"]
 
 
@@ -37,18 +39,18 @@ def test_special_tokens_are_added_once_and_each_encodes_to_one_id(backbone):
     model, tokenizer = backbone
     before = len(tokenizer)
     assert tokenizer.pad_token is None
-    added = add_special_tokens(model, tokenizer)
-    assert added == len(all_special_tokens())
+    added = add_special_tokens(model, tokenizer, SCENES)
+    assert added == len(special_tokens(SCENES))
     assert len(tokenizer) == before + added == model.get_input_embeddings().weight.shape[0]
     assert model.config.vocab_size == len(tokenizer)
-    assert add_special_tokens(model, tokenizer) == 0
+    assert add_special_tokens(model, tokenizer, SCENES) == 0
     assert len(tokenizer) == before + added == model.get_input_embeddings().weight.shape[0]
     ids = set()
-    for token in all_special_tokens():
+    for token in special_tokens(SCENES):
         encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
         assert encoded == [tokenizer.convert_tokens_to_ids(token)], token
         ids.update(encoded)
-    assert len(ids) == len(all_special_tokens())
+    assert len(ids) == len(special_tokens(SCENES))
     # inside text too, and decoding without special tokens drops them
     encoded = tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
     assert encoded[0] == tokenizer.convert_tokens_to_ids("<POI_name>")
@@ -65,7 +67,7 @@ def test_new_rows_are_the_mean_of_the_old_rows(tied):
     old_in = model.get_input_embeddings().weight.detach().clone()
     old_out = model.get_output_embeddings().weight.detach().clone()
     rows = old_in.shape[0]
-    added = add_special_tokens(model, tokenizer)
+    added = add_special_tokens(model, tokenizer, SCENES)
     new_in = model.get_input_embeddings().weight.detach()
     new_out = model.get_output_embeddings().weight.detach()
     torch.testing.assert_close(new_in[:rows], old_in, rtol=0, atol=0)
@@ -79,19 +81,19 @@ def test_new_rows_are_the_mean_of_the_old_rows(tied):
 
 def test_save_and_load_round_trip_gives_the_same_logits(backbone, tmp_path):
     model, tokenizer = backbone
-    add_special_tokens(model, tokenizer)
+    add_special_tokens(model, tokenizer, SCENES)
     expected = logits(model, tokenizer)
     save_backbone(model, tokenizer, tmp_path / "ckpt")
     loaded, loaded_tokenizer = load_backbone(tmp_path / "ckpt")
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
-    assert add_special_tokens(loaded, loaded_tokenizer) == 0
+    assert add_special_tokens(loaded, loaded_tokenizer, SCENES) == 0
     assert loaded_tokenizer.padding_side == "right"
     torch.testing.assert_close(logits(loaded, loaded_tokenizer), expected, rtol=0, atol=0)
 
 
 def test_right_padding_keeps_each_text_logits(backbone):
     model, tokenizer = backbone
-    add_special_tokens(model, tokenizer)
+    add_special_tokens(model, tokenizer, SCENES)
     batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
     padded = logits(model, tokenizer)
     for row, text in enumerate(TEXTS):
@@ -102,7 +104,7 @@ def test_right_padding_keeps_each_text_logits(backbone):
 
 def test_load_from_an_mlflow_run_uri(backbone, lakehouse):
     model, tokenizer = backbone
-    add_special_tokens(model, tokenizer)
+    add_special_tokens(model, tokenizer, SCENES)
     tracking.configure(str(lakehouse))  # sqlite in the temp lakehouse
     artifacts = lakehouse / "artifacts"
     experiment_id = mlflow.create_experiment("backbone-unit", artifact_location=artifacts.as_uri())

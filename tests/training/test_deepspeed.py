@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
+from tests.etl.text_fixtures import SCHEMA
 from tests.training.test_contrastive import _config as contrastive_config
 from tests.training.test_contrastive import backbone_dir, base_dir, pairs  # noqa: F401 - fixtures
 from tests.training.test_cpt import _config as cpt_config
@@ -23,6 +24,7 @@ from training.embedding import contrastive
 from training.lm import cpt
 from training.lm.backbone import add_special_tokens, load_backbone
 
+SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
 ZERO2 = str(REPO_ROOT / "jobs" / "deepspeed" / "zero2.json")
 ZERO3 = str(REPO_ROOT / "jobs" / "deepspeed" / "zero3.json")
 
@@ -32,6 +34,7 @@ import torch
 torch.set_num_threads(1)
 from training.common.engine import full_weights
 from training.lm.backbone import save_backbone
+
 stage, cfg, data, out = pickle.loads(open(sys.argv[1], "rb").read())
 module = __import__(f"training.{stage}", fromlist=["train"])
 trained = module.train(cfg, data, cfg.checkpoint_dir, log=lambda _: None)
@@ -80,7 +83,7 @@ def _assert_same_weights(folder: Path, reference: torch.nn.Module, initial: Path
     small, differences, so exact equality is not the bar)."""
     saved, _ = load_backbone(folder, dtype=torch.float32)
     start, tokenizer = load_backbone(initial, dtype=torch.float32)
-    add_special_tokens(start, tokenizer)
+    add_special_tokens(start, tokenizer, SCENES)
     expected, start = reference.state_dict(), start.state_dict()
     assert saved.state_dict().keys() == expected.keys()
     moved = 0

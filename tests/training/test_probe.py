@@ -2,12 +2,16 @@ import numpy as np
 import pytest
 import torch
 
+from etl.core.schema_table import write_schema
+from tests.etl.text_fixtures import SCHEMA
 from tests.features.builders import clean_world
 from tests.training.test_contrastive import _config, _pair_rows
 from training.embedding.contrastive import run
 from training.embedding.probe import linear_probe, probe_set, roc_auc
 from training.lm.backbone import add_special_tokens, save_backbone
 from training.lm.tiny import tiny_llama, tiny_tokenizer
+
+SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
 
 
 def test_roc_auc_on_a_hand_made_ranking():
@@ -82,12 +86,13 @@ def test_probe_set_labels_hot_against_cold_from_the_truth(spark, probe_catalog):
 
 def test_stage2_reports_the_probe_before_and_after(spark, probe_catalog, tmp_path):
     schema = "pair_type string, anchor_id long, positive_id long, text_a string, text_b string, split string"
+    write_schema(spark, probe_catalog, SCHEMA)
     probe_catalog.write(
         spark.createDataFrame(_pair_rows(), schema), "pairs.contrastive", partition_by=["pair_type"]
     )
     tokenizer = tiny_tokenizer()
     model = tiny_llama(tokenizer)
-    add_special_tokens(model, tokenizer)
+    add_special_tokens(model, tokenizer, SCENES)
     backbone = save_backbone(model, tokenizer, tmp_path / "stage1")
     cfg = _config(backbone, tmp_path, probe_attribute="temperature", probe_max_pois=60, max_steps=1)
     summary = run(spark, probe_catalog, cfg, log=lambda _: None)

@@ -1,12 +1,14 @@
 """Sample rows -> `CtrInputs`: one encoding for training batches and for the scoring model.
 
-Categorical fields are hashed into per-field embedding tables (`id mod buckets`): user and POI
-ids, the xxhash64 ids of the user / POI / device fields, the price level, the list position and
-the 10 scene feature ids (every model sees the scene as ordinary ID features; LARR adds their LLM
-vectors). Counts enter as log1p, rates as they are. For LARR every scene value is also mapped to
-its row in the frozen scene table (the stage-3 export of one encoder version, features
-concatenated in `SCENE_FEATURES` order); an id the export does not hold gets its feature's
-unknown row and is counted.
+The fields come from the dataset schema (`etl.core.dataset_schema.sample_fields`, read from the
+lakehouse by the trainer and saved with the model in its `FeatureLayout`). Categorical fields are
+hashed into per-field embedding tables (`id mod buckets`): user and POI ids, the xxhash64 ids of
+the declared string fields, the declared integer fields (and the list position) by value, and
+the scene feature ids (every model sees the scene as ordinary ID features; LARR adds their LLM
+vectors). Counts enter as log1p, rates as they are, declared numeric fields as declared. For
+LARR every scene value is also mapped to its row in the frozen scene table (the stage-3 export
+of one encoder version, features concatenated in the schema's order); an id the export does not
+hold gets its feature's unknown row and is counted.
 
 Training batches already carry the `*_id` columns Spark computed; a scoring request carries the
 raw strings, and `with_hashed_ids` derives the same ids (Spark's xxhash64, re-implemented in
@@ -20,15 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from etl.tokens import SCENE_FEATURES
+from etl.core.dataset_schema import SampleFields
 from features.embeddings.vectors import SceneVectors
 from training.ctr.inputs import CtrInputs, FeatureLayout
 
-# Spelled out, not imported from the Spark jobs (features.samples, features.stats), which the scoring
-# model does not load;
-# tests/training/ctr/test_encoding.py checks them against features.samples and features.stats.
-HASHED_FIELDS = ("user_gender", "user_age_band", "user_home_city", "user_member_level", "device",
-                 "poi_city", "poi_cuisine")  # fmt: skip
+# The statistics' columns, spelled out, not imported from the Spark job (features.stats), which the
+# scoring model does not load; tests/training/ctr/test_encoding.py checks them against it.
 _ENTITIES, _COUNTS, _RATES = ("user", "poi", "user_poi"), ("impressions", "clicks", "orders"), ("ctr", "cvr")
 COUNT_COLUMNS = tuple(f"{prefix}_{name}" for prefix in _ENTITIES for name in _COUNTS)
 RATE_COLUMNS = tuple(f"{prefix}_{name}" for prefix in _ENTITIES for name in _RATES)
@@ -43,12 +42,7 @@ def value_column(feature: str) -> str:
     return f"scene_{feature}"  # as features.scene_values.value_column
 
 
-SCENE_ID_COLUMNS = tuple(id_column(f) for f in SCENE_FEATURES)
-SCENE_VALUE_COLUMNS = tuple(value_column(f) for f in SCENE_FEATURES)
-SMALL_INT_FIELDS = ("poi_price_level", "position")
 LABEL_COLUMNS = ("click", "ctcvr", "neg_rate")
-# the raw columns a scoring request must hold (the strings behind the hashed ids, scene values)
-RAW_COLUMNS = ("user_id", "poi_id", *HASHED_FIELDS, *SMALL_INT_FIELDS, *NUMERIC_COLUMNS, *SCENE_VALUE_COLUMNS)
 
 
 class FeatureError(ValueError):
@@ -66,60 +60,82 @@ class EncodingConfig:
             raise ValueError("id_buckets, field_buckets and small_buckets must be >= 2")
 
 
-def field_columns() -> tuple[str, ...]:
-    """The categorical columns of a sample, in `CtrInputs.categorical` order."""
+def build_layout(
+    cfg: EncodingConfig, fields: SampleFields, scene_features: tuple[str, ...], with_scene: bool
+) -> FeatureLayout:
+    """The layout of a dataset's samples: `fields` and `scene_features` from its schema."""
+    names = (
+        "user_id",
+        "poi_id",
+        *[f"{name}_id" for name in fields.hashed],
+        *fields.small_int,
+        *[id_column(f) for f in scene_features],
+    )
+    buckets = {"user_id": cfg.id_buckets, "poi_id": cfg.id_buckets}
+    buckets |= {name: cfg.small_buckets for name in fields.small_int}
+    user_side = {*fields.user_fields.values(), *fields.event_fields} - {"position"}
+    return FeatureLayout(
+        field_names=names,
+        field_buckets=tuple(buckets.get(name, cfg.field_buckets) for name in names),
+        numeric_names=(*NUMERIC_COLUMNS, *fields.numeric),
+        user_field=names.index("user_id"),
+        poi_field=names.index("poi_id"),
+        scene_features=tuple(scene_features) if with_scene else (),
+        hashed_fields=fields.hashed,
+        small_int_fields=fields.small_int,
+        log1p_numeric=(*COUNT_COLUMNS, *fields.log1p),
+        user_columns=(
+            "user_id",
+            *[c for c in (*fields.user_fields.values(), *fields.event_fields) if c in user_side],
+        ),
+        poi_columns=("poi_id", *fields.item_fields.values()),
+        all_scene_features=tuple(scene_features),
+    )
+
+
+def raw_columns(layout: FeatureLayout) -> tuple[str, ...]:
+    """The columns a scoring request must hold: ids, the strings behind the hashed ids, the integer
+    and numeric fields, the scene values."""
     return (
         "user_id",
         "poi_id",
-        *[f"{name}_id" for name in HASHED_FIELDS],
-        *SMALL_INT_FIELDS,
-        *SCENE_ID_COLUMNS,
+        *layout.hashed_fields,
+        *layout.small_int_fields,
+        *layout.numeric_names,
+        *[value_column(f) for f in layout.all_scene_features],
     )
 
 
-def build_layout(cfg: EncodingConfig, with_scene: bool) -> FeatureLayout:
-    fields = field_columns()
-    buckets = {"user_id": cfg.id_buckets, "poi_id": cfg.id_buckets}
-    buckets |= {name: cfg.small_buckets for name in SMALL_INT_FIELDS}
-    return FeatureLayout(
-        field_names=fields,
-        field_buckets=tuple(buckets.get(name, cfg.field_buckets) for name in fields),
-        numeric_names=NUMERIC_COLUMNS,
-        user_field=fields.index("user_id"),
-        poi_field=fields.index("poi_id"),
-        scene_features=SCENE_FEATURES if with_scene else (),
-    )
-
-
-def training_columns(with_texts: bool = False) -> list[str]:
+def training_columns(layout: FeatureLayout, with_texts: bool = False) -> list[str]:
     """What a trainer reads from samples.ctr."""
-    columns = [*field_columns(), *NUMERIC_COLUMNS, *LABEL_COLUMNS]
+    columns = [*layout.field_names, *layout.numeric_names, *LABEL_COLUMNS]
     if with_texts:
-        from training.ctr.prompts import PROMPT_COLUMNS
+        from training.ctr.prompts import prompt_columns
 
-        columns += [c for c in PROMPT_COLUMNS if c not in columns]
+        columns += [c for c in prompt_columns(layout) if c not in columns]
     return columns
 
 
 class SceneTable:
     """The frozen scene table of one export: every feature's matrix stacked, and id -> row lookup."""
 
-    def __init__(self, vectors: dict[str, SceneVectors]) -> None:
-        missing = [f for f in SCENE_FEATURES if f not in vectors]
+    def __init__(self, vectors: dict[str, SceneVectors], scene_features: tuple[str, ...]) -> None:
+        missing = [f for f in scene_features if f not in vectors]
         if missing:
             raise FeatureError(f"scene vector export lacks the scene features {missing}")
+        self.features = tuple(scene_features)
         self.vectors = vectors
-        sizes = [len(vectors[f].matrix) for f in SCENE_FEATURES]
+        sizes = [len(vectors[f].matrix) for f in self.features]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.matrix = np.vstack([vectors[f].matrix for f in SCENE_FEATURES]).astype(np.float32)
+        self.matrix = np.vstack([vectors[f].matrix for f in self.features]).astype(np.float32)
         # each feature's unknown vector is its matrix's last row
-        self.unknown_rows = self.offsets + np.asarray([len(vectors[f].ids) for f in SCENE_FEATURES])
+        self.unknown_rows = self.offsets + np.asarray([len(vectors[f].ids) for f in self.features])
 
     def rows(self, scene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, n) scene ids -> (B, n) table rows and the unknown count per feature."""
         rows = np.empty(scene_ids.shape, dtype=np.int64)
-        unknown = np.zeros(len(SCENE_FEATURES), dtype=np.int64)
-        for k, feature in enumerate(SCENE_FEATURES):  # a loop over the 10 features, not rows
+        unknown = np.zeros(len(self.features), dtype=np.int64)
+        for k, feature in enumerate(self.features):  # a loop over the n features, not rows
             local, unknown[k] = self.vectors[feature].rows(scene_ids[:, k])
             rows[:, k] = local + self.offsets[k]
         return rows, unknown
@@ -144,17 +160,17 @@ def encode(
     buckets = np.asarray(layout.field_buckets, dtype=np.int64)
     categorical = np.mod(np.stack(columns, axis=1), buckets)  # numpy mod is >= 0 for negative hashes
     numeric = np.stack([_column(batch, name, source).astype(np.float64) for name in layout.numeric_names], 1)
-    counts = np.asarray([name in COUNT_COLUMNS for name in layout.numeric_names])
+    counts = np.asarray([name in layout.log1p_numeric for name in layout.numeric_names], dtype=bool)
     if not np.isfinite(numeric).all():
         bad = [n for n, ok in zip(layout.numeric_names, np.isfinite(numeric).all(0), strict=True) if not ok]
         raise FeatureError(f"{source}: column {bad[0]!r} holds null or non-finite values")
     numeric[:, counts] = np.log1p(np.maximum(numeric[:, counts], 0.0))
-    scene_rows, unknown = None, np.zeros(len(SCENE_FEATURES), dtype=np.int64)
+    scene_rows, unknown = None, np.zeros(len(layout.scene_features), dtype=np.int64)
     if layout.scene_features:
         if scene_table is None:
             raise FeatureError("the model needs scene vectors but none were given")
         scene_ids = np.stack(
-            [_column(batch, id_column(f), source).astype(np.int64) for f in SCENE_FEATURES], 1
+            [_column(batch, id_column(f), source).astype(np.int64) for f in layout.scene_features], 1
         )
         rows, unknown = scene_table.rows(scene_ids)
         scene_rows = torch.from_numpy(rows)
@@ -167,16 +183,17 @@ def encode(
     return inputs, unknown
 
 
-def with_hashed_ids(frame, source: str = "request"):
+def with_hashed_ids(frame, layout: FeatureLayout, source: str = "request"):
     """A scoring request (pandas, raw strings) plus the `*_id` columns Spark computes for samples."""
     from training.ctr.hashing import spark_xxhash64
 
-    missing = [c for c in RAW_COLUMNS if c not in frame.columns]
+    needed = raw_columns(layout)
+    missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise FeatureError(f"{source} has no column {missing[0]!r} (needs {', '.join(RAW_COLUMNS)})")
+        raise FeatureError(f"{source} has no column {missing[0]!r} (needs {', '.join(needed)})")
     out = frame.copy()
-    for name in HASHED_FIELDS:
+    for name in layout.hashed_fields:
         out[f"{name}_id"] = spark_xxhash64(name, frame[name].to_numpy(dtype=object))
-    for feature in SCENE_FEATURES:
+    for feature in layout.all_scene_features:
         out[id_column(feature)] = spark_xxhash64(feature, frame[value_column(feature)].to_numpy(dtype=object))
     return out

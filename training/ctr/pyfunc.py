@@ -4,8 +4,9 @@
     model.predict(frame)  # -> DataFrame p_ctr, p_ctcvr, unknown_scene_values
 
 A request row holds what a serving system knows about a (user, POI, moment): `user_id`,
-`poi_id`, the user / POI / device strings, price level, list position, the 15 statistics and the
-10 scene values as text (`encoding.RAW_COLUMNS`; a missing one is an error naming it). The model
+`poi_id`, the dataset schema's user / item / event fields, the 15 statistics and the scene values
+as text (`encoding.raw_columns(layout)`, the model signature's inputs; a missing one is an error
+naming it). The model
 hashes the strings the way Spark did for the samples, looks every scene value up in the scene
 vectors it carries (a value never embedded gets its feature's unknown vector and is counted, per
 row in `unknown_scene_values` and in total in `unknown_scene_values_seen`), runs the network and
@@ -58,7 +59,9 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         self.layout = FeatureLayout(**_tuple_fields(self.settings["layout"]))
         network = ModelConfig(**_tuple_fields(self.settings["network"]))
         self.scene = (
-            SceneTable(load_scene_vectors(folder / SCENE_FILE)) if self.layout.scene_features else None
+            SceneTable(load_scene_vectors(folder / SCENE_FILE), self.layout.scene_features)
+            if self.layout.scene_features
+            else None
         )
         table = None if self.scene is None else self.scene.matrix
         self.model = build_model(self.settings["model"], self.layout, network, table)
@@ -72,7 +75,7 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         from training.ctr.encoding import encode, with_hashed_ids
         from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
 
-        frame = with_hashed_ids(pd.DataFrame(model_input), source="scoring request")
+        frame = with_hashed_ids(pd.DataFrame(model_input), self.layout, source="scoring request")
         inputs, _ = encode(frame, self.layout, self.scene, source="scoring request")
         out = self.model(inputs)
         p_ctr = torch.sigmoid(out.ctr_logit.float()).numpy().astype(np.float64)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from etl.core.dataset_schema import SampleFields, sample_fields
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, pick_device
 from training.common.engine import TorchEngine
@@ -146,6 +147,8 @@ class CtrData:
     bayes: dict  # bayes_auc_ctr / bayes_auc_ctcvr on the test split (empty without a truth table)
     scene_vectors: str | None  # the export .npz (LARR)
     encoder_uri: str | None
+    fields: SampleFields | None = None  # the dataset schema's sample fields
+    scene_features: tuple[str, ...] = ()  # the dataset schema's scene features
 
     def key(self) -> str:
         return f"{self.train.table}@{self.train.version}:{self.scene_vectors or ''}"
@@ -213,7 +216,13 @@ def bayes_aucs(spark, catalog, table: str, test_version: int) -> dict:
 def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
     from pyspark.sql import functions as sf
 
-    columns = training_columns(with_texts=cfg.is_p5)
+    from etl.core.schema_table import read_schema
+
+    schema = read_schema(spark, catalog)
+    fields, scene_features = sample_fields(schema), schema.scene_names
+    columns = training_columns(
+        build_layout(cfg.encoding, fields, scene_features, False), with_texts=cfg.is_p5
+    )
     train = delta_snapshot(spark, catalog, cfg.table, columns, where="split = 'train'")
     test = delta_snapshot(spark, catalog, cfg.table, [*columns, "sample_id"], where="split = 'test'")
     if train.version != test.version:  # both pinned from the latest version: a write happened between
@@ -229,7 +238,9 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
         f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, {test.num_rows} test rows"
         + (f"; scene vectors {scene_vectors}" if scene_vectors else "")
     )
-    return CtrData(train, test, float(rate.first()[0]), bayes, scene_vectors, encoder_uri)
+    return CtrData(
+        train, test, float(rate.first()[0]), bayes, scene_vectors, encoder_uri, fields, scene_features
+    )
 
 
 # -- model --------------------------------------------------------------------------------------
@@ -241,10 +252,11 @@ def build(cfg: CtrConfig, data: CtrData):
     if cfg.is_p5:
         from training.ctr.models.p5 import build_p5
 
-        layout = build_layout(cfg.encoding, with_scene=False)
+        layout = build_layout(cfg.encoding, data.fields, data.scene_features, with_scene=False)
         return build_p5(cfg.p5.source, cfg.p5.max_length, cfg.p5.train_layers, torch.float32), layout, None
-    scene = SceneTable(load_scene_vectors(data.scene_vectors)) if data.scene_vectors else None
-    layout = build_layout(cfg.encoding, with_scene=scene is not None)
+    vectors = load_scene_vectors(data.scene_vectors) if data.scene_vectors else None
+    scene = SceneTable(vectors, data.scene_features) if vectors is not None else None
+    layout = build_layout(cfg.encoding, data.fields, data.scene_features, with_scene=scene is not None)
     model = build_model(cfg.model, layout, cfg.network_config(), None if scene is None else scene.matrix)
     return model, layout, scene
 
@@ -254,7 +266,7 @@ def batch_inputs(batch: dict, layout, scene, is_p5: bool, device):
     if is_p5:
         from training.ctr.prompts import build_prompts
 
-        texts = build_prompts(batch)
+        texts = build_prompts(batch, layout)
     inputs, unknown = encode(batch, layout, scene, texts)
     return inputs.to(device), unknown
 
@@ -335,7 +347,7 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     scheduler = build_scheduler(optimizer, warmup_steps=0, max_steps=max_steps, min_ratio=1.0)  # constant
     engine = TorchEngine(model, optimizer, scheduler, grad_accum=1, clip_norm=0.0, device=device)
     loader = DeltaBatches(data.train, batch_size, shuffle_seed=seed, drop_last=True)
-    unknown_total = np.zeros(10, dtype=np.int64)
+    unknown_total = np.zeros(len(layout.scene_features), dtype=np.int64)
 
     def loss_fn(module, batch) -> StepOutput:
         nonlocal unknown_total

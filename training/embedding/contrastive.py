@@ -51,7 +51,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -182,6 +182,7 @@ class ContrastiveData:
     backbone: str = ""  # cfg.backbone with `latest:` resolved (the same on every rank)
     empty_pairs: int = 0  # train pairs skipped for a blank text
     probe: ProbeSet | None = None
+    scene_features: tuple[str, ...] = ()  # the dataset schema's: their special tokens are added
 
 
 class ContrastiveBatch(NamedTuple):
@@ -367,6 +368,7 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
     pairs, collect the held-out pairs and the probe set."""
     from pyspark.sql import functions as F
 
+    from etl.core.schema_table import read_schema
     from etl.core.tracking import resolve_latest
 
     backbone = resolve_latest(cfg.backbone)
@@ -416,6 +418,7 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
         backbone=backbone,
         empty_pairs=sum(counts.get((t, "train"), (0, 0))[1] for t in trained),
         probe=probe,
+        scene_features=read_schema(spark, catalog).scene_names,
     )
 
 
@@ -446,13 +449,16 @@ def check_provenance(cfg: ContrastiveConfig, source: str, added: int) -> None:
         )
 
 
-def build_encoder(cfg: ContrastiveConfig, backbone: str = "", settings: dict | None = None):
+def build_encoder(
+    cfg: ContrastiveConfig, scene_features: Sequence[str], backbone: str = "", settings: dict | None = None
+):
     """(encoder, tokenizer, no-decay name parts): the backbone (`backbone`, default cfg.backbone)
-    with the registry's special tokens, the seeded projection, and `train_layers` applied."""
+    with the registry's special tokens for the dataset's `scene_features`, the seeded projection,
+    and `train_layers` applied."""
     source = backbone or cfg.backbone
     model, tokenizer = load_backbone(source, dtype=torch.float32, deepspeed_settings=settings)
-    check_provenance(cfg, source, add_special_tokens(model, tokenizer))
-    no_decay = select_trainable(model, tokenizer, cfg.train_layers)
+    check_provenance(cfg, source, add_special_tokens(model, tokenizer, scene_features))
+    no_decay = select_trainable(model, tokenizer, cfg.train_layers, scene_features)
     encoder = TextEncoder(model, dim=cfg.dim, seed=cfg.seed)
     return encoder, tokenizer, no_decay
 
@@ -461,11 +467,11 @@ def base_source(cfg: ContrastiveConfig) -> str:
     return cfg.backbone if cfg.ablation == "no_cpt" else cfg.base_model
 
 
-def base_encoder(cfg: ContrastiveConfig, device) -> tuple[TextEncoder, object]:
+def base_encoder(cfg: ContrastiveConfig, device, scene_features: Sequence[str]) -> tuple[TextEncoder, object]:
     """The untouched base model with the registry's tokens and the seeded projection (the `_base`
     figures: the same protocol as the fine-tuned encoder)."""
     model, tokenizer = load_backbone(cfg.base_model, dtype=torch.float32)
-    add_special_tokens(model, tokenizer)
+    add_special_tokens(model, tokenizer, scene_features)
     return TextEncoder(model, dim=cfg.dim, seed=cfg.seed).to(device), tokenizer
 
 
@@ -515,7 +521,7 @@ def train(
             raise ContrastiveError(
                 "train_layers > 0 (the CPU demo setting) cannot run under ZeRO-3: set train_layers: 0"
             )
-    encoder, tokenizer, no_decay = build_encoder(cfg, data.backbone, settings)
+    encoder, tokenizer, no_decay = build_encoder(cfg, data.scene_features, data.backbone, settings)
     if zero_stage(settings) != 3:
         encoder.to(device)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in encoder.parameters() if p.requires_grad)
@@ -569,7 +575,11 @@ def train(
     base = before if cfg.ablation == "no_cpt" else {}  # no_cpt starts from the base model
     # under ZeRO-3 a second whole model does not fit beside a partitioned 7B one: no base figures
     if cfg.ablation != "no_cpt" and cfg.base_model and evaluates:
-        base = {} if zero_stage(settings) == 3 else evaluate(*base_encoder(cfg, device), data, cfg, device)
+        base = (
+            {}
+            if zero_stage(settings) == 3
+            else evaluate(*base_encoder(cfg, device, data.scene_features), data, cfg, device)
+        )
     if info.is_primary:
         log("contrastive: base model " + json.dumps(base))
         log("contrastive: start " + json.dumps(before))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from etl.tokens import SLICES
+from etl.tokens import is_closing_token
 from training.common.text import TextCounts, truncate_middle
 from training.embedding.pooling import last_token_hidden, position_ids_from_mask
 
@@ -67,11 +67,10 @@ class TextEncoder(nn.Module):
 
 
 def closing_token_ids(tokenizer) -> frozenset[int]:
-    """Ids of the registry's closing tokens that the tokenizer knows as single tokens."""
-    closing = [s.close for s in SLICES]
-    ids = tokenizer.convert_tokens_to_ids(closing)
-    unknown = tokenizer.unk_token_id
-    return frozenset(int(i) for i in ids if i is not None and i != unknown)
+    """Ids of the registry's closing tokens that the tokenizer knows as single tokens (the POI and
+    user slices', and the scene slices of whichever features it was given at stage 1)."""
+    added = tokenizer.get_added_vocab()
+    return frozenset(int(i) for token, i in added.items() if is_closing_token(token))
 
 
 def tokenize_texts(

@@ -24,12 +24,13 @@ label -100, never `input_ids == pad_token_id`.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from etl.tokens import all_special_tokens
+from etl.tokens import special_tokens
 from training.common.engine import announce_zero3, full_weights
 
 BACKBONE_ARTIFACT = "backbone"
@@ -99,8 +100,11 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
-    """Add the registry's tokens (`etl.tokens.all_special_tokens`) as extra special tokens.
+def add_special_tokens(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scene_features: Sequence[str]
+) -> int:
+    """Add the registry's tokens for a dataset (`etl.tokens.special_tokens`: the POI and user
+    slices, and the slices of the dataset schema's `scene_features`) as extra special tokens.
 
     The embeddings grow to the tokenizer's size; each new row of the input embeddings (and of the
     output embeddings, when they are not tied to the input ones) is set to the mean of the rows
@@ -108,7 +112,7 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     """
     ensure_pad_token(model, tokenizer)
     vocab = tokenizer.get_vocab()
-    missing = [t for t in all_special_tokens() if t not in vocab]
+    missing = [t for t in special_tokens(scene_features) if t not in vocab]
     added = tokenizer.add_special_tokens(
         {"extra_special_tokens": missing}, replace_extra_special_tokens=False
     )

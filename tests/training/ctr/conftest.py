@@ -8,8 +8,10 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def ctr_world(spark, world_catalog, tmp_path_factory):
+def ctr_world(spark, world_catalog, tiny_world_config, tmp_path_factory):
     from etl.core.catalog import TableCatalog
+    from etl.core.schema_table import write_schema
+    from etl.synthetic.job import world_schema
     from features import samples, scene, stats
     from features.embeddings.vectors import save_scene_vectors
     from features.samples import SamplesConfig
@@ -20,13 +22,14 @@ def ctr_world(spark, world_catalog, tmp_path_factory):
     root = tmp_path_factory.mktemp("ctr") / "lakehouse"
     catalog = TableCatalog.resolve(str(root))
     users, pois, log = builders.clean_world(spark, world_catalog)
+    write_schema(spark, catalog, world_schema(tiny_world_config))
     catalog.write(log, "clean.impressions", partition_by=["dt"])
     catalog.write(users, "clean.users")
     catalog.write(pois, "clean.pois")
     catalog.write(world_catalog.read(spark, "truth.impressions"), "truth.impressions", partition_by=["dt"])
     quiet = lambda _: None  # noqa: E731
     stats.run(spark, catalog, StatsConfig(), log=quiet)
-    samples.run(spark, catalog, SamplesConfig(neg_rate=0.3, test_day_index=3), log=quiet)
+    samples.run(spark, catalog, SamplesConfig(neg_rate=0.3), log=quiet)
     scene.run(spark, catalog, SceneConfig(), log=quiet)
     dictionary = catalog.read(spark, "features.scene_dictionary").select("feature", "scene_id").toPandas()
     rng = np.random.default_rng(0)

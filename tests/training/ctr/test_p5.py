@@ -7,13 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from etl.tokens import SCENE_FEATURES
+from etl.core.dataset_schema import sample_fields
+from tests.etl.text_fixtures import SCHEMA
+from training.ctr.encoding import EncodingConfig, build_layout
 from training.ctr.inputs import CtrInputs
 from training.ctr.models.p5 import ANSWER_WORDS, P5Error, P5Model, answer_token_ids, build_p5
-from training.ctr.prompts import PROMPT_COLUMNS, PromptError, build_prompts
+from training.ctr.prompts import PromptError, build_prompts, prompt_columns
 from training.lm.backbone import save_backbone
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
+SCENE_FEATURES = SCHEMA.scene_names
+LAYOUT = build_layout(EncodingConfig(), sample_fields(SCHEMA), SCENE_FEATURES, with_scene=False)
 SCENE_VALUES = {
     "city": ("Guangzhou", "Chengdu", "Beijing"),
     "district_type": ("business district", "residential"),
@@ -57,7 +61,7 @@ def _inputs(texts: list[str]) -> CtrInputs:
 def tokenizer():
     """A tiny byte-level BPE that knows the prompts' words and has each answer as one token."""
     answers = [f"; the user will{w}" for w in ANSWER_WORDS] * 20
-    return tiny_tokenizer(tuple(build_prompts(_batch(40, seed=1)) + answers), vocab_size=420)
+    return tiny_tokenizer(tuple(build_prompts(_batch(40, seed=1), LAYOUT) + answers), vocab_size=420)
 
 
 @pytest.fixture()
@@ -87,16 +91,16 @@ def test_prompt_text_and_nulls():
     batch.update(
         {f"scene_{f}": np.array([v, v], dtype=object) for f, v in zip(SCENE_FEATURES, scene, strict=True)}
     )
-    prompts = build_prompts(batch)
+    prompts = build_prompts(batch, LAYOUT)
     scene_text = (
         "Guangzhou business district lunch weekday sunny mild 10-20C spring in home city office Sichuan"
     )
     assert prompts[0] == (
-        "user 123 female 25-34 Guangzhou gold ios; shop 456 Guangzhou Cantonese price 2; position 3; "
+        "user 123 female 25-34 Guangzhou gold ios; shop 456 Guangzhou Cantonese 2; position 3; "
         f"scene {scene_text}; the user will"
     )
     assert prompts[1].startswith(
-        "user 98765 unknown 55+ Chengdu regular android; shop 7 Beijing hot pot price unknown;"
+        "user 98765 unknown 55+ Chengdu regular android; shop 7 Beijing hot pot unknown;"
     )
 
 
@@ -106,7 +110,7 @@ def test_prompts_are_short_for_smollm2():
         tokenizer = smollm2.from_pretrained(".models/smollm2-135m-instruct")
     except OSError:
         pytest.skip("SmolLM2 is not in .models/")
-    lengths = [len(tokenizer.encode(p)) for p in build_prompts(_batch(50))]
+    lengths = [len(tokenizer.encode(p)) for p in build_prompts(_batch(50), LAYOUT)]
     assert max(lengths) <= 75, max(lengths)
 
 
@@ -114,16 +118,16 @@ def test_prompt_bad_input():
     batch = _batch(3)
     del batch["scene_weather"]
     with pytest.raises(PromptError, match="'scene_weather'"):
-        build_prompts(batch)
+        build_prompts(batch, LAYOUT)
     batch = _batch(3)
     batch["position"] = np.array([1.5, 2.0, 3.0])
     with pytest.raises(PromptError, match="'position'"):
-        build_prompts(batch)
+        build_prompts(batch, LAYOUT)
     batch = _batch(3)
     batch["device"] = batch["device"][:2]
     with pytest.raises(PromptError, match="differ in length"):
-        build_prompts(batch)
-    assert build_prompts({c: np.array([]) for c in PROMPT_COLUMNS}) == []
+        build_prompts(batch, LAYOUT)
+    assert build_prompts({c: np.array([]) for c in prompt_columns(LAYOUT)}, LAYOUT) == []
 
 
 # --- answer tokens ---------------------------------------------------------------------------
@@ -143,7 +147,7 @@ def test_answer_tokens(tokenizer):
 
 
 def test_forward_shape_and_logits_are_a_three_way_softmax(model, tokenizer):
-    texts = build_prompts(_batch(5, seed=2))
+    texts = build_prompts(_batch(5, seed=2), LAYOUT)
     out = model(_inputs(texts))
     assert out.ctr_logit.shape == out.ctcvr_logit.shape == (5,) and out.align_loss is None
     assert torch.isfinite(out.ctr_logit).all() and torch.isfinite(out.ctcvr_logit).all()
@@ -157,7 +161,7 @@ def test_forward_shape_and_logits_are_a_three_way_softmax(model, tokenizer):
 
 
 def test_left_padding_scores_a_prompt_as_alone(model):
-    texts = build_prompts(_batch(3, seed=4))
+    texts = build_prompts(_batch(3, seed=4), LAYOUT)
     short = "user 1 male; the user will"
     with torch.no_grad():
         batch = model(_inputs([short, *texts]))
@@ -170,7 +174,7 @@ def test_left_padding_scores_a_prompt_as_alone(model):
 
 def test_truncation_keeps_the_end_of_the_prompt(tokenizer):
     model = P5Model(tiny_llama(tokenizer), tokenizer, max_length=8)
-    long, short = build_prompts(_batch(1))[0], "the user will"
+    long, short = build_prompts(_batch(1), LAYOUT)[0], "the user will"
     encoded = model.encode([long, short])
     long_ids, short_ids = tokenizer(long)["input_ids"], tokenizer(short)["input_ids"]
     assert len(long_ids) > 8 and len(short_ids) < 8
@@ -199,7 +203,7 @@ def _train(model: P5Model, texts: list[str], steps: int, lr: float = 3e-3) -> li
 
 
 def test_adamw_steps_reduce_the_bce_loss(model):
-    losses = _train(model, build_prompts(_batch(6, seed=5)), steps=8)
+    losses = _train(model, build_prompts(_batch(6, seed=5), LAYOUT), steps=8)
     assert losses[-1] < 0.7 * losses[0], losses
 
 
@@ -211,7 +215,7 @@ def test_train_layers_freezes_embeddings_and_earlier_blocks(tokenizer):
     assert not any(p.requires_grad for m in frozen.values() for p in m.parameters())
     assert all(p.requires_grad for m in trained.values() for p in m.parameters())
     before = {name: [p.detach().clone() for p in m.parameters()] for name, m in {**frozen, **trained}.items()}
-    losses = _train(model, build_prompts(_batch(6, seed=6)), steps=3)
+    losses = _train(model, build_prompts(_batch(6, seed=6), LAYOUT), steps=3)
     assert losses[-1] < losses[0]
     for name, module in frozen.items():
         assert all(torch.equal(a, b) for a, b in zip(before[name], module.parameters(), strict=True)), name
@@ -229,7 +233,7 @@ def test_build_p5_and_save_round_trip(tokenizer, tmp_path):
     assert (
         built.tokenizer.pad_token is not None and built.lm.config.pad_token_id == built.tokenizer.pad_token_id
     )
-    texts = build_prompts(_batch(3, seed=7))
+    texts = build_prompts(_batch(3, seed=7), LAYOUT)
     direct = P5Model(lm, tokenizer, max_length=64)
     with torch.no_grad():
         expected = direct(_inputs(texts)).ctr_logit

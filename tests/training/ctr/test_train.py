@@ -111,7 +111,7 @@ def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
 def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown_scenes(
     spark, ctr_world, tmp_path
 ):
-    from training.ctr.encoding import RAW_COLUMNS
+    from training.ctr.encoding import raw_columns
     from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
     from training.ctr.pyfunc import save_scoring_model
 
@@ -126,13 +126,13 @@ def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown
     rows = (
         catalog.read(spark, "samples.ctr").where("split = 'test'").orderBy("sample_id").limit(100).toPandas()
     )
-    raw = rows[list(RAW_COLUMNS)]  # no hashed *_id column: the model derives them
+    raw = rows[list(raw_columns(layout))]  # no hashed *_id column: the model derives them
     scored = scorer.predict(raw)
 
     from features.embeddings.vectors import load_scene_vectors
     from training.ctr.encoding import SceneTable, encode
 
-    table = SceneTable(load_scene_vectors(export))
+    table = SceneTable(load_scene_vectors(export), layout.scene_features)
     inputs, _ = encode(rows, layout, table)
     model.eval()
     out = model(inputs)
