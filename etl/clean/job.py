@@ -1,10 +1,11 @@
-"""clean: raw.users, raw.pois, raw.impressions -> clean.users, clean.pois, clean.impressions, clean.rejects.
+"""clean: raw.users, raw.pois, raw.impressions, raw.dataset_schema -> clean.users, clean.pois, clean.impressions, clean.rejects.
 
 Grain: the clean tables keep the raw grain (one row per user, per POI, per impression event) and
 schema; clean.impressions is partitioned by `dt`. clean.rejects has one row per rejected input
 row: `source_table`, `reason` (the first failed rule, see rules.py), `raw_payload` (the whole raw
 row as JSON), `dt` (impressions only) and `input_version` (the Delta version of the source read).
-Impressions must reference a *valid* user and POI, so users and POIs are cleaned first.
+Impressions must reference a *valid* user and POI, so users and POIs are cleaned first. The
+columns, types and rules come from the lakehouse's dataset schema (rules.py).
 Nothing is dropped silently: the job checks input rows = valid rows + rejected rows per table.
 """
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from etl.clean import rules
 from etl.clean.config import CleanConfig
 from etl.core.catalog import TableCatalog
-from etl.core.raw_schema import KEYS, PARTITIONS, RAW_SCHEMAS, TABLES
+from etl.core.dataset_schema import DatasetSchema
+from etl.core.raw_schema import KEYS, PARTITIONS, TABLES, raw_struct
+from etl.core.schema_table import SCHEMA_TABLE, read_schema
 
 REASON = "_reason"
 RAW_PREFIX = "_raw_"  # source values carried for the payload of rejects
@@ -33,44 +37,51 @@ class ReconciliationError(RuntimeError):
     """Input rows != valid rows + rejected rows: a row was lost or duplicated."""
 
 
-def check_columns(raw: DataFrame, table: str) -> None:
-    missing = [f.name for f in RAW_SCHEMAS[table].fields if f.name not in raw.columns]
+def check_columns(raw: DataFrame, table: str, schema: DatasetSchema) -> StructType:
+    """The table's declared columns in the raw table's order; a one-line error for a missing one."""
+    struct = raw_struct(schema, table, raw.columns)
+    missing = [f.name for f in struct.fields if f.name not in raw.columns]
     if missing:
-        raise CleanInputError(f"raw.{table} has no column {missing[0]} (columns: {', '.join(raw.columns)})")
+        raise CleanInputError(
+            f"raw.{table} has no column {missing[0]}, which dataset schema {schema.name!r} declares"
+            f" (columns: {', '.join(raw.columns)})"
+        )
+    return struct
 
 
-def annotate(raw: DataFrame, table: str, cfg: CleanConfig) -> DataFrame:
+def annotate(raw: DataFrame, table: str, cfg: CleanConfig, schema: DatasetSchema) -> DataFrame:
     """Raw rows -> the raw columns cast to the raw schema and `_reason`, the first failed
     single-row rule (null when the row passes).
 
     Source values that the cast may change (a column of another type) and columns outside the
     schema are carried as `_raw_<name>` so that a reject's payload is the row as read.
     """
-    check_columns(raw, table)
-    schema = RAW_SCHEMAS[table]
+    struct = check_columns(raw, table, schema)
     types = {f.name: f.dataType for f in raw.schema.fields}
-    carried = [c for c in raw.columns if c not in schema.names or types[c] != schema[c].dataType]
+    carried = [c for c in raw.columns if c not in struct.names or types[c] != struct[c].dataType]
     typed = raw.select(
-        *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in schema.fields],
+        *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in struct.fields],
         *[F.col(c).alias(RAW_PREFIX + c) for c in carried],
-        rules.first_failure(rules.type_rules(raw.schema, schema)).alias(REASON),
+        rules.first_failure(rules.type_rules(raw.schema, struct)).alias(REASON),
     )
     return typed.withColumn(
-        REASON, F.coalesce(F.col(REASON), rules.first_failure(rules.row_rules(table, schema, cfg)))
+        REASON, F.coalesce(F.col(REASON), rules.first_failure(rules.row_rules(table, struct, schema, cfg)))
     )
 
 
-def payload(annotated: DataFrame, table: str) -> Column:
-    """JSON of the row as read (nulls included): schema columns, then any extra source columns."""
+def _columns(annotated: DataFrame) -> list[str]:
+    """The table's columns of an annotated frame (not the carried source values or the reason)."""
+    return [c for c in annotated.columns if not c.startswith(RAW_PREFIX) and c != REASON]
+
+
+def payload(annotated: DataFrame) -> Column:
+    """JSON of the row as read (nulls included): table columns, then any extra source columns."""
+    names = _columns(annotated)
     columns = [
         F.col(RAW_PREFIX + name if RAW_PREFIX + name in annotated.columns else name).alias(name)
-        for name in RAW_SCHEMAS[table].names
+        for name in names
     ]
-    extra = [
-        c
-        for c in annotated.columns
-        if c.startswith(RAW_PREFIX) and c[len(RAW_PREFIX) :] not in RAW_SCHEMAS[table].names
-    ]
+    extra = [c for c in annotated.columns if c.startswith(RAW_PREFIX) and c[len(RAW_PREFIX) :] not in names]
     columns += [F.col(c).alias(c[len(RAW_PREFIX) :]) for c in extra]
     return F.to_json(F.struct(*columns), {"ignoreNullFields": "false"})
 
@@ -95,7 +106,7 @@ def with_duplicates(annotated: DataFrame, table: str) -> DataFrame:
     Rows already rejected sort last and keep their reason; rows without a key are spread by their
     content hash instead of piling into one partition.
     """
-    key, content = KEYS[table], [F.col(c) for c in RAW_SCHEMAS[table].names]
+    key, content = KEYS[table], [F.col(c) for c in _columns(annotated)]
     order = Window.partitionBy(F.coalesce(F.col(key), F.xxhash64(*content))).orderBy(
         F.col(REASON).isNotNull(), F.xxhash64(*content), *content
     )
@@ -103,21 +114,21 @@ def with_duplicates(annotated: DataFrame, table: str) -> DataFrame:
     return annotated.withColumn(REASON, F.coalesce(F.col(REASON), duplicate))
 
 
-def transform_entities(raw: DataFrame, table: str, cfg: CleanConfig) -> DataFrame:
+def transform_entities(raw: DataFrame, table: str, cfg: CleanConfig, schema: DatasetSchema) -> DataFrame:
     """raw.users or raw.pois -> annotated rows (see `annotate`), duplicates of the key rejected."""
-    return with_duplicates(annotate(raw, table, cfg), table)
+    return with_duplicates(annotate(raw, table, cfg, schema), table)
 
 
 def transform_impressions(
-    raw: DataFrame, valid_users: DataFrame, valid_pois: DataFrame, cfg: CleanConfig
+    raw: DataFrame, valid_users: DataFrame, valid_pois: DataFrame, cfg: CleanConfig, schema: DatasetSchema
 ) -> DataFrame:
     """raw.impressions -> annotated rows: row rules, then references, then duplicate event ids."""
-    annotated = with_references(annotate(raw, "impressions", cfg), valid_users, valid_pois)
+    annotated = with_references(annotate(raw, "impressions", cfg, schema), valid_users, valid_pois)
     return with_duplicates(annotated, "impressions")
 
 
-def valid_rows(annotated: DataFrame, table: str) -> DataFrame:
-    return annotated.where(F.col(REASON).isNull()).select(*RAW_SCHEMAS[table].names)
+def valid_rows(annotated: DataFrame) -> DataFrame:
+    return annotated.where(F.col(REASON).isNull()).select(*_columns(annotated))
 
 
 def rejected_rows(annotated: DataFrame, table: str, input_version: int) -> DataFrame:
@@ -125,7 +136,7 @@ def rejected_rows(annotated: DataFrame, table: str, input_version: int) -> DataF
     return annotated.where(F.col(REASON).isNotNull()).select(
         F.lit(f"raw.{table}").alias("source_table"),
         F.col(REASON).alias("reason"),
-        payload(annotated, table).alias("raw_payload"),
+        payload(annotated).alias("raw_payload"),
         day.alias("dt"),
         F.lit(input_version).cast("long").alias("input_version"),
     )
@@ -146,29 +157,31 @@ def reconcile(counts: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: CleanConfig, log=print) -> dict:
     """Validate the raw tables, overwrite the clean tables and the rejects, reconcile the counts."""
+    schema = read_schema(spark, catalog)
     input_versions = {f"raw.{t}": catalog.version(spark, f"raw.{t}") for t in TABLES}
+    input_versions[SCHEMA_TABLE] = catalog.version(spark, SCHEMA_TABLE)
     raw = {t: catalog.read(spark, f"raw.{t}", version=input_versions[f"raw.{t}"]) for t in TABLES}
     output_versions: dict[str, int] = {}
     annotated: dict[str, DataFrame] = {}
     valid_counts: dict[str, int] = {}
     try:
         for table in ("users", "pois"):
-            annotated[table] = transform_entities(raw[table], table, cfg).persist(
+            annotated[table] = transform_entities(raw[table], table, cfg, schema).persist(
                 StorageLevel.MEMORY_AND_DISK
             )
         for table in ("users", "pois"):
             valid_counts[table] = _write(
-                spark, catalog, valid_rows(annotated[table], table), table, output_versions, log
+                spark, catalog, valid_rows(annotated[table]), table, output_versions, log
             )
         valid_users = catalog.read(spark, "clean.users", version=output_versions["clean.users"])
         valid_pois = catalog.read(spark, "clean.pois", version=output_versions["clean.pois"])
         annotated["impressions"] = transform_impressions(
-            raw["impressions"], valid_users, valid_pois, cfg
+            raw["impressions"], valid_users, valid_pois, cfg, schema
         ).persist(StorageLevel.MEMORY_AND_DISK)
         valid_counts["impressions"] = _write(
             spark,
             catalog,
-            valid_rows(annotated["impressions"], "impressions"),
+            valid_rows(annotated["impressions"]),
             "impressions",
             output_versions,
             log,

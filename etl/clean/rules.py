@@ -1,7 +1,11 @@
-"""The validation rules of `etl clean`, as Spark Column expressions.
+"""The validation rules of `etl clean`, as Spark Column expressions, from the dataset schema.
 
 A rule is a pair (reason code, failing condition). The rules of a table are ordered: types,
-then required fields, then ranges, vocabularies and formats, then cross-field checks. The
+then required fields, then ranges, vocabularies and formats, then cross-field checks. Required
+are the platform's own columns (ids, ts, labels, dt; `request_id` and `position` when the
+schema declares them) and the schema's `required`; ranges are the platform's (labels 0..1,
+position >= 1) and the schema's `ranges`; vocabularies the schema's, overridden by the config's
+`vocab`; the format of declared opening hours (`negatives.open_hours.item`) is checked. The
 reference and duplicate checks need joins and windows and live in the job. A row gets exactly
 one reason: the code of the first rule it fails (`first_failure`), or null when it passes.
 
@@ -24,40 +28,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructType
 
 from etl.clean.config import CleanConfig
-from etl.core.raw_schema import RAW_IMPRESSIONS
+from etl.core.dataset_schema import DatasetSchema, EntitySchema, EventsSchema
 
 Rule = tuple[str, Column]
 
 SECONDS_PER_DAY = 86400
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "users": ("user_id", "gender", "age_band", "home_city", "device"),
-    "pois": ("poi_id", "name", "city", "latitude", "longitude", "price_level", "rating", "monthly_sales"),
-    # every impression column but the optional user coordinates
-    "impressions": tuple(c for c in RAW_IMPRESSIONS.fieldNames() if c not in ("user_lat", "user_lon")),
-}
-# inclusive (low, high); None = unbounded
-RANGES: dict[str, dict[str, tuple[float | None, float | None]]] = {
-    "users": {},
-    "pois": {
-        "latitude": (-90, 90),
-        "longitude": (-180, 180),
-        "price_level": (1, 4),
-        "rating": (0, 5),
-        "monthly_sales": (0, None),
-    },
-    "impressions": {
-        "position": (1, None),
-        "temperature_c": (-60, 60),
-        "user_lat": (-90, 90),
-        "user_lon": (-180, 180),
-        "clicked": (0, 1),
-        "ordered": (0, 1),
-    },
-}
-VOCABULARY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "users": ("gender", "age_band", "device"),
-    "pois": (),
-    "impressions": ("district_type", "location_type", "weather", "device"),
+OWN_REQUIRED: dict[str, tuple[str, ...]] = {
+    "users": ("user_id",),
+    "pois": ("poi_id",),
+    "impressions": ("event_id", "ts", "user_id", "poi_id", "clicked", "ordered", "dt"),
 }
 # "HH:MM-HH:MM" (closing before opening = past midnight)
 OPENING_HOURS = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -83,19 +62,44 @@ def type_rules(source: StructType, target: StructType) -> list[Rule]:
     ]
 
 
-def required_rules(table: str, schema: StructType) -> list[Rule]:
-    types = {f.name: f.dataType for f in schema.fields}
+def _declared(schema: DatasetSchema, table: str) -> EntitySchema | EventsSchema:
+    return {"users": schema.users, "pois": schema.items, "impressions": schema.events}[table]
+
+
+def required_columns(schema: DatasetSchema, table: str) -> set[str]:
+    required = {*OWN_REQUIRED[table], *_declared(schema, table).required}
+    if table == "impressions":
+        required |= {c for c in ("request_id", "position") if getattr(schema.events, c)}
+    return required
+
+
+def ranges(schema: DatasetSchema, table: str) -> dict[str, tuple[float | None, float | None]]:
+    """Inclusive (low, high) per column; None = unbounded."""
+    own = {}
+    if table == "impressions":
+        own = {"clicked": (0, 1), "ordered": (0, 1)} | (
+            {"position": (1, None)} if schema.events.position else {}
+        )
+    declared = {c: (r.low, r.high) for c, r in _declared(schema, table).ranges.items()}
+    return {**declared, **own}
+
+
+def required_rules(table: str, struct: StructType, schema: DatasetSchema) -> list[Rule]:
+    """One rule per required column, in the table's column order."""
+    types = {f.name: f.dataType for f in struct.fields}
+    required = required_columns(schema, table)
     rules = []
-    for name in REQUIRED[table]:
+    for name in [f.name for f in struct.fields if f.name in required]:
         col = F.col(name)
         missing = col.isNull() | (F.trim(col) == "") if types[name] == StringType() else col.isNull()
         rules.append((f"missing_{name}", missing))
     return rules
 
 
-def range_rules(table: str) -> list[Rule]:
+def range_rules(table: str, struct: StructType, schema: DatasetSchema) -> list[Rule]:
+    bounds = ranges(schema, table)
     rules = []
-    for name, (low, high) in RANGES[table].items():
+    for name, (low, high) in [(f.name, bounds[f.name]) for f in struct.fields if f.name in bounds]:
         col = F.col(name)
         outside = F.lit(False)
         if low is not None:
@@ -106,18 +110,19 @@ def range_rules(table: str) -> list[Rule]:
     return rules
 
 
-def vocabulary_rules(table: str, cfg: CleanConfig) -> list[Rule]:
+def vocabulary_rules(table: str, struct: StructType, schema: DatasetSchema, cfg: CleanConfig) -> list[Rule]:
+    vocabularies = {**_declared(schema, table).vocabularies}
+    vocabularies |= {c: v for c, v in cfg.vocab.items() if c in struct.names}
     rules = []
-    for name in VOCABULARY_COLUMNS[table]:
-        allowed = getattr(cfg.vocab, name)
-        if allowed:
-            rules.append((f"invalid_{name}", ~F.col(name).isin(*allowed)))
+    for name in [f.name for f in struct.fields if vocabularies.get(f.name)]:
+        rules.append((f"invalid_{name}", ~F.col(name).isin(*vocabularies[name])))
     return rules
 
 
-def format_rules(table: str) -> list[Rule]:
-    if table == "pois":
-        return [("invalid_opening_hours", ~F.col("opening_hours").rlike(OPENING_HOURS))]
+def format_rules(table: str, schema: DatasetSchema) -> list[Rule]:
+    hours = schema.negatives.open_hours
+    if table == "pois" and hours is not None:
+        return [(f"invalid_{hours.item}", ~F.col(hours.item).rlike(OPENING_HOURS))]
     return []
 
 
@@ -140,10 +145,10 @@ def event_rules(cfg: CleanConfig) -> list[Rule]:
     return rules
 
 
-def row_rules(table: str, schema: StructType, cfg: CleanConfig) -> list[Rule]:
-    """Every single-row rule of a table, in order, over columns already cast to `schema`."""
-    rules = required_rules(table, schema) + range_rules(table) + vocabulary_rules(table, cfg)
-    rules += format_rules(table)
+def row_rules(table: str, struct: StructType, schema: DatasetSchema, cfg: CleanConfig) -> list[Rule]:
+    """Every single-row rule of a table, in order, over columns already cast to `struct`."""
+    rules = required_rules(table, struct, schema) + range_rules(table, struct, schema)
+    rules += vocabulary_rules(table, struct, schema, cfg) + format_rules(table, schema)
     if table == "impressions":
         rules += event_rules(cfg)
     return rules

@@ -1,10 +1,12 @@
-"""The documented raw schema: what `generate` writes and `etl ingest` produces from your own logs.
+"""The raw tables: their names, keys and partitions (the platform's), and their columns and types
+(a dataset schema's, `etl.core.dataset_schema.DatasetSchema.raw_columns`).
 
-The validated `clean.*` tables have the same columns and types, minus the rejected rows.
-Every job that reads raw or clean tables relies on these names and types.
+The validated `clean.*` tables have the raw tables' columns and types, minus the rejected rows.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from pyspark.sql.types import (
     BooleanType,
@@ -19,7 +21,12 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-_TYPES: dict[str, DataType] = {
+from etl.core.dataset_schema import DatasetSchema
+
+TABLES: tuple[str, ...] = ("users", "pois", "impressions")
+KEYS: dict[str, str] = {"users": "user_id", "pois": "poi_id", "impressions": "event_id"}
+PARTITIONS: dict[str, list[str] | None] = {"users": None, "pois": None, "impressions": ["dt"]}
+SPARK_TYPES: dict[str, DataType] = {
     "long": LongType(),
     "int": IntegerType(),
     "double": DoubleType(),
@@ -30,28 +37,9 @@ _TYPES: dict[str, DataType] = {
 }
 
 
-def _schema(ddl: str) -> StructType:
-    """'name type, ...' -> StructType (parsed here: Spark's parser needs a running session)."""
-    fields = [item.split() for item in ddl.split(",")]
-    return StructType([StructField(name, _TYPES[kind], True) for name, kind in fields])
-
-
-RAW_USERS = _schema(
-    "user_id long, nickname string, gender string, age_band string, home_city string,"
-    " member_level string, device string"
-)
-RAW_POIS = _schema(
-    "poi_id long, name string, city string, district string, address string, latitude double,"
-    " longitude double, cuisine string, main_dishes string, introduction string, tags string,"
-    " price_level int, rating double, opening_hours string, monthly_sales int"
-)
-RAW_IMPRESSIONS = _schema(
-    "event_id long, request_id long, ts timestamp, user_id long, poi_id long, position int,"
-    " city string, district_type string, location_type string, weather string, temperature_c double,"
-    " is_away boolean, user_lat double, user_lon double, device string, clicked int, ordered int, dt date"
-)
-
-TABLES: tuple[str, ...] = ("users", "pois", "impressions")
-RAW_SCHEMAS: dict[str, StructType] = {"users": RAW_USERS, "pois": RAW_POIS, "impressions": RAW_IMPRESSIONS}
-KEYS: dict[str, str] = {"users": "user_id", "pois": "poi_id", "impressions": "event_id"}
-PARTITIONS: dict[str, list[str] | None] = {"users": None, "pois": None, "impressions": ["dt"]}
+def raw_struct(schema: DatasetSchema, table: str, order: Sequence[str] = ()) -> StructType:
+    """A raw table's columns as a StructType: those named in `order` first (a DataFrame's own
+    column order), then the rest in the schema's order."""
+    columns = schema.raw_columns(table)
+    names = [c for c in order if c in columns] + [c for c in columns if c not in order]
+    return StructType([StructField(name, SPARK_TYPES[columns[name]], True) for name in names])

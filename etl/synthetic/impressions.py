@@ -19,10 +19,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.core.randomness import normal, randint, uniform, weighted_index
-from etl.core.raw_schema import RAW_IMPRESSIONS
 from etl.synthetic import vocab
 from etl.synthetic.config import WorldConfig
 from etl.synthetic.entities import KM_PER_DEGREE, LATENT_DIM, cities_frame
+from etl.synthetic.raw_schema import RAW_IMPRESSIONS
 
 SECONDS_PER_DAY = 86400
 

@@ -5,9 +5,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from etl.clean import job
-from etl.clean.config import CleanConfig, Vocabularies
+from etl.clean.config import CleanConfig
 from etl.core.randomness import uniform
-from etl.core.raw_schema import RAW_SCHEMAS
+from etl.core.schema_table import write_schema
+from etl.synthetic.raw_schema import RAW_SCHEMAS
+from tests.etl.text_fixtures import SCHEMA
 
 USER = {
     "user_id": 1,
@@ -70,6 +72,7 @@ def frame(spark, table, rows):
 
 
 def write_raw(spark, catalog, users, pois, events):
+    write_schema(spark, catalog, SCHEMA)
     catalog.write(frame(spark, "users", users), "raw.users")
     catalog.write(frame(spark, "pois", pois), "raw.pois")
     catalog.write(frame(spark, "impressions", events), "raw.impressions", partition_by=["dt"])
@@ -181,7 +184,12 @@ def test_hand_made_inputs_give_exact_valid_and_reject_tables(spark, catalog):
     }
     assert (figures["input_rows"], figures["valid_rows"], figures["rejected_rows"]) == (29, 8, 21)
     assert figures["rejects_by_reason"]["raw.impressions"]["out_of_range_ts"] == 2
-    assert figures["input_versions"] == {"raw.users": 0, "raw.pois": 0, "raw.impressions": 0}
+    assert figures["input_versions"] == {
+        "raw.users": 0,
+        "raw.pois": 0,
+        "raw.impressions": 0,
+        "raw.dataset_schema": 0,
+    }
     assert figures["output_versions"] == {
         "clean.users": 0,
         "clean.pois": 0,
@@ -211,13 +219,11 @@ def test_config_vocabularies_and_date_window(spark, catalog):
         {"event_id": 103, "ts": "2026-04-08 12:00:00", "dt": "2026-04-08"},
     ]
     write_raw(spark, catalog, [{}], [{}], events)
-    cfg = CleanConfig(
-        vocab=Vocabularies(weather=("sunny", "foggy")), ts_tolerance_hours=1, max_date="2026-04-07"
-    )
+    cfg = CleanConfig(vocab={"weather": ("sunny", "foggy")}, ts_tolerance_hours=1, max_date="2026-04-07")
     figures = job.run(spark, catalog, cfg, log=lambda _: None)
     assert [r["event_id"] for r in rows(spark, catalog, "clean.impressions", ["event_id"])] == [100, 101, 102]
     assert figures["rejects_by_reason"]["raw.impressions"] == {"out_of_range_dt": 1}
-    cfg = CleanConfig(vocab=Vocabularies(weather=()))  # an empty vocabulary accepts any value
+    cfg = CleanConfig(vocab={"weather": ()})  # an empty vocabulary accepts any value
     figures = job.run(spark, catalog, cfg, log=lambda _: None)
     assert figures["rejects_by_reason"]["raw.impressions"] == {"out_of_range_ts": 1}
 
@@ -226,7 +232,7 @@ def test_a_value_of_the_wrong_type_is_rejected_and_a_missing_column_named(spark,
     pois = frame(spark, "pois", [{}, {"poi_id": 11}]).withColumn(
         "price_level", F.when(F.col("poi_id") == 11, F.lit("cheap")).otherwise(F.lit("2"))
     )
-    annotated = job.transform_entities(pois.withColumn("note", F.lit("x")), "pois", CleanConfig())
+    annotated = job.transform_entities(pois.withColumn("note", F.lit("x")), "pois", CleanConfig(), SCHEMA)
     assert sorted((r.poi_id, r.price_level, r._reason) for r in annotated.collect()) == [
         (10, 2, None),
         (11, None, "bad_type_price_level"),
@@ -239,8 +245,8 @@ def test_a_value_of_the_wrong_type_is_rejected_and_a_missing_column_named(spark,
         None,
         3,
     )
-    with pytest.raises(job.CleanInputError, match="raw.users has no column gender"):
-        job.annotate(frame(spark, "users", [{}]).drop("gender"), "users", CleanConfig())
+    with pytest.raises(job.CleanInputError, match="raw.users has no column gender, which dataset schema"):
+        job.annotate(frame(spark, "users", [{}]).drop("gender"), "users", CleanConfig(), SCHEMA)
 
 
 def test_reconciliation_failure_names_the_table():
@@ -254,12 +260,13 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="max_date"):
         CleanConfig(max_date="April")
     with pytest.raises(ValueError, match="vocab.weather"):
-        Vocabularies(weather=("sunny", ""))
+        CleanConfig(vocab={"weather": ("sunny", "")})
 
 
 def test_every_injected_defect_of_the_generated_world_is_caught(
     spark, world_catalog, catalog, tiny_world_config
 ):
+    write_schema(spark, catalog, SCHEMA)
     for table in ("users", "pois", "impressions"):
         partitions = ["dt"] if table == "impressions" else None
         catalog.write(world_catalog.read(spark, f"raw.{table}"), f"raw.{table}", partition_by=partitions)
