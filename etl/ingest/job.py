@@ -1,12 +1,14 @@
-"""ingest: your own CSV / Parquet / Delta logs or tables + a YAML mapping -> raw.users, raw.pois, raw.impressions, raw.ingest_mapping.
+"""ingest: your own CSV / Parquet / Delta logs or tables + a YAML mapping -> raw.dataset_schema, raw.users, raw.pois, raw.impressions, raw.ingest_mapping.
 
 Grain: the raw tables' (one row per user, per POI, per impression event; raw.impressions is
 partitioned by `dt`, derived from `ts` as the UTC day when the source has no dt). The mapping
-(mapping.py) renames source columns, gives constants for missing optional columns and records
-which columns are scene features and user / item text fields in the one-row raw.ingest_mapping.
-Every source is checked before anything is written: a missing required column or a value that
-cannot be cast to the raw type is a one-line error naming the file and the column. Rows that
-parse but are malformed (unknown ids, values out of range) are left for `etl clean`.
+(mapping.py) declares the dataset schema (stored as raw.dataset_schema: every later job reads it),
+renames source columns and gives constants for declared columns the export lacks; the one-row
+raw.ingest_mapping records where the tables came from. Everything is checked before anything is
+written: a lakehouse that holds another schema (unless `replace_schema`), a missing required or
+declared column, or a value that cannot be cast to its raw type is a one-line error naming the
+file and the column. Rows that parse but are malformed (unknown ids, values out of range) are
+left for `etl clean`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, TimestampType
 
 from etl.core.catalog import TableCatalog
-from etl.core.raw_schema import PARTITIONS, RAW_SCHEMAS, TABLES
+from etl.core.dataset_schema import DatasetSchema
+from etl.core.raw_schema import PARTITIONS, TABLES, raw_struct
+from etl.core.schema_table import SCHEMA_TABLE, check_replaceable, stored_schema, write_schema
 from etl.ingest.mapping import (
+    DERIVED,
     LABELS,
     REQUIRED_SOURCE,
     SPARK_ENCODINGS,
@@ -44,28 +49,37 @@ class IngestError(ValueError):
 @dataclass(frozen=True)
 class IngestConfig:
     mapping: str = ""  # path of the ingest mapping YAML (see etl/ingest/mapping.py)
+    replace_schema: bool = False  # true: overwrite a lakehouse that holds another dataset schema
 
     def __post_init__(self) -> None:
         if not self.mapping.strip():
             raise ValueError("mapping: set the path of the ingest mapping YAML (--set mapping=PATH)")
 
 
-def required_columns(table: str, positive_only: bool) -> tuple[str, ...]:
-    """Raw columns that must come from the source file."""
-    labels = ("clicked",) if table == "impressions" and not positive_only else ()
-    return REQUIRED_SOURCE[table] + labels
+def required_columns(table: str, schema: DatasetSchema) -> tuple[str, ...]:
+    """Raw columns that must come from the source file: ids, ts, the declared labels, and every
+    declared column (a constant default may stand in for one of those)."""
+    own = REQUIRED_SOURCE[table] + (schema.events.labels() if table == "impressions" else ())
+    declared = [c for c in schema.raw_columns(table) if c not in own and c not in LABELS and c not in DERIVED]
+    return (*own, *declared)
 
 
 def check_source_columns(
-    source_columns: list[str], table: str, source: SourceTable, positive_only: bool
+    source_columns: list[str], table: str, source: SourceTable, schema: DatasetSchema
 ) -> None:
-    """A required column, or a column the mapping renames, that the file lacks: one-line error."""
-    for raw in required_columns(table, positive_only):
+    """A required or declared column, or a column the mapping renames, that the file lacks: one-line error."""
+    for raw in required_columns(table, schema):
         column = source.source_of(raw)
-        if column not in source_columns:
+        if column not in source_columns and raw not in source.defaults:
+            what = "required" if raw in REQUIRED_SOURCE[table] or raw in LABELS else "declared"
             raise IngestError(
-                f"ingest: {source.path}: required column {column} (-> raw.{table}.{raw}) is missing"
+                f"ingest: {source.path}: {what} column {column} (-> raw.{table}.{raw}) is missing"
                 f" (columns: {', '.join(source_columns)})"
+                + (
+                    ""
+                    if what == "required"
+                    else f"; give it a default under {table}.defaults or drop it from the schema"
+                )
             )
     for column, raw in source.columns.items():
         if column not in source_columns:
@@ -94,28 +108,27 @@ def cast_column(col: Column, source_type: DataType, target: DataType) -> Column:
     return col.try_cast(target)
 
 
-def _fed(df: DataFrame, table: str, source: SourceTable, positive_only: bool) -> dict[str, str]:
-    """raw column -> the source column that feeds it (labels of a positive-only log are filled)."""
+def _fed(df: DataFrame, table: str, source: SourceTable, schema: DatasetSchema) -> dict[str, str]:
+    """raw column -> the source column that feeds it (labels the schema does not declare are filled)."""
+    undeclared = set(LABELS) - set(schema.events.labels()) if table == "impressions" else set()
     fed = {}
-    for name in RAW_SCHEMAS[table].names:
-        if positive_only and table == "impressions" and name in LABELS:
-            continue
-        if source.source_of(name) in df.columns:
+    for name in schema.raw_columns(table):
+        if name not in undeclared and source.source_of(name) in df.columns:
             fed[name] = source.source_of(name)
     return fed
 
 
-def cast_failures(df: DataFrame, table: str, source: SourceTable, positive_only: bool) -> DataFrame:
+def cast_failures(df: DataFrame, table: str, source: SourceTable, schema: DatasetSchema) -> DataFrame:
     """One row: per fed raw column, how many set source values fail the cast, and the smallest one."""
     types = dict(df.dtypes)
-    schema = {f.name: f.dataType for f in RAW_SCHEMAS[table].fields}
+    target = {f.name: f.dataType for f in raw_struct(schema, table).fields}
     source_types = {f.name: f.dataType for f in df.schema.fields}
     aggregates = []
-    for raw, column in _fed(df, table, source, positive_only).items():
-        if types[column] == schema[raw].simpleString():
+    for raw, column in _fed(df, table, source, schema).items():
+        if types[column] == target[raw].simpleString():
             continue
         src = F.col(f"`{column}`")
-        bad = src.isNotNull() & cast_column(src, source_types[column], schema[raw]).isNull()
+        bad = src.isNotNull() & cast_column(src, source_types[column], target[raw]).isNull()
         aggregates += [
             F.count(F.when(bad, 1)).alias(f"{raw}__bad"),
             F.min(F.when(bad, src.cast("string"))).alias(f"{raw}__example"),
@@ -123,17 +136,19 @@ def cast_failures(df: DataFrame, table: str, source: SourceTable, positive_only:
     return df.agg(*aggregates) if aggregates else df.sparkSession.range(0)
 
 
-def to_raw(df: DataFrame, table: str, source: SourceTable, positive_only: bool) -> DataFrame:
-    """Source rows -> the raw schema: renamed, cast, defaults, derived dt / request_id / position."""
-    schema = RAW_SCHEMAS[table]
+def to_raw(df: DataFrame, table: str, source: SourceTable, schema: DatasetSchema) -> DataFrame:
+    """Source rows -> the schema's raw table: renamed, cast, defaults, derived dt / request_id and
+    the labels it does not declare (positive-only: clicked = 1; no conversion: ordered = clicked)."""
     source_types = {f.name: f.dataType for f in df.schema.fields}
-    fed = _fed(df, table, source, positive_only)
-    columns = {}
-    for f in schema.fields:
+    fed = _fed(df, table, source, schema)
+    columns: dict[str, Column] = {}
+    for f in raw_struct(schema, table).fields:
         if f.name in fed:
             value = cast_column(F.col(f"`{fed[f.name]}`"), source_types[fed[f.name]], f.dataType)
-        elif positive_only and table == "impressions" and f.name in LABELS:
+        elif table == "impressions" and f.name == "clicked":
             value = F.lit(1)
+        elif table == "impressions" and f.name == "ordered" and not schema.events.conversion:
+            value = columns["clicked"]
         elif f.name in source.defaults:
             value = F.lit(source.defaults[f.name])
         elif table == "impressions" and f.name == "dt":
@@ -142,8 +157,6 @@ def to_raw(df: DataFrame, table: str, source: SourceTable, positive_only: bool) 
             )
         elif table == "impressions" and f.name == "request_id":
             value = columns["event_id"]
-        elif table == "impressions" and f.name == "position":
-            value = F.lit(1)
         else:
             value = F.lit(None)
         columns[f.name] = value.cast(f.dataType)
@@ -151,20 +164,10 @@ def to_raw(df: DataFrame, table: str, source: SourceTable, positive_only: bool) 
 
 
 def mapping_row(spark: SparkSession, mapping: IngestMapping, mapping_file: str) -> DataFrame:
-    """The one-row raw.ingest_mapping table that later jobs read."""
+    """The one-row raw.ingest_mapping table: where the raw tables came from."""
     return spark.createDataFrame(
-        [
-            (
-                list(mapping.scene_features),
-                list(mapping.user_text_fields),
-                list(mapping.item_text_fields),
-                mapping.positive_only,
-                mapping_file,
-                {t: mapping.table(t).path for t in TABLES},
-            )
-        ],
-        "scene_features array<string>, user_text_fields array<string>, item_text_fields array<string>,"
-        " positive_only boolean, mapping_file string, sources map<string,string>",
+        [(mapping.schema.name, mapping_file, {t: mapping.table(t).path for t in TABLES})],
+        "dataset string, mapping_file string, sources map<string,string>",
     )
 
 
@@ -225,36 +228,39 @@ def read_source(spark: SparkSession, source: SourceTable) -> DataFrame:
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: IngestConfig, log=print) -> dict:
-    """Check every source, then overwrite the raw tables and raw.ingest_mapping."""
+    """Check the mapping, its schema and every source, then overwrite the raw tables,
+    raw.dataset_schema and raw.ingest_mapping."""
     mapping = load_mapping(cfg.mapping)
+    schema = mapping.schema
+    check_replaceable(stored_schema(spark, catalog), schema, cfg.replace_schema, f"ingest: {cfg.mapping}")
     frames = {}
     for table in TABLES:
         source = mapping.table(table)
         df = read_source(spark, source)
-        check_source_columns(df.columns, table, source, mapping.positive_only)
+        check_source_columns(df.columns, table, source, schema)
         frames[table] = df
     for table, df in frames.items():
         source = mapping.table(table)
-        row = cast_failures(df, table, source, mapping.positive_only).first()
+        row = cast_failures(df, table, source, schema).first()
         failures = row.asDict() if row is not None else {}
-        for raw, column in _fed(df, table, source, mapping.positive_only).items():
+        for raw, column in _fed(df, table, source, schema).items():
             bad = failures.get(f"{raw}__bad", 0)
             if bad:
-                kind = RAW_SCHEMAS[table][raw].dataType.simpleString()
+                kind = schema.raw_columns(table)[raw]
                 raise IngestError(
                     f"ingest: {source.path}: column {column} (-> raw.{table}.{raw}): {bad} value(s) cannot be"
                     f" read as {kind}, e.g. {failures[f'{raw}__example']!r}"
                 )
-        unused = sorted(set(df.columns) - set(_fed(df, table, source, mapping.positive_only).values()))
+        unused = sorted(set(df.columns) - set(_fed(df, table, source, schema).values()))
         if unused:
-            log(f"ingest: {source.path}: columns not in the raw schema, ignored: {', '.join(unused)}")
-    output_versions, rows = {}, {}
+            log(
+                f"ingest: {source.path}: columns the dataset schema does not declare, ignored: {', '.join(unused)}"
+            )
+    output_versions, rows = {SCHEMA_TABLE: write_schema(spark, catalog, schema)}, {}
     for table, df in frames.items():
         name = f"raw.{table}"
         output_versions[name] = catalog.write(
-            to_raw(df, table, mapping.table(table), mapping.positive_only),
-            name,
-            partition_by=PARTITIONS[table],
+            to_raw(df, table, mapping.table(table), schema), name, partition_by=PARTITIONS[table]
         )
         rows[table] = catalog.last_commit_rows(spark, name)
         log(f"ingest: wrote {name}: {rows[table]} rows (version {output_versions[name]})")
@@ -262,10 +268,9 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: IngestConfig, log=print
     output_versions[MAPPING_TABLE] = catalog.write(mapping_row(spark, mapping, mapping_file), MAPPING_TABLE)
     return {
         **rows,
-        "positive_only": mapping.positive_only,
-        "scene_features": list(mapping.scene_features),
-        "user_text_fields": list(mapping.user_text_fields),
-        "item_text_fields": list(mapping.item_text_fields),
+        "dataset": schema.name,
+        "positive_only": schema.events.positive_only,
+        "scene_features": list(schema.scene_names),
         "input_files": {f"raw.{t}": mapping.table(t).path for t in TABLES},
         "input_versions": {},
         "output_versions": output_versions,

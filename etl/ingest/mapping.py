@@ -1,18 +1,19 @@
 """The ingest mapping: how files exported from another system become the raw tables.
 
 A versioned YAML file (an input of the ingest job, like the files it names), checked strictly:
-an unknown key, a wrong type or a column that the raw schema lacks is an error naming the file
-and the key. Paths are relative to the mapping file's folder (for `format: table`, `path` is a
-table name and is kept as written). Example: tests/data/byo/mapping.yaml.
+an unknown key, a wrong type or a column that the dataset schema does not declare is an error
+naming the file and the key. Paths are relative to the mapping file's folder (for `format:
+table`, `path` is a table name and is kept as written). Example: tests/data/byo/mapping.yaml.
 
     version: 1
-    positive_only: false           # true: the log holds only positive events (orders)
-    scene_features: [city, weather, ...]      # raw.impressions columns
-    user_text_fields: [nickname, ...]         # raw.users columns
-    item_text_fields: [name, cuisine, ...]    # raw.pois columns
+    schema: {...}               # the dataset schema (docs/dataset_schema.md), or a path to its YAML
     users:      {path: users.csv, format: csv, columns: {uid: user_id, ...}, defaults: {device: ios}}
     pois:       {path: pois.csv, csv: {multi_line: true, escape: '"'}, ...}   # CSV options: CsvOptions
     impressions: {...}
+
+`columns` renames source columns onto the platform's own (`event_id`, `ts`, `user_id`, `poi_id`,
+`clicked`, `ordered`, `dt`) and the schema's declared columns; `defaults` gives constants for
+declared columns the export lacks.
 """
 
 from __future__ import annotations
@@ -26,15 +27,22 @@ from typing import Any
 
 import yaml
 
-from etl.core.raw_schema import RAW_SCHEMAS
+from etl.core.dataset_schema import DatasetSchema, SchemaError, load_schema_file, parse_schema
 
 MAPPING_VERSION = 1
 FORMATS = ("csv", "parquet", "delta", "table")  # table: `path` is a Spark / metastore table name
-# raw columns that must come from the source; everything else may be defaulted or left null
+# raw columns that must come from the source (besides the labels the schema declares)
 REQUIRED_SOURCE: dict[str, tuple[str, ...]] = {
     "users": ("user_id",),
     "pois": ("poi_id",),
     "impressions": ("event_id", "user_id", "poi_id", "ts"),
+}
+# keys of mappings written before the dataset schema, and where they went
+_MOVED = {
+    "scene_features": "schema.scene_features",
+    "user_text_fields": "schema.users.text",
+    "item_text_fields": "schema.items.text",
+    "positive_only": "schema.events.positive_only",
 }
 # Python's name of an encoding -> Spark's: Spark 4 reads CSV in these alone unless the session sets
 # spark.sql.legacy.javaCharsets=true (then any JDK charset name: cp1252, GBK, GB18030, Shift_JIS, ...)
@@ -47,7 +55,7 @@ SPARK_ENCODINGS = {
     "iso8859-1": "ISO-8859-1",
     "ascii": "US-ASCII",
 }
-# filled by the job when absent: dt from ts, request_id = event_id, position 1, labels if positive-only
+# filled by the job when the source lacks them: dt from ts, request_id = event_id
 DERIVED = {"dt", "request_id"}
 LABELS = ("clicked", "ordered")
 
@@ -92,27 +100,19 @@ class IngestMapping:
     users: SourceTable
     pois: SourceTable
     impressions: SourceTable
-    scene_features: tuple[str, ...] = ()
-    user_text_fields: tuple[str, ...] = ()
-    item_text_fields: tuple[str, ...] = ()
-    positive_only: bool = False
+    schema: DatasetSchema
+
+    @property
+    def positive_only(self) -> bool:
+        return self.schema.events.positive_only
 
     def table(self, name: str) -> SourceTable:
         return getattr(self, name)
 
 
-_TOP_KEYS = {
-    "users",
-    "pois",
-    "impressions",
-    "scene_features",
-    "user_text_fields",
-    "item_text_fields",
-    "positive_only",
-}
+_TOP_KEYS = {"users", "pois", "impressions", "schema"}
 _TABLE_KEYS = {"path", "format", "columns", "defaults", "csv", "delimiter"}  # delimiter: deprecated csv.sep
 _CSV_KEYS = {"sep", "quote", "escape", "multi_line", "encoding", "header", "names", "null_value"}
-_FIELD_LISTS = {"scene_features": "impressions", "user_text_fields": "users", "item_text_fields": "pois"}
 
 
 def load_mapping(path: str | Path) -> IngestMapping:
@@ -135,36 +135,43 @@ def parse_mapping(data: Any, path: Path) -> IngestMapping:
     data = dict(data)
     if data.pop("version", None) != MAPPING_VERSION:
         raise fail(f"key version must be {MAPPING_VERSION}")
+    moved = sorted(set(data) & set(_MOVED))
+    if moved:
+        raise fail(
+            f"key {moved[0]} moved into the dataset schema: declare {_MOVED[moved[0]]} (docs/dataset_schema.md)"
+        )
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise fail(f"unknown key {unknown[0]} (known: {', '.join(sorted(_TOP_KEYS))})")
-    positive_only = data.get("positive_only", False)
-    if not isinstance(positive_only, bool):
-        raise fail(f"key positive_only must be true or false, got {positive_only!r}")
+    schema = _parse_schema(data.get("schema"), path, fail)
     tables = {}
     for name in ("users", "pois", "impressions"):
         if name not in data:
             raise fail(f"key {name} is required")
-        tables[name] = _parse_table(data[name], name, path, positive_only, fail)
-    lists = {}
-    for key, table in _FIELD_LISTS.items():
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise fail(f"key {key} must be a list of column names, got {value!r}")
-        for column in value:
-            if column not in RAW_SCHEMAS[table].names:
-                raise fail(f"key {key}: {column} is not a column of raw.{table}")
-        lists[key] = tuple(value)
-    return IngestMapping(**tables, **lists, positive_only=positive_only)
+        tables[name] = _parse_table(data[name], name, path, schema, fail)
+    return IngestMapping(**tables, schema=schema)
 
 
-def _parse_table(data: Any, name: str, path: Path, positive_only: bool, fail) -> SourceTable:
+def _parse_schema(data: Any, path: Path, fail) -> DatasetSchema:
+    """The `schema:` key: the dataset schema inline, or the path of its own YAML file."""
+    if data is None:
+        raise fail("key schema is required: declare your dataset schema (docs/dataset_schema.md)")
+    try:
+        if isinstance(data, str):
+            schema_file = Path(data) if Path(data).is_absolute() else path.parent / data
+            return load_schema_file(schema_file)
+        return parse_schema(data, f"ingest mapping {path}: key schema")
+    except SchemaError as err:
+        raise MappingError(str(err)) from None
+
+
+def _parse_table(data: Any, name: str, path: Path, schema: DatasetSchema, fail) -> SourceTable:
     if not isinstance(data, dict):
         raise fail(f"key {name} must be a mapping")
     unknown = sorted(set(data) - _TABLE_KEYS)
     if unknown:
         raise fail(f"unknown key {name}.{unknown[0]} (known: {', '.join(sorted(_TABLE_KEYS))})")
-    raw_columns = {f.name: f.dataType.simpleString() for f in RAW_SCHEMAS[name].fields}
+    raw_columns = schema.raw_columns(name)
     fmt = data.get("format", "csv")
     if fmt not in FORMATS:
         raise fail(f"key {name}.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -187,16 +194,21 @@ def _parse_table(data: Any, name: str, path: Path, positive_only: bool, fail) ->
         raise fail(f"key {name}.columns must map source column -> raw column")
     for src, raw in columns.items():
         if raw not in raw_columns:
-            raise fail(f"key {name}.columns.{src}: {raw!r} is not a column of raw.{name}")
+            raise fail(
+                f"key {name}.columns.{src}: {raw!r} is not a column of raw.{name}: declare it in the dataset"
+                f" schema (known: {', '.join(raw_columns)})"
+            )
     targets = list(columns.values())
     twice = sorted({t for t in targets if targets.count(t) > 1})
     if twice:
         raise fail(f"key {name}.columns: two source columns map to {twice[0]}")
-    if positive_only and name == "impressions":
-        labelled = sorted(set(targets) & set(LABELS))
+    if name == "impressions":
+        unlabelled = set(LABELS) - set(schema.events.labels())
+        labelled = sorted(set(targets) & unlabelled)
         if labelled:
             raise fail(
-                f"key {name}.columns.{labelled[0]}: a positive-only log has no label columns (filled with 1)"
+                f"key {name}.columns.{labelled[0]}: the dataset schema declares no such label"
+                " (events.positive_only fills clicked with 1; without events.conversion, ordered = clicked)"
             )
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -274,7 +286,7 @@ def _parse_csv(data: Any, delimiter: Any, has_delimiter: bool, name: str, fail) 
 
 
 def _fits(value: Any, kind: str) -> bool:
-    if kind in ("bigint", "int"):
+    if kind in ("long", "int"):
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "double":
         return isinstance(value, int | float) and not isinstance(value, bool)

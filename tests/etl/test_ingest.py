@@ -6,16 +6,20 @@ from pyspark.sql import functions as F
 
 from etl.clean import job as clean
 from etl.clean.config import CleanConfig
+from etl.core.raw_schema import raw_struct
+from etl.core.schema_table import SchemaMismatchError, read_schema
 from etl.ingest import job
 from etl.ingest.mapping import MappingError, load_mapping
 from tests.conftest import REPO_ROOT
 
 BYO = REPO_ROOT / "tests" / "data" / "byo"
-RAW = ("raw.users", "raw.pois", "raw.impressions", "raw.ingest_mapping")
+RAW = ("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions", "raw.ingest_mapping")
 
 
-def table(spark, catalog, name, key):
+def table(spark, catalog, name, key, columns=None):
     df = catalog.read(spark, name)
+    if columns:
+        df = df.select(*columns)
     if "ts" in df.columns:  # compare instants as UTC text (the session zone is UTC)
         df = df.withColumn("ts", F.date_format("ts", "yyyy-MM-dd HH:mm:ss"))
     return [tuple(r) for r in df.orderBy(key).collect()]
@@ -27,92 +31,58 @@ def copy_example(tmp_path):
     return folder
 
 
-def test_example_logs_become_the_raw_tables_and_clean(spark, catalog):
+POI_COLUMNS = ["poi_id", "name", "city", "district", "address", "latitude", "longitude", "cuisine",
+               "main_dishes", "introduction", "tags", "price_level", "rating", "opening_hours", "monthly_sales"]  # fmt: skip
+EVENT_COLUMNS = ["event_id", "request_id", "ts", "user_id", "poi_id", "position", "city", "district_type",
+                 "location_type", "weather", "temperature_c", "device", "clicked", "ordered", "dt"]  # fmt: skip
+
+
+def test_example_logs_become_the_raw_tables_of_their_declared_schema_and_clean(spark, catalog):
     figures = job.run(spark, catalog, job.IngestConfig(mapping=str(BYO / "mapping.yaml")), log=lambda _: None)
 
-    assert table(spark, catalog, "raw.users", "user_id") == [
-        (1, "HappyPanda7", "female", "25-34", "Chengdu", "regular", "ios"),
-        (2, "SleepyFox12", "male", "18-24", "Chengdu", "regular", "android"),
-        (3, "LuckyKoi3", "unknown", "35-44", "Wuhan", "regular", "mini_program"),
-        (4, "QuietCloud9", "robot", "45-54", "Wuhan", "regular", "ios"),
-    ]
-    assert table(spark, catalog, "raw.pois", "poi_id") == [
-        (
-            501,
-            "Granny Zhao's Dan Dan",
-            "Chengdu",
-            "Wuhou",
-            "12 Renmin Road, Wuhou, Chengdu",
-            30.57,
-            104.07,
-            "Noodles & rice",
-            "dan dan noodles, spicy wontons in chili oil",
-            "Chengdu dan dan noodles made fresh to order.",
-            "top rated, fast delivery",
-            2,
-            4.6,
-            "10:00-22:00",
-            830,
-        ),
-        (
-            502,
-            "Crayfish No. 8",
-            "Wuhan",
-            "Hankou",
-            "8 Jiefang Road, Hankou, Wuhan",
-            30.59,
-            114.31,
-            "Street food",
-            "spicy crayfish, garlic crayfish",
-            "Open late for night owls.",
-            "discount",
-            3,
-            4.2,
-            "17:00-03:00",
-            410,
-        ),
-        (
-            503,
-            "Lucky Ice Corner",
-            "Wuhan",
-            "Wuchang",
-            "3 Heping Road, Wuchang, Wuhan",
-            30.55,
-            114.3,
-            "Drinks & desserts",
-            "mango snow ice, red bean shaved ice",
-            "Served chilled.",
-            "new shop",
-            1,
-            4.4,
-            "11:00-23:00",
-            150,
-        ),
-    ]
+    schema = read_schema(spark, catalog)
+    assert schema == load_mapping(BYO / "mapping.yaml").schema and schema.name == "byo-example"
+    for name in ("users", "pois", "impressions"):  # exactly the declared columns and types
+        stored = {f.name: f.dataType for f in catalog.read(spark, f"raw.{name}").schema.fields}
+        assert stored == {f.name: f.dataType for f in raw_struct(schema, name).fields}, name
+    assert table(spark, catalog, "raw.users", "user_id", ["user_id", "nickname", "gender", "age_band", "home_city", "device"]) == [
+        (1, "HappyPanda7", "female", "25-34", "Chengdu", "ios"),
+        (2, "SleepyFox12", "male", "18-24", "Chengdu", "android"),
+        (3, "LuckyKoi3", "unknown", "35-44", "Wuhan", "mini_program"),
+        (4, "QuietCloud9", "robot", "45-54", "Wuhan", "ios"),
+    ]  # fmt: skip
+    assert table(spark, catalog, "raw.pois", "poi_id", POI_COLUMNS) == [
+        (501, "Granny Zhao's Dan Dan", "Chengdu", "Wuhou", "12 Renmin Road, Wuhou, Chengdu", 30.57, 104.07,
+         "Noodles & rice", "dan dan noodles, spicy wontons in chili oil",
+         "Chengdu dan dan noodles made fresh to order.", "top rated, fast delivery", 2, 4.6, "10:00-22:00", 830),
+        (502, "Crayfish No. 8", "Wuhan", "Hankou", "8 Jiefang Road, Hankou, Wuhan", 30.59, 114.31, "Street food",
+         "spicy crayfish, garlic crayfish", "Open late for night owls.", "discount", 3, 4.2, "17:00-03:00", 410),
+        (503, "Lucky Ice Corner", "Wuhan", "Wuchang", "3 Heping Road, Wuchang, Wuhan", 30.55, 114.3,
+         "Drinks & desserts", "mango snow ice, red bean shaved ice", "Served chilled.", "new shop", 1, 4.4,
+         "11:00-23:00", 150),
+    ]  # fmt: skip
     d6, d7, d8 = (datetime.date(2026, 4, d) for d in (6, 7, 8))
     home, office = ("residential", "home"), ("business district", "office")
     campus, hotel = ("university", "campus"), ("scenic area", "hotel")
-    assert table(spark, catalog, "raw.impressions", "event_id") == [
-        (9001, 70, "2026-04-06 11:45:10", 1, 501, 1, "Chengdu", *home, "cloudy", 18.5, False, None, None, "ios", 1, 1, d6),
-        (9002, 71, "2026-04-06 19:02:33", 2, 501, 1, "Chengdu", *office, "rainy", 14.0, False, None, None, "android", 0, 0, d6),
-        (9003, 72, "2026-04-07 22:30:00", 3, 502, 1, "Wuhan", *home, "sunny", 21.0, False, None, None, "mini_program", 1, 0, d7),
-        (9004, 72, "2026-04-07 22:30:00", 3, 503, 2, "Wuhan", *home, "sunny", 21.0, False, None, None, "mini_program", 0, 0, d7),
-        (9005, 73, "2026-04-07 23:10:05", 4, 502, 1, "Wuhan", *campus, "sunny", 19.5, False, None, None, "ios", 1, 1, d7),
-        (9006, 74, "2026-04-08 12:00:00", 1, 503, 1, "Wuhan", *hotel, "N/A", 20.0, False, None, None, "ios", 0, 0, d8),
+    assert table(spark, catalog, "raw.impressions", "event_id", EVENT_COLUMNS) == [
+        (9001, 70, "2026-04-06 11:45:10", 1, 501, 1, "Chengdu", *home, "cloudy", 18.5, "ios", 1, 1, d6),
+        (9002, 71, "2026-04-06 19:02:33", 2, 501, 1, "Chengdu", *office, "rainy", 14.0, "android", 0, 0, d6),
+        (9003, 72, "2026-04-07 22:30:00", 3, 502, 1, "Wuhan", *home, "sunny", 21.0, "mini_program", 1, 0, d7),
+        (9004, 72, "2026-04-07 22:30:00", 3, 503, 2, "Wuhan", *home, "sunny", 21.0, "mini_program", 0, 0, d7),
+        (9005, 73, "2026-04-07 23:10:05", 4, 502, 1, "Wuhan", *campus, "sunny", 19.5, "ios", 1, 1, d7),
+        (9006, 74, "2026-04-08 12:00:00", 1, 503, 1, "Wuhan", *hotel, "N/A", 20.0, "ios", 0, 0, d8),
     ]  # fmt: skip
-    assert catalog.read(spark, "raw.impressions").schema == job.RAW_SCHEMAS["impressions"]
     mapping = catalog.read(spark, "raw.ingest_mapping").collect()
-    assert len(mapping) == 1
-    assert mapping[0]["scene_features"] == [
+    assert len(mapping) == 1 and mapping[0]["dataset"] == "byo-example"
+    assert mapping[0]["sources"]["users"] == str(BYO / "users.csv")
+    assert figures["scene_features"] == [
         "city",
         "district_type",
         "location_type",
         "weather",
-        "temperature_c",
-        "is_away",
+        "temperature_band",
+        "time_slot",
     ]
-    assert mapping[0]["positive_only"] is False
-    assert mapping[0]["sources"]["users"] == str(BYO / "users.csv")
     assert {k: figures[k] for k in ("users", "pois", "impressions")} == {
         "users": 4,
         "pois": 3,
@@ -132,8 +102,36 @@ def test_example_logs_become_the_raw_tables_and_clean(spark, catalog):
     # idempotent
     again = job.run(spark, catalog, job.IngestConfig(mapping=str(BYO / "mapping.yaml")), log=lambda _: None)
     assert again["output_versions"] == {name: 1 for name in RAW}
-    assert table(spark, catalog, "raw.impressions", "event_id")[0][:3] == (9001, 70, "2026-04-06 11:45:10")
+    assert table(spark, catalog, "raw.impressions", "event_id", EVENT_COLUMNS)[0][:3] == (
+        9001,
+        70,
+        "2026-04-06 11:45:10",
+    )
     assert catalog.read(spark, "raw.impressions").count() == 6
+
+
+def test_another_schema_over_a_lakehouse_is_refused_naming_the_difference(spark, catalog, tmp_path):
+    job.run(spark, catalog, job.IngestConfig(mapping=str(BYO / "mapping.yaml")), log=lambda _: None)
+    folder = copy_example(tmp_path)
+    path = folder / "mapping.yaml"
+    path.write_text(
+        path.read_text()
+        .replace("    - {name: time_slot, derive: part_of_day}\n", "    - {name: weekday, derive: weekday}\n")
+        .replace("scene: time_slot}", "scene: time_slot}")
+        .replace("    open_hours: {item: opening_hours, scene: time_slot}\n", "")
+    )
+    with pytest.raises(SchemaMismatchError) as err:
+        job.run(spark, catalog, job.IngestConfig(mapping=str(path)), log=lambda _: None)
+    message = str(err.value)
+    assert message.startswith(f"ingest: {path}: the lakehouse holds dataset 'byo-example' of another schema")
+    assert "scene features added: weekday; scene features removed: time_slot" in message
+    assert "--set replace_schema=true" in message and "\n" not in message
+    assert catalog.version(spark, "raw.impressions") == 0  # nothing was written
+    replaced = job.run(
+        spark, catalog, job.IngestConfig(mapping=str(path), replace_schema=True), log=lambda _: None
+    )
+    assert replaced["scene_features"][-1] == "weekday"
+    assert read_schema(spark, catalog).scene_names[-1] == "weekday"
 
 
 def test_missing_column_is_named_and_nothing_is_written(spark, catalog, tmp_path):
@@ -174,38 +172,82 @@ def test_positive_only_parquet_log_with_epoch_seconds(spark, catalog, tmp_path):
     orders.write.parquet(str(folder / "orders.parquet"))
     text = (folder / "mapping.yaml").read_text()
     head, _ = text.split("impressions:\n  path")
+    head = head.replace(
+        "    conversion: true        # `order`: an order after the click\n", "    positive_only: true\n"
+    )
+    head = head.replace("    request_id: true\n    position: true\n", "")
     (folder / "mapping.yaml").write_text(
-        head.replace("positive_only: false", "positive_only: true")
+        head
         + "impressions:\n  path: orders.parquet\n  format: parquet\n"
         + "  columns: {order_id: event_id, customer: user_id, shop: poi_id, paid_at: ts}\n"
-        + "  defaults: {location_type: home, district_type: residential, temperature_c: 20.0}\n"
+        + "  defaults: {location_type: home, district_type: residential, temperature_c: 20.0, device: ios}\n"
     )
     figures = job.run(
         spark, catalog, job.IngestConfig(mapping=str(folder / "mapping.yaml")), log=lambda _: None
     )
     assert figures["positive_only"] is True
-    rows = catalog.read(spark, "raw.impressions").select(
-        "event_id", "request_id", F.date_format("ts", "yyyy-MM-dd HH:mm:ss"), "user_id", "poi_id", "position",
+    rows = catalog.read(spark, "raw.impressions")
+    assert "request_id" not in rows.columns and "position" not in rows.columns  # not declared: not there
+    rows = rows.select(
+        "event_id", F.date_format("ts", "yyyy-MM-dd HH:mm:ss"), "user_id", "poi_id",
         "location_type", "weather", "temperature_c", "device", "clicked", "ordered", F.col("dt").cast("string"),
     )  # fmt: skip
+    # positive-only: clicked = 1; no conversion label: ordered = clicked
     assert sorted(tuple(r) for r in rows.collect()) == [
-        (1, 1, "2026-04-06 01:00:00", 1, 501, 1, "home", "sunny", 20.0, None, 1, 1, "2026-04-06"),
-        (2, 2, "2026-04-07 02:00:00", 2, 501, 1, "home", "sunny", 20.0, None, 1, 1, "2026-04-07"),
+        (1, "2026-04-06 01:00:00", 1, 501, "home", "sunny", 20.0, "ios", 1, 1, "2026-04-06"),
+        (2, "2026-04-07 02:00:00", 2, 501, "home", "sunny", 20.0, "ios", 1, 1, "2026-04-07"),
     ]
-    assert catalog.read(spark, "raw.ingest_mapping").first()["positive_only"] is True
+    assert read_schema(spark, catalog).events.positive_only is True
+
+
+def test_a_declared_column_the_export_lacks_is_named(spark, catalog, tmp_path):
+    folder = copy_example(tmp_path)
+    path = folder / "mapping.yaml"
+    path.write_text(path.read_text().replace("    platform: device\n    click", "    click"))
+    with pytest.raises(job.IngestError) as err:
+        job.run(spark, catalog, job.IngestConfig(mapping=str(path)), log=lambda _: None)
+    assert str(err.value).startswith(
+        f"ingest: {folder / 'impressions.csv'}: declared column device (-> raw.impressions.device) is missing"
+    )
+    assert "give it a default under impressions.defaults" in str(err.value)
+    assert not any(catalog.exists(spark, name) for name in RAW)
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         (("version: 1", "version: 2"), "key version must be 1"),
-        (("positive_only: false", "positive_only: maybe"), "positive_only must be true or false"),
-        (("sex: gender", "sex: sex"), "users.columns.sex: 'sex' is not a column of raw.users"),
+        (("    conversion: true", "    conversion: maybe"), "schema key events.conversion: expected bool"),
+        (("sex: gender", "sex: sex"), "users.columns.sex: 'sex' is not a column of raw.users: declare it"),
         (("format: csv", "format: json"), "users.format must be one of csv, parquet"),
-        (("{member_level: regular}", "{member_level: 3}"), "users.defaults.member_level: 3 is not a string"),
-        (("{is_away: false}", "{user_id: 1}"), "impressions.defaults.user_id: a required column"),
-        (("scene_features: [city,", "scene_features: [town,"), "scene_features: town is not a column"),
+        (
+            ("platform: device}", "platform: device}\n  defaults: {device: 3}"),
+            "users.defaults.device: 3 is not a string",
+        ),
+        (
+            ("    order: ordered\n", "    order: ordered\n  defaults: {user_id: 1}\n"),
+            "impressions.defaults.user_id: a required column",
+        ),
         (("click: clicked", "click: position"), "two source columns map to position"),
+        (("  name: byo-example\n", "  name: byo-example\n  colour: red\n"), "unknown schema key colour"),
+        (("edges: [10, 20, 28]", "edges: [10, 28, 20]"), "buckets.edges must be increasing"),
+        (('template: "weather: {value}"', 'template: "weather"'), "template 'weather' has no {value}"),
+        (
+            ("{name: district_type, column: district_type}", "{name: city, column: district_type}"),
+            "two features are named city",
+        ),
+        (
+            (
+                "{name: time_slot, derive: part_of_day}",
+                "{name: time_slot, derive: part_of_day, column: city}",
+            ),
+            "derive part_of_day needs a timestamp column, city is declared string",
+        ),
+        (
+            ("version: 1\nschema:", "version: 1\npositive_only: true\nschema:"),
+            "key positive_only moved into the dataset schema: declare schema.events.positive_only",
+        ),
+        (("schema:\n  name", "schema_:\n  name"), "unknown key schema_"),
     ],
 )
 def test_bad_mapping_names_file_and_key(tmp_path, edit, message):

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from etl.ingest import job
 from etl.ingest.mapping import CsvOptions, MappingError, load_mapping
 from jobs.cli import main
-from tests.etl.test_ingest import BYO, RAW, copy_example, table
+from tests.etl.test_ingest import BYO, EVENT_COLUMNS, POI_COLUMNS, RAW, copy_example, table
 
 IMPRESSION_COLUMNS = [
     "log_id", "session", "event_time", "uid", "shop_id", "rank", "city", "area_type", "place", "weather",
@@ -65,7 +65,7 @@ def test_quoted_multiline_latin1_and_headerless_csv_through_etl_ingest(spark, la
 
     assert main(["etl", "ingest", "--lakehouse", str(lakehouse), "--set", f"mapping={path}"]) == 0
 
-    assert table(spark, catalog, "raw.pois", "poi_id") == [
+    assert table(spark, catalog, "raw.pois", "poi_id", POI_COLUMNS) == [
         (
             501, "Granny Zhao's \"Dan Dan\"", "Chengdu", "Wuhou", "12 Renmin Road, Wuhou, Chengdu", 30.57, 104.07,
             "Noodles & rice", "dan dan noodles, spicy wontons in chili oil",
@@ -82,21 +82,22 @@ def test_quoted_multiline_latin1_and_headerless_csv_through_etl_ingest(spark, la
             "11:00-23:00", 150,
         ),
     ]  # fmt: skip
-    assert table(spark, catalog, "raw.users", "user_id") == [
-        (1, "Zoé Müller", "female", "25-34", "Chengdu", "regular", "ios"),
-        (2, "José Ñúñez, Jr.", "male", "18-24", "Chengdu", "regular", "android"),
-        (3, "Françoise", "unknown", "35-44", "Wuhan", "regular", "mini_program"),
+    user_columns = ["user_id", "nickname", "gender", "age_band", "home_city", "device"]
+    assert table(spark, catalog, "raw.users", "user_id", user_columns) == [
+        (1, "Zoé Müller", "female", "25-34", "Chengdu", "ios"),
+        (2, "José Ñúñez, Jr.", "male", "18-24", "Chengdu", "android"),
+        (3, "Françoise", "unknown", "35-44", "Wuhan", "mini_program"),
     ]
     d6, d7, d8 = (datetime.date(2026, 4, d) for d in (6, 7, 8))
     home, office = ("residential", "home"), ("business district", "office")
     campus, hotel = ("university", "campus"), ("scenic area", "hotel")
-    assert table(spark, catalog, "raw.impressions", "event_id") == [
-        (9001, 70, "2026-04-06 11:45:10", 1, 501, 1, "Chengdu", *home, "cloudy", 18.5, False, None, None, "ios", 1, 1, d6),
-        (9002, 71, "2026-04-06 19:02:33", 2, 501, 1, "Chengdu", *office, "rainy", 14.0, False, None, None, "android", 0, 0, d6),
-        (9003, 72, "2026-04-07 22:30:00", 3, 502, 1, "Wuhan", *home, "sunny", 21.0, False, None, None, "mini_program", 1, 0, d7),
-        (9004, 72, "2026-04-07 22:30:00", 3, 503, 2, "Wuhan", *home, "sunny", 21.0, False, None, None, "mini_program", 0, 0, d7),
-        (9005, 73, "2026-04-07 23:10:05", 4, 502, 1, "Wuhan", *campus, "sunny", 19.5, False, None, None, "ios", 1, 1, d7),
-        (9006, 74, "2026-04-08 12:00:00", 1, 503, 1, "Wuhan", *hotel, "N/A", None, False, None, None, "ios", 0, 0, d8),
+    assert table(spark, catalog, "raw.impressions", "event_id", EVENT_COLUMNS) == [
+        (9001, 70, "2026-04-06 11:45:10", 1, 501, 1, "Chengdu", *home, "cloudy", 18.5, "ios", 1, 1, d6),
+        (9002, 71, "2026-04-06 19:02:33", 2, 501, 1, "Chengdu", *office, "rainy", 14.0, "android", 0, 0, d6),
+        (9003, 72, "2026-04-07 22:30:00", 3, 502, 1, "Wuhan", *home, "sunny", 21.0, "mini_program", 1, 0, d7),
+        (9004, 72, "2026-04-07 22:30:00", 3, 503, 2, "Wuhan", *home, "sunny", 21.0, "mini_program", 0, 0, d7),
+        (9005, 73, "2026-04-07 23:10:05", 4, 502, 1, "Wuhan", *campus, "sunny", 19.5, "ios", 1, 1, d7),
+        (9006, 74, "2026-04-08 12:00:00", 1, 503, 1, "Wuhan", *hotel, "N/A", None, "ios", 0, 0, d8),
     ]  # fmt: skip
 
     # the same files with Spark's default CSV options are misread: proof that the options matter
@@ -134,6 +135,7 @@ def test_delta_parquet_and_table_sources(spark, catalog, tmp_path, users_table):
             "path": users_table,
             "format": "table",
             "columns": {"uid": "user_id", "nick": "nickname", "sex": "gender"},
+            "defaults": {"age_band": "25-34", "home_city": "Chengdu", "device": "ios"},  # not in the table
         },
         pois={"path": "pois_delta", "format": "delta"},
         impressions={"path": "impressions_parquet", "format": "parquet"},
@@ -146,9 +148,11 @@ def test_delta_parquet_and_table_sources(spark, catalog, tmp_path, users_table):
         "pois": 3,
         "impressions": 6,
     }
-    assert table(spark, catalog, "raw.users", "user_id") == [
-        (1, "HappyPanda7", "female", None, None, "regular", None),
-        (2, "SleepyFox12", "male", None, None, "regular", None),
+    assert table(
+        spark, catalog, "raw.users", "user_id", ["user_id", "nickname", "gender", "age_band", "device"]
+    ) == [
+        (1, "HappyPanda7", "female", "25-34", "ios"),
+        (2, "SleepyFox12", "male", "25-34", "ios"),
     ]
     pois_rows = catalog.read(spark, "raw.pois").select(
         "poi_id", "name", "latitude", "rating", "monthly_sales"
@@ -158,7 +162,7 @@ def test_delta_parquet_and_table_sources(spark, catalog, tmp_path, users_table):
         (502, "Crayfish No. 8", 30.59, 4.2, 410),
         (503, "Lucky Ice Corner", 30.55, 4.4, 150),
     ]
-    assert [r[:5] for r in table(spark, catalog, "raw.impressions", "event_id")] == [
+    assert [r[:5] for r in table(spark, catalog, "raw.impressions", "event_id", EVENT_COLUMNS)] == [
         (9001, 70, "2026-04-06 11:45:10", 1, 501),
         (9002, 71, "2026-04-06 19:02:33", 2, 501),
         (9003, 72, "2026-04-07 22:30:00", 3, 502),
