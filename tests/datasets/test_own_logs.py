@@ -244,6 +244,9 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
     from training.ctr.encoding import raw_columns
 
     layout = scorer.unwrap_python_model().layout
+    signature = scorer.metadata.get_input_schema()  # derived from the dataset schema
+    assert signature.input_names() == list(raw_columns(layout))
+    assert {c.name: c.type.name for c in signature.inputs}[f"scene_{schema.scene_names[0]}"] == "string"
     rows = (
         samples.where("split = 'test'").orderBy("sample_id").limit(20).toPandas()[list(raw_columns(layout))]
     )

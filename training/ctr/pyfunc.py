@@ -114,9 +114,31 @@ def save_folder(cfg, data, model: torch.nn.Module, layout, folder) -> Path:
     return folder
 
 
-def _model_kwargs(folder: Path) -> dict:
+def signature(layout):
+    """The model's MLflow signature, from its layout (so from the dataset schema): ids and integer
+    fields as long, the strings behind hashed ids and the scene values as string, numerics as double."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from training.ctr.encoding import COUNT_COLUMNS, raw_columns
+
+    def kind(column: str) -> str:
+        if column in ("user_id", "poi_id", *layout.small_int_fields, *COUNT_COLUMNS):
+            return "long"
+        return "double" if column in layout.numeric_names else "string"
+
+    # not `required` for MLflow: a missing column is the model's own one-line error naming it
+    inputs = Schema([ColSpec(kind(c), c, required=False) for c in raw_columns(layout)])
+    outputs = Schema(
+        [ColSpec("double", "p_ctr"), ColSpec("double", "p_ctcvr"), ColSpec("long", "unknown_scene_values")]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _model_kwargs(folder: Path, layout) -> dict:
     return {
         "python_model": CtrScoringModel(),
+        "signature": signature(layout),
         "artifacts": {ARTIFACT: str(folder)},
         "code_paths": [str(REPO_ROOT / p) for p in CODE_PACKAGES],
         "pip_requirements": ["torch", "numpy", "pandas", "pyarrow"],
@@ -127,7 +149,7 @@ def log_scoring_model(cfg, data, model, layout) -> str:
     """Log the scoring model to the active run; returns its URI."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(cfg, data, model, layout, Path(tmp) / ARTIFACT)
-        info = mlflow.pyfunc.log_model(name=MODEL_NAME, **_model_kwargs(folder))
+        info = mlflow.pyfunc.log_model(name=MODEL_NAME, **_model_kwargs(folder, layout))
     return info.model_uri
 
 
@@ -135,5 +157,5 @@ def save_scoring_model(cfg, data, model, layout, path) -> Path:
     """The same model as a local MLflow model folder (tests, benchmarks, offline hand-over)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(cfg, data, model, layout, Path(tmp) / ARTIFACT)
-        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(folder))
+        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(folder, layout))
     return Path(path)
