@@ -6,34 +6,15 @@ that the two agree). Jobs never read this module: they read the stored dataset s
 
 from __future__ import annotations
 
-from pyspark.sql.types import (
-    BooleanType,
-    DataType,
-    DateType,
-    DoubleType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
+from pyspark.sql.types import StructField, StructType
 
-_TYPES: dict[str, DataType] = {
-    "long": LongType(),
-    "int": IntegerType(),
-    "double": DoubleType(),
-    "string": StringType(),
-    "boolean": BooleanType(),
-    "timestamp": TimestampType(),
-    "date": DateType(),
-}
+from etl.core.raw_schema import SPARK_TYPES
 
 
 def _schema(ddl: str) -> StructType:
     """'name type, ...' -> StructType (parsed here: Spark's parser needs a running session)."""
     fields = [item.split() for item in ddl.split(",")]
-    return StructType([StructField(name, _TYPES[kind], True) for name, kind in fields])
+    return StructType([StructField(name, SPARK_TYPES[kind], True) for name, kind in fields])
 
 
 RAW_USERS = _schema(

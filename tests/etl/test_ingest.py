@@ -35,6 +35,17 @@ POI_COLUMNS = ["poi_id", "name", "city", "district", "address", "latitude", "lon
                "main_dishes", "introduction", "tags", "price_level", "rating", "opening_hours", "monthly_sales"]  # fmt: skip
 EVENT_COLUMNS = ["event_id", "request_id", "ts", "user_id", "poi_id", "position", "city", "district_type",
                  "location_type", "weather", "temperature_c", "device", "clicked", "ordered", "dt"]  # fmt: skip
+d6, d7, d8 = (datetime.date(2026, 4, d) for d in (6, 7, 8))
+home, office = ("residential", "home"), ("business district", "office")
+campus, hotel = ("university", "campus"), ("scenic area", "hotel")
+EXAMPLE_EVENTS = [  # the example impressions as raw rows (EVENT_COLUMNS)
+    (9001, 70, "2026-04-06 11:45:10", 1, 501, 1, "Chengdu", *home, "cloudy", 18.5, "ios", 1, 1, d6),
+    (9002, 71, "2026-04-06 19:02:33", 2, 501, 1, "Chengdu", *office, "rainy", 14.0, "android", 0, 0, d6),
+    (9003, 72, "2026-04-07 22:30:00", 3, 502, 1, "Wuhan", *home, "sunny", 21.0, "mini_program", 1, 0, d7),
+    (9004, 72, "2026-04-07 22:30:00", 3, 503, 2, "Wuhan", *home, "sunny", 21.0, "mini_program", 0, 0, d7),
+    (9005, 73, "2026-04-07 23:10:05", 4, 502, 1, "Wuhan", *campus, "sunny", 19.5, "ios", 1, 1, d7),
+    (9006, 74, "2026-04-08 12:00:00", 1, 503, 1, "Wuhan", *hotel, "N/A", 20.0, "ios", 0, 0, d8),
+]  # fmt: skip
 
 
 def test_example_logs_become_the_raw_tables_of_their_declared_schema_and_clean(spark, catalog):
@@ -61,17 +72,7 @@ def test_example_logs_become_the_raw_tables_of_their_declared_schema_and_clean(s
          "Drinks & desserts", "mango snow ice, red bean shaved ice", "Served chilled.", "new shop", 1, 4.4,
          "11:00-23:00", 150),
     ]  # fmt: skip
-    d6, d7, d8 = (datetime.date(2026, 4, d) for d in (6, 7, 8))
-    home, office = ("residential", "home"), ("business district", "office")
-    campus, hotel = ("university", "campus"), ("scenic area", "hotel")
-    assert table(spark, catalog, "raw.impressions", "event_id", EVENT_COLUMNS) == [
-        (9001, 70, "2026-04-06 11:45:10", 1, 501, 1, "Chengdu", *home, "cloudy", 18.5, "ios", 1, 1, d6),
-        (9002, 71, "2026-04-06 19:02:33", 2, 501, 1, "Chengdu", *office, "rainy", 14.0, "android", 0, 0, d6),
-        (9003, 72, "2026-04-07 22:30:00", 3, 502, 1, "Wuhan", *home, "sunny", 21.0, "mini_program", 1, 0, d7),
-        (9004, 72, "2026-04-07 22:30:00", 3, 503, 2, "Wuhan", *home, "sunny", 21.0, "mini_program", 0, 0, d7),
-        (9005, 73, "2026-04-07 23:10:05", 4, 502, 1, "Wuhan", *campus, "sunny", 19.5, "ios", 1, 1, d7),
-        (9006, 74, "2026-04-08 12:00:00", 1, 503, 1, "Wuhan", *hotel, "N/A", 20.0, "ios", 0, 0, d8),
-    ]  # fmt: skip
+    assert table(spark, catalog, "raw.impressions", "event_id", EVENT_COLUMNS) == EXAMPLE_EVENTS
     mapping = catalog.read(spark, "raw.ingest_mapping").collect()
     assert len(mapping) == 1 and mapping[0]["dataset"] == "byo-example"
     assert mapping[0]["sources"]["users"] == str(BYO / "users.csv")
