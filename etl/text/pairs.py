@@ -16,12 +16,14 @@ hash of the anchor id (users for user_user and user_poi, POIs for poi_poi).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
+from etl.core.schema_table import read_schema
+from etl.core.splits import history_end
 from etl.text.poi_text import POI_BASIC_SLICES, POI_BUSINESS_SLICES, POI_COMPREHENSIVE_SLICES, poi_text
 from etl.text.split import SPLITS, check_fraction, heldout_split
 from etl.text.user_text import user_texts
@@ -35,7 +37,9 @@ COLUMNS = ("pair_type", "anchor_id", "positive_id", "text_a", "text_b", "split")
 
 @dataclass(frozen=True)
 class PairsConfig:
-    history_end_date: str = "2026-04-13"  # the test day: histories use impressions with dt < this
+    history_end_date: str = (
+        ""  # histories use dt < this; "" = the first test day (the schema's events.test_days)
+    )
     last_orders: int = 5  # orders in a user's history text
     max_pairs_per_user: int = 20  # user_poi pairs per user
     max_pairs_per_poi: int = 50  # user_poi pairs per POI
@@ -44,7 +48,8 @@ class PairsConfig:
 
     def __post_init__(self) -> None:
         try:
-            dt.date.fromisoformat(self.history_end_date)
+            if self.history_end_date:
+                dt.date.fromisoformat(self.history_end_date)
         except ValueError:
             raise ValueError(
                 f"history_end_date must be a date YYYY-MM-DD, got {self.history_end_date!r}"
@@ -131,6 +136,9 @@ def transform(users: DataFrame, pois: DataFrame, impressions: DataFrame, cfg: Pa
 def run(spark: SparkSession, catalog: TableCatalog, cfg: PairsConfig, log=print) -> dict:
     input_versions = {name: catalog.version(spark, name) for name in INPUTS}
     users, pois, impressions = (catalog.read(spark, name, version=input_versions[name]) for name in INPUTS)
+    if not cfg.history_end_date:
+        end = history_end(cfg.history_end_date, impressions, read_schema(spark, catalog))
+        cfg = replace(cfg, history_end_date=end)
     pairs = transform(users, pois, impressions, cfg)
     version = catalog.write(pairs, OUTPUT, partition_by=["pair_type"])
     figures = summarize(catalog.read(spark, OUTPUT, version=version))

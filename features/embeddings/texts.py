@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
+from etl.core.schema_table import read_schema
+from etl.core.splits import history_end
 from etl.text.pairs import history
 from etl.text.poi_text import POI_COMPREHENSIVE_SLICES, poi_text
 from etl.text.user_text import user_texts
@@ -42,7 +44,9 @@ ID_COLUMNS = {POI: "poi_id", USER: "user_id"}
 class EmbedTextsConfig:
     encoder: str = "latest:contrastive"  # or latest:contrastive/<ablation>, models:/<id>, a model folder
     sides: list[str] = field(default_factory=lambda: list(SIDES))  # which texts: poi, user
-    history_end_date: str = "2026-04-13"  # user histories use impressions with dt < this (as etl pairs)
+    history_end_date: str = (
+        ""  # histories use dt < this; "" = the first test day (the schema's events.test_days)
+    )
     last_orders: int = 5  # orders in a user's history text (as etl pairs)
     batch_size: int = 16  # texts per forward pass (these texts are long)
     precision: str = "auto"  # auto: bfloat16 on a task's GPU, float32 on CPU
@@ -53,7 +57,8 @@ class EmbedTextsConfig:
         if unknown or not self.sides:
             raise ValueError(f"sides must be a non-empty subset of {SIDES}, got {self.sides}")
         try:
-            dt.date.fromisoformat(self.history_end_date)
+            if self.history_end_date:
+                dt.date.fromisoformat(self.history_end_date)
         except ValueError:
             raise ValueError(f"history_end_date must be YYYY-MM-DD, got {self.history_end_date!r}") from None
         for name in ("last_orders", "batch_size"):
@@ -165,6 +170,9 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: EmbedTextsConfig, log=p
     log(f"embed texts: encoder {ref.uri} version {ref.version}")
     input_versions = {name: catalog.version(spark, name) for name in INPUTS}
     users, pois, impressions = (catalog.read(spark, name, version=input_versions[name]) for name in INPUTS)
+    if USER in cfg.sides and not cfg.history_end_date:
+        end = history_end(cfg.history_end_date, impressions, read_schema(spark, catalog))
+        cfg = replace(cfg, history_end_date=end)
     sources = {
         POI: lambda: poi_comprehensive(pois),
         USER: lambda: user_comprehensive(users, impressions, pois, cfg),

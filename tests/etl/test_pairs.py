@@ -1,4 +1,5 @@
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from pyspark.sql import functions as F
@@ -11,6 +12,7 @@ from tests.etl.text_fixtures import (
     IMPRESSIONS_SCHEMA,
     POIS,
     POIS_SCHEMA,
+    SCHEMA,
     TEST_DAY,
     impression,
     write_clean,
@@ -96,6 +98,18 @@ def test_pairs_ignore_the_history_end_day_and_later(spark, catalog):
         (10, 3),
         (12, 1),
     ]
+
+
+def test_the_default_history_ends_at_the_first_test_day_of_the_declared_split(spark, catalog):
+    """No date of the synthetic world: the log's last `events.test_days` days are never history."""
+    write_clean(spark, catalog)  # the fixtures' last day is TEST_DAY; the schema holds out 1 day
+    figures = pairs.run(spark, catalog, replace(CFG, history_end_date=""), log=lambda _: None)
+    assert figures["history_end_date"] == TEST_DAY.isoformat()
+    assert _rows(catalog.read(spark, "pairs.contrastive")) == EXPECTED
+    two_days = replace(SCHEMA, events=replace(SCHEMA.events, test_days=2))
+    write_clean(spark, catalog, schema=two_days)
+    figures = pairs.run(spark, catalog, replace(CFG, history_end_date=""), log=lambda _: None)
+    assert figures["history_end_date"] == (TEST_DAY - dt.timedelta(days=1)).isoformat()
 
 
 def test_caps_per_user_and_per_poi_by_hash_rank(spark):
