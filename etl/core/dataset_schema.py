@@ -260,7 +260,6 @@ class EventsSchema:
     weight: str = ""  # a numeric event column (a usage count or weight); "" = none
     categorical: tuple[str, ...] = ()  # event context fields that are not scene features (CTR fields)
     test_days: int = 1  # the log's last days held out as the test split
-    validation_days: int = 0  # the days before the test days held out for validation
     columns: dict[str, str] = field(default_factory=dict)  # further event columns: name -> type
     vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ranges: dict[str, Range] = field(default_factory=dict)
@@ -271,8 +270,6 @@ class EventsSchema:
             pass  # a positive-only log may still say which positives converted
         if self.test_days < 1:
             raise ValueError(f"events.test_days must be >= 1, got {self.test_days}")
-        if self.validation_days < 0:
-            raise ValueError(f"events.validation_days must be >= 0, got {self.validation_days}")
 
     def labels(self) -> tuple[str, ...]:
         """The label columns the export must provide."""
