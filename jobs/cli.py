@@ -32,6 +32,7 @@ USER_ERRORS = (
     "etl.ingest.job:IngestError",
     "etl.ingest.mapping:MappingError",
     "etl.clean.job:CleanInputError",
+    "etl.core.splits:SplitError",
     "training.common.checkpoint:CheckpointError",
     "training.common.data:DataError",
     "training.common.guard:NonFiniteLossError",
