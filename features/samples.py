@@ -1,4 +1,4 @@
-"""clean.{impressions,users,pois} + features.*_stats -> samples.ctr; one row per sample; partition (split, dt).
+"""clean.{impressions,users,pois} + features.*_stats + raw.dataset_schema -> samples.ctr; one row per sample; partition (split, dt).
 
 Negatively sampled CTR samples with labels `click` and `ctcvr` (click and order), two modes:
 
@@ -9,9 +9,10 @@ Negatively sampled CTR samples with labels `click` and `ctcvr` (click and order)
   p' = p / (p + (1 - p) / r).
 - `positive_only`: the log holds positive events only (an impression log is reduced to its
   clicked rows). Each positive gets `negatives_per_positive` = k negatives from a candidate pool
-  grouped like the event: the POIs open in the event's city and time slot (opening hours
-  "HH:MM-HH:MM", close < open = past midnight; a POI is open in a slot when it is open at the
-  start of at least one hour of the slot; equal open and close = open all day), excluding every
+  grouped like the event, as the schema's `negatives` declare (on the synthetic world: the POIs
+  of the event's city open in its time slot, opening hours "HH:MM-HH:MM", close < open = past
+  midnight; a POI is open in a slot when it is open at the start of at least one hour of the
+  slot; equal open and close = open all day; nothing declared = every POI), excluding every
   POI the user had a positive event with on that day. The draw (`draw_negatives`, generic over
   the group columns; no group columns = one group of all items) costs events x k, not
   events x items: the n_g items of each group are numbered 0..n_g-1 by poi_id; an event whose
