@@ -178,11 +178,12 @@ def number_pool(pool: DataFrame, group_columns: list[str]) -> DataFrame:
 
 
 def _draw_plan(
-    positives: DataFrame, pool: DataFrame, group_columns: list[str], k: int, seed: int
+    positives: DataFrame, numbered: DataFrame, group_columns: list[str], k: int, seed: int
 ) -> DataFrame:
     """Per positive event: n_g (its group's items), m_e (those the user had a positive with that
-    day), the draw count d = min(n_g, k + m_e), the permutation's offset and stride, neg_rate."""
-    items = pool.select(*group_columns, "poi_id").distinct()
+    day), the draw count d = min(n_g, k + m_e), the permutation's offset and stride, neg_rate.
+    `numbered` is the pool of `number_pool` (distinct items per group)."""
+    items = numbered.select(*group_columns, "poi_id")
     sizes = items.groupBy(*group_columns).agg(F.count(F.lit(1)).alias("_n_g"))
     done = positives.select("user_id", "dt", "poi_id").distinct()
     excluded = (
@@ -228,7 +229,8 @@ def candidate_draws(
     `positives` has event_id, user_id, dt, poi_id and the group columns; `pool` has the group
     columns and poi_id (an item may sit in several groups); no group columns = one group.
     """
-    plan = _draw_plan(positives, pool, group_columns, k, seed).where(F.col("_d") > 0)
+    numbered = number_pool(pool, group_columns)
+    plan = _draw_plan(positives, numbered, group_columns, k, seed).where(F.col("_d") > 0)
     j = F.explode(F.sequence(F.lit(0).cast("long"), F.col("_d") - 1)).alias("_j")
     exploded = plan.select(
         "event_id", "user_id", "dt", *group_columns, "_n_g", "_offset", "_stride", "neg_rate", j
@@ -237,7 +239,7 @@ def candidate_draws(
     draws = exploded.withColumn(
         "_idx", F.pmod(F.col("_offset") + F.col("_j") * F.col("_stride"), F.col("_n_g"))
     )
-    return draws.join(number_pool(pool, group_columns), [*group_columns, "_idx"]).select(
+    return draws.join(numbered, [*group_columns, "_idx"]).select(
         "event_id", "user_id", "dt", "_j", "poi_id", "neg_rate"
     )
 
@@ -379,9 +381,9 @@ def summarize(samples: DataFrame) -> dict:
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=print) -> dict:
     """Rebuild samples.ctr in full (a full overwrite: idempotent by construction)."""
-    schema = read_schema(spark, catalog)
     names = (*INPUTS, stats.USER_STATS, stats.POI_STATS, stats.USER_POI_STATS, stats.GLOBAL_STATS)
     versions = {name: catalog.version(spark, name) for name in (*names, SCHEMA_TABLE)}
+    schema = read_schema(spark, catalog, versions[SCHEMA_TABLE])
     frames = {name: catalog.read(spark, name, version=versions[name]) for name in names}
     samples = transform(
         frames["clean.impressions"],

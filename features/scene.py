@@ -81,8 +81,8 @@ def transform(impressions: DataFrame, pois: DataFrame, features: Sequence[SceneF
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: SceneConfig, log=print) -> dict:
-    schema = read_schema(spark, catalog)
     input_versions = {name: catalog.version(spark, name) for name in (*INPUTS, SCHEMA_TABLE)}
+    schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
     impressions, pois = (catalog.read(spark, name, version=input_versions[name]) for name in INPUTS)
     version = catalog.write(transform(impressions, pois, schema.scene_features), OUTPUT)
     figures = summarize(catalog.read(spark, OUTPUT, version=version), schema.scene_names)

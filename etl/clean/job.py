@@ -157,9 +157,9 @@ def reconcile(counts: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: CleanConfig, log=print) -> dict:
     """Validate the raw tables, overwrite the clean tables and the rejects, reconcile the counts."""
-    schema = read_schema(spark, catalog)
     input_versions = {f"raw.{t}": catalog.version(spark, f"raw.{t}") for t in TABLES}
     input_versions[SCHEMA_TABLE] = catalog.version(spark, SCHEMA_TABLE)
+    schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
     raw = {t: catalog.read(spark, f"raw.{t}", version=input_versions[f"raw.{t}"]) for t in TABLES}
     output_versions: dict[str, int] = {}
     annotated: dict[str, DataFrame] = {}

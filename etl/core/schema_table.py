@@ -14,7 +14,13 @@ import json
 from pyspark.sql import SparkSession
 
 from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema, SchemaError, parse_schema, schema_difference
+from etl.core.dataset_schema import (
+    SCHEMA_VERSION,
+    DatasetSchema,
+    SchemaError,
+    parse_schema,
+    schema_difference,
+)
 
 SCHEMA_TABLE = "raw.dataset_schema"
 
@@ -25,24 +31,28 @@ class SchemaMismatchError(SchemaError):
 
 def write_schema(spark: SparkSession, catalog: TableCatalog, schema: DatasetSchema) -> int:
     """Overwrite raw.dataset_schema with `schema`; returns the table's new version."""
-    row = (schema.name, int(schema.to_dict()["version"]), json.dumps(schema.to_dict(), sort_keys=True))
+    row = (schema.name, SCHEMA_VERSION, json.dumps(schema.to_dict(), sort_keys=True))
     df = spark.createDataFrame([row], "name string, schema_version int, schema_json string")
     return catalog.write(df.coalesce(1), SCHEMA_TABLE)
 
 
-def stored_schema(spark: SparkSession, catalog: TableCatalog) -> DatasetSchema | None:
-    """The lakehouse's dataset schema, or None when no job has stored one yet."""
+def stored_schema(
+    spark: SparkSession, catalog: TableCatalog, version: int | None = None
+) -> DatasetSchema | None:
+    """The lakehouse's dataset schema (at `version`, else the latest), or None when no job has
+    stored one yet."""
     if not catalog.exists(spark, SCHEMA_TABLE):
         return None
-    row = catalog.read(spark, SCHEMA_TABLE).first()
+    row = catalog.read(spark, SCHEMA_TABLE, version=version).first()
     if row is None:
         return None
     return parse_schema(json.loads(row["schema_json"]), f"{catalog.location(SCHEMA_TABLE)}")
 
 
-def read_schema(spark: SparkSession, catalog: TableCatalog) -> DatasetSchema:
-    """The lakehouse's dataset schema; a one-line error when there is none."""
-    schema = stored_schema(spark, catalog)
+def read_schema(spark: SparkSession, catalog: TableCatalog, version: int | None = None) -> DatasetSchema:
+    """The lakehouse's dataset schema (at `version`, the one a job records among its inputs, else
+    the latest); a one-line error when there is none."""
+    schema = stored_schema(spark, catalog, version)
     if schema is None:
         raise SchemaError(
             f"lakehouse {catalog.root} has no {SCHEMA_TABLE}: run `larr generate` or `larr etl ingest` first"
