@@ -1,126 +1,76 @@
-"""The one registry of keyword slices and their special tokens.
+"""Keyword slices and their special tokens: how a slice is wrapped, stripped and found.
 
 Every piece of text the LLM sees is a sequence of slices, each wrapped in its own pair of special
-tokens, e.g. `<POI_name>Aunt Li's Claypot</POI_name>`. The corpus builder (stage 1), the pair
-builder (stage 2), the scene dictionary (stage 3) and the tokenizer all take the tokens from here,
-so a slice is defined once. A slice's name is the text inside its tokens: `POI_name`,
-`user_profile`, `scene_weather`. The stage-2/3 encoders read the hidden state at a closing token.
-
-Scene slices are not listed here: each dataset declares its own scene features (the dataset
-schema), and `scene_<feature>` is a slice for any lower-snake-case feature name. The tokens a
-tokenizer gets are `special_tokens(scene_features)`: the fixed POI and user slices, then the
-declared features' slices.
+tokens, e.g. `<POI_name>Aunt Li's Claypot</POI_name>`. A slice's name is the text inside its
+tokens. Which slices a dataset has is declared by its dataset schema (the users' and items' text
+slices, the user action slices, and `scene_<feature>` per scene feature);
+`etl.text.slices.token_slices(schema)` lists them in the one order the tokenizer gets them, and
+the corpus builder (stage 1), the pair builder (stage 2), the scene dictionary (stage 3) and the
+trainers all take them from there. The stage-2/3 encoders read the hidden state at a closing token.
 
 Wrapping a null text gives null, so `concat_ws` over wrapped slices simply leaves a missing slice
-out. Text that itself contains a registry token has it removed before wrapping, so a token in a
-shop's introduction can never open or close a slice.
+out. Anything shaped like a slice token (`<name>` or `</name>`) is removed from a text before it
+is wrapped, so a tag in a shop's introduction can never open or close a slice.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-POI, USER, SCENE = "poi", "user", "scene"
-SIDES = (POI, USER, SCENE)
-
-_POI_SLICES = (
-    ("POI_name", "shop name"),
-    ("POI_loc", "location: city, district, address"),
-    ("POI_intro", "introduction"),
-    ("POI_cuisine", "cuisine / category"),
-    ("POI_dishes", "main dishes (the menu)"),
-    ("POI_tags", "tags"),
-    ("POI_hours", "opening hours"),
-    ("POI_price", "price level"),
-    ("POI_stats", "statistics: rating, monthly sales"),
-)
-_USER_SLICES = (
-    ("user_profile", "nickname, gender, age band, home city, member level"),
-    ("user_hist", "recent orders: shop names and their main dishes"),
-    ("user_env", "the environments (scenes) of those orders"),
-    ("user_price", "click and order price statistics"),
-)
+_NAME = r"[A-Za-z][A-Za-z0-9_]*"
+_SLICE_NAME = re.compile(rf"^{_NAME}$")
+# any opening or closing token of any slice name: stripped out of free text before wrapping
+_TOKEN_PATTERN = rf"</?{_NAME}>"
+_TOKEN_RE = re.compile(_TOKEN_PATTERN)
+_WRAPPED_RE = re.compile(r"<(?P<name>[A-Za-z_][A-Za-z0-9_]*)>(?P<text>.*?)</(?P=name)>", re.DOTALL)
+SCENE_PREFIX = "scene_"
 
 
 @dataclass(frozen=True)
 class Slice:
     name: str
-    side: str  # poi, user or scene
     open: str
     close: str
-    description: str = ""
-
-
-def _slice(name: str, side: str, description: str) -> Slice:
-    return Slice(name=name, side=side, open=f"<{name}>", close=f"</{name}>", description=description)
-
-
-def scene_slice(feature: str) -> str:
-    """The slice name of a scene feature: `weather` -> `scene_weather`."""
-    return f"scene_{feature}"
-
-
-SLICES: tuple[Slice, ...] = (
-    *(_slice(name, POI, description) for name, description in _POI_SLICES),
-    *(_slice(name, USER, description) for name, description in _USER_SLICES),
-)
-_BY_NAME = {s.name: s for s in SLICES}
-_SCENE_SLICE = re.compile(r"^scene_[a-z][a-z0-9_]*$")
-# any opening or closing registry token, a scene one of any feature (to strip tokens out of free text)
-_TOKEN_PATTERN = "</?(?:" + "|".join(re.escape(s.name) for s in SLICES) + "|scene_[a-z][a-z0-9_]*)>"
-_TOKEN_RE = re.compile(_TOKEN_PATTERN)
-_WRAPPED_RE = re.compile(r"<(?P<name>[A-Za-z_]+)>(?P<text>.*?)</(?P=name)>", re.DOTALL)
 
 
 class UnknownSliceError(ValueError):
     pass
 
 
+def scene_slice(feature: str) -> str:
+    """The slice name of a scene feature: `weather` -> `scene_weather`."""
+    return f"{SCENE_PREFIX}{feature}"
+
+
 def get_slice(slice_name: str) -> Slice:
-    if slice_name in _BY_NAME:
-        return _BY_NAME[slice_name]
-    if _SCENE_SLICE.match(slice_name):
-        feature = slice_name.removeprefix("scene_")
-        return _slice(slice_name, SCENE, f"scene feature {feature}")
-    raise UnknownSliceError(
-        f"unknown slice {slice_name!r} (not in etl.tokens.SLICES, nor scene_<feature> of a snake-case feature)"
-    )
+    if not isinstance(slice_name, str) or not _SLICE_NAME.match(slice_name):
+        raise UnknownSliceError(f"bad slice name {slice_name!r} (letters, digits and underscores)")
+    return Slice(name=slice_name, open=f"<{slice_name}>", close=f"</{slice_name}>")
 
 
-def scene_slices(scene_features: Sequence[str]) -> tuple[Slice, ...]:
-    """The slices of the declared scene features, in declared order."""
-    return tuple(get_slice(scene_slice(f)) for f in scene_features)
+def special_tokens(slice_names: Sequence[str]) -> list[str]:
+    """Every token a tokenizer gets for a dataset: open, close per slice, in the given order
+    (`etl.text.slices.token_slices(schema)`: items', users', user actions', scene features')."""
+    if len(set(slice_names)) != len(slice_names):
+        raise ValueError(f"slice names repeat: {list(slice_names)}")
+    return [token for s in map(get_slice, slice_names) for token in (s.open, s.close)]
 
 
-def slices_of(side: str, scene_features: Sequence[str] = ()) -> tuple[Slice, ...]:
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    if side == SCENE:
-        return scene_slices(scene_features)
-    return tuple(s for s in SLICES if s.side == side)
-
-
-def special_tokens(scene_features: Sequence[str]) -> list[str]:
-    """Every token a tokenizer gets for a dataset: open, close per POI and user slice, then per
-    declared scene feature (from the dataset schema)."""
-    slices = (*SLICES, *scene_slices(scene_features))
-    return [token for s in slices for token in (s.open, s.close)]
+def closing_tokens(tokens: Iterable[str]) -> set[str]:
+    """Those of `tokens` that close a slice whose opening token is among them too (a tokenizer's
+    added tokens: its own special tokens, like `<|im_end|>`, come in no such pair)."""
+    known = set(tokens)
+    return {t for t in known if is_closing_token(t) and "<" + t[2:] in known}
 
 
 def is_closing_token(token: str) -> bool:
-    """A registry slice's closing token (a scene one of any feature name)."""
-    if not (token.startswith("</") and token.endswith(">")):
-        return False
-    try:
-        get_slice(token[2:-1])
-    except UnknownSliceError:
-        return False
-    return True
+    """A slice's closing token, `</name>`."""
+    return token.startswith("</") and token.endswith(">") and bool(_SLICE_NAME.match(token[2:-1]))
 
 
 def opening_token(slice_name: str) -> str:
@@ -147,7 +97,7 @@ def wrap_text(slice_name: str, text: str | None) -> str | None:
 
 
 def strip_tokens(text: str | None) -> str:
-    """`text` without any registry special token (a scene one of any feature name)."""
+    """`text` without anything shaped like a slice token."""
     return _TOKEN_RE.sub("", text or "")
 
 
@@ -159,8 +109,7 @@ def join_wrapped(*wrapped: Column) -> Column:
 def unwrap_text(text: str) -> list[tuple[str, str]]:
     """Split a wrapped text back into (slice name, text) pairs, in order.
 
-    Raises UnknownSliceError for a slice not in the registry and ValueError for text outside
-    any slice.
+    Raises ValueError for text outside any slice.
     """
     pairs, position = [], 0
     for match in _WRAPPED_RE.finditer(text):

@@ -50,7 +50,8 @@ def bucketed(value: Column, buckets: Buckets) -> Column:
     return F.when(value.isNotNull(), labelled.otherwise(F.lit(buckets.labels[-1])))
 
 
-def _derived(derive: str, ts: Column, day: Column) -> Column:
+def derived(derive: str, ts: Column, day: Column) -> Column:
+    """A derivation (etl.core.dataset_schema.DERIVATIONS) of an event time and its day."""
     hour = utc_hour(ts)
     return {
         "hour": lambda: hour,
@@ -99,6 +100,17 @@ def recent_values(impressions: DataFrame, items: DataFrame, feature: SceneFeatur
     )
 
 
+def scene_value(feature: SceneFeature) -> Column:
+    """The text value of a feature that is not `recent`, from an event row's own columns."""
+    if feature.recent:
+        raise ValueError(f"scene feature {feature.name} is `recent`: it needs the user's earlier events")
+    if feature.derive:
+        ts = F.col(feature.column) if feature.column else F.col("ts")
+        day = utc_date(ts) if feature.column else F.col("dt")
+        return as_text(feature, derived(feature.derive, ts, day))
+    return as_text(feature, F.col(feature.column))
+
+
 def _recent(feature: SceneFeature) -> str:
     return f"_recent_{feature.name}"
 
@@ -112,15 +124,8 @@ def with_scene_values(
         if feature.recent:
             df = df.join(recent_values(impressions, items, feature), ["user_id", "dt"], "left")
     for feature in features:
-        if feature.recent:
-            raw = F.col(_recent(feature))
-        elif feature.derive:
-            ts = F.col(feature.column) if feature.column else F.col("ts")
-            day = utc_date(ts) if feature.column else F.col("dt")
-            raw = _derived(feature.derive, ts, day)
-        else:
-            raw = F.col(feature.column)
-        df = df.withColumn(value_column(feature.name), as_text(feature, raw))
+        value = as_text(feature, F.col(_recent(feature))) if feature.recent else scene_value(feature)
+        df = df.withColumn(value_column(feature.name), value)
     for feature in features:
         df = df.withColumn(id_column(feature.name), scene_id(feature.name, F.col(value_column(feature.name))))
     return df.drop(*[_recent(f) for f in features if f.recent])

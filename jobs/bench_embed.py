@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
 from etl.synthetic import job as generate_job
+from etl.text.slices import token_slices
 from features.embeddings.encoder_runtime import resolve_encoder
 from features.embeddings.udf import embedding_udf, length_sorted
 from jobs.bench import _drop, _etl_steps, _scratch, _timed, _world_of_size
@@ -72,7 +73,7 @@ def _bench_encoder(cfg: BenchEmbedConfig, folder: Path) -> str:
     from training.lm.backbone import add_special_tokens, load_backbone
 
     model, tokenizer = load_backbone(cfg.backbone)
-    add_special_tokens(model, tokenizer, generate_job.declared_schema().scene_names)  # the benched world's
+    add_special_tokens(model, tokenizer, token_slices(generate_job.declared_schema()))  # the benched world's
     encoder = TextEncoder(model, dim=EMBEDDING_DIM, seed=0)
     save_encoder_model(encoder.backbone, tokenizer, encoder.projection, cfg.max_length, folder)
     return str(folder)

@@ -56,6 +56,7 @@ from etl.core.catalog import TableCatalog, is_remote
 from etl.synthetic import vocab
 from etl.synthetic.entities import STREETS
 from etl.synthetic.job import declared_schema
+from etl.text.slices import token_slices
 from etl.tokens import special_tokens, wrap_text
 from training.common.device import pick_device
 from training.common.engine import TorchEngine
@@ -78,7 +79,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY, SMOLLM2 = "tiny", "smollm2"
 STAGES = ("cpt", "contrastive")
 CASE_MARK = "bench-llm-case "  # the child's result line on stdout
-SCENE_FEATURES = declared_schema().scene_names  # the texts are shaped like the synthetic world's
+SLICES = token_slices(declared_schema())  # the texts are shaped like the synthetic world's
 # dense bf16 tensor-core peaks (TFLOP/s), matched in order against torch.cuda.get_device_name()
 GPU_BF16_PEAK_TFLOPS = (
     ("H100 PCIe", 756.0),
@@ -179,7 +180,7 @@ def _pick(rng: np.random.Generator, items):
 
 
 def _poi(rng: np.random.Generator) -> dict[str, str]:
-    """The wrapped slices of one synthetic POI, as `etl.text.poi_text` writes them."""
+    """The wrapped slices of one synthetic POI, as `etl.text.item_text` writes them."""
     city, dish = _pick(rng, vocab.CITIES), _pick(rng, vocab.DISHES)
     name = _pick(rng, vocab.SHOP_NAME_TEMPLATES).format(
         owner=_pick(rng, vocab.OWNERS), short=dish.short, city=city.name, number=int(rng.integers(1, 99))
@@ -227,13 +228,13 @@ def _user(rng: np.random.Generator) -> dict[str, str]:
         orders.append(f"{_pick(rng, vocab.OWNERS)}'s {dish.short} ({', '.join(dish.menu[:2])})")
         day = _pick(rng, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"))
         envs.append(
-            f"{day} {int(rng.integers(0, 24)):02d}:00, {city.name}, {_pick(rng, vocab.LOCATION_TYPES)}, "
+            f"{day}, {int(rng.integers(0, 24)):02d}:00, {city.name}, {_pick(rng, vocab.LOCATION_TYPES)}, "
             f"{_pick(rng, vocab.WEATHERS)}, {int(rng.integers(-5, 35))}°C"
         )
     clicks = int(rng.integers(len(orders), 40))
     price = (
-        f"clicked shops: mean price level {rng.uniform(1, 4):.1f} of 4 over {clicks} clicks; "
-        f"ordered shops: mean price level {rng.uniform(1, 4):.1f} of 4 over {len(orders)} orders"
+        f"clicked: mean price level {rng.uniform(1, 4):.1f} of 4 over {clicks} clicks; "
+        f"ordered: mean price level {rng.uniform(1, 4):.1f} of 4 over {len(orders)} orders"
     )
     values = {"user_profile": profile, "user_hist": "; ".join(orders), "user_env": "; ".join(envs)}
     values["user_price"] = price
@@ -318,7 +319,7 @@ def _has_special_tokens(folder: str) -> bool:
     from transformers import AutoTokenizer
 
     vocab_ = AutoTokenizer.from_pretrained(folder).get_vocab()
-    return all(token in vocab_ for token in special_tokens(SCENE_FEATURES))
+    return all(token in vocab_ for token in special_tokens(SLICES))
 
 
 def _build(case: Case):
@@ -335,8 +336,8 @@ def _build(case: Case):
             device=case.device,
         )
         model, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32)
-        add_special_tokens(model, tokenizer, SCENE_FEATURES)
-        no_decay = cpt.select_trainable(model, tokenizer, cfg.train_layers, SCENE_FEATURES)
+        add_special_tokens(model, tokenizer, SLICES)
+        no_decay = cpt.select_trainable(model, tokenizer, cfg.train_layers, SLICES)
         inputs, targets = cpt_texts(case.batch_size * n_batches, case.seed)
         samples = cpt.encode(tokenizer, inputs, targets, cfg.max_length)
         size = case.batch_size
@@ -353,7 +354,7 @@ def _build(case: Case):
         seed=case.seed,
         device=case.device,
     )
-    encoder, tokenizer, no_decay = build_encoder(cfg, SCENE_FEATURES)
+    encoder, tokenizer, no_decay = build_encoder(cfg, SLICES)
     batches = []
     for step in range(n_batches):
         pair_type = PAIR_TYPES[step % len(PAIR_TYPES)]

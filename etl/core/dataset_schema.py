@@ -45,6 +45,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # `user_<x>` / `poi_<x>` sample columns that the statistics already use
 RESERVED_FIELDS = frozenset({"id", "impressions", "clicks", "orders", "ctr", "cvr"})
 _SLICE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+SCENE_SLICE_PREFIX = "scene_"  # scene feature f reads as the slice scene_f
+CONTRASTIVE = {"users": ("profile", "none"), "items": ("business", "basic", "none")}
 
 
 class SchemaError(ConfigError):
@@ -161,10 +163,10 @@ class SceneFeature:
 
 
 @dataclass(frozen=True)
-class TextSlice:
-    """One keyword slice of a user's or an item's text.
+class SliceText:
+    """How one keyword slice's text is made from fields.
 
-    Each field's value is renamed by `values[field]` (a value renamed to "" is left out), then
+    Each field's value is renamed by `values[field]` (a value renamed to "" is left out), else
     formatted by `formats[field]` (printf style, as Spark's format_string: "rating %.1f of 5");
     the fields are joined by `separator` (missing ones left out) and put into `template`. A row
     whose fields are all missing has no slice.
@@ -176,16 +178,15 @@ class TextSlice:
     template: str = "{value}"
     formats: dict[str, str] = field(default_factory=dict)
     values: dict[str, dict[str, str]] = field(default_factory=dict)
-    role: str = "input"  # stage 1: input (x) or target (y)
 
     def __post_init__(self) -> None:
         what = f"text slice {self.name!r}"
         if not _SLICE.match(self.name):
             raise ValueError(f"{what}: name must be letters, digits and underscores")
+        if self.name.startswith(SCENE_SLICE_PREFIX):
+            raise ValueError(f"{what}: names starting {SCENE_SLICE_PREFIX} are the scene features' slices")
         if not self.fields:
             raise ValueError(f"{what}: fields must name at least one column")
-        if self.role not in TEXT_ROLES:
-            raise ValueError(f"{what}: role must be one of {', '.join(TEXT_ROLES)}, got {self.role!r}")
         _check_template(self.template, {"value"}, what)
         for key in (*self.formats, *self.values):
             if key not in self.fields:
@@ -193,6 +194,46 @@ class TextSlice:
         for key, fmt in self.formats.items():
             if fmt.count("%") - 2 * fmt.count("%%") != 1:
                 raise ValueError(f"{what}: formats.{key} must hold exactly one %-conversion, got {fmt!r}")
+
+
+@dataclass(frozen=True)
+class TextSlice(SliceText):
+    """A slice of a user's or an item's own text: its stage-1 role and its stage-2 part.
+
+    `contrastive`: items: business (text a of the item-item pairs) | basic (text b) | none;
+    users: profile | none. The comprehensive text (user-item pairs, `embed texts`) is every slice
+    not `none`. "" = business for items, profile for users.
+    """
+
+    role: str = "input"  # stage 1: input (x) or target (y)
+    contrastive: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.role not in TEXT_ROLES:
+            raise ValueError(
+                f"text slice {self.name!r}: role must be one of {', '.join(TEXT_ROLES)}, got {self.role!r}"
+            )
+
+
+@dataclass(frozen=True)
+class UserActions:
+    """The user's action slices (the b text of the user-user pairs), built from each user's
+    positives before the history end (conversions when the log has them, else clicks):
+    - history: the items of the latest positives, each by these item fields, oldest first;
+    - environment: the scene of each of those positives, by event columns, non-`recent` scene
+      features (their text value) or timestamp derivations (hour, weekday, ...);
+    - statistics: numeric item fields, their mean over the user's clicks (and conversions).
+    Not declared: history = the first item slice's fields, environment = the non-recent scene
+    features; `user_actions: {}` = no action text.
+    """
+
+    history: SliceText | None = None
+    environment: SliceText | None = None
+    statistics: SliceText | None = None
+
+    def slices(self) -> tuple[SliceText, ...]:
+        return tuple(s for s in (self.history, self.environment, self.statistics) if s is not None)
 
 
 @dataclass(frozen=True)
@@ -317,8 +358,11 @@ class DatasetSchema:
     users: EntitySchema = field(default_factory=EntitySchema)
     items: EntitySchema = field(default_factory=EntitySchema)
     negatives: NegativesSchema = field(default_factory=NegativesSchema)
+    user_actions: UserActions | None = None  # None: the defaults (see UserActions), filled here
 
     def __post_init__(self) -> None:
+        if self.user_actions is None:
+            object.__setattr__(self, "user_actions", self._default_actions())
         if not self.name.strip():
             raise ValueError("name must be a non-empty dataset name")
         if not 1 <= len(self.scene_features) <= MAX_SCENE_FEATURES:
@@ -330,9 +374,17 @@ class DatasetSchema:
         if twice:
             raise ValueError(f"scene_features: two features are named {twice[0]}")
         slices = [s.name for entity in (self.users, self.items) for s in entity.text]
+        slices += [s.name for s in self.user_actions.slices()]
         twice = sorted({n for n in slices if slices.count(n) > 1})
         if twice:
             raise ValueError(f"two text slices are named {twice[0]}")
+        for side, entity in (("users", self.users), ("items", self.items)):
+            for text_slice in entity.text:
+                if text_slice.contrastive and text_slice.contrastive not in CONTRASTIVE[side]:
+                    raise ValueError(
+                        f"{side}.text {text_slice.name}: contrastive must be one of"
+                        f" {', '.join(CONTRASTIVE[side])}, got {text_slice.contrastive!r}"
+                    )
         item_columns = set(self.items.column_types())
         for feature in self.scene_features:
             if feature.recent and feature.recent not in item_columns:
@@ -374,6 +426,48 @@ class DatasetSchema:
                     f" (reserved: {', '.join(sorted(RESERVED_FIELDS))})"
                 )
         self._check_negatives()
+        self._check_actions()
+
+    def _default_actions(self) -> UserActions:
+        first = self.items.text[0] if self.items.text else None
+        history = None
+        if first is not None:
+            history = SliceText(
+                name="user_hist",
+                fields=first.fields,
+                separator=first.separator,
+                template=first.template,
+                formats=first.formats,
+                values=first.values,
+            )
+        scene = tuple(f.name for f in self.scene_features if not f.recent)
+        environment = SliceText(name="user_env", fields=scene) if scene else None
+        return UserActions(history=history, environment=environment)
+
+    def _check_actions(self) -> None:
+        actions = self.user_actions
+        item_columns = self.items.column_types()
+        if actions.history is not None:
+            for name in actions.history.fields:
+                if name not in item_columns:
+                    raise ValueError(f"user_actions.history: {name} is not a declared items column")
+        if actions.environment is not None:
+            known = {*self.event_column_types(), *DERIVATIONS}
+            for name in actions.environment.fields:
+                feature = next((f for f in self.scene_features if f.name == name), None)
+                if feature is not None and feature.recent:
+                    raise ValueError(
+                        f"user_actions.environment: {name} is a `recent` scene feature, not part of an event"
+                    )
+                if feature is None and name not in known:
+                    raise ValueError(
+                        f"user_actions.environment: {name} is not a scene feature, an events column"
+                        f" or a derivation ({', '.join(DERIVATIONS)})"
+                    )
+        if actions.statistics is not None:
+            for name in actions.statistics.fields:
+                if item_columns.get(name) not in NUMERIC_TYPES:
+                    raise ValueError(f"user_actions.statistics: {name} is not a numeric items column")
 
     def _check_negatives(self) -> None:
         item_columns = self.items.column_types()

@@ -1,8 +1,9 @@
-"""etl corpus: clean.pois (+ an optional general-text file) -> corpus.cpt; one row per POI (and per
-drawn general text); not partitioned.
+"""etl corpus: clean.pois, raw.dataset_schema (+ an optional general-text file) -> corpus.cpt; one
+row per item with text (and per drawn general text); not partitioned.
 
-Stage 1 (continual pretraining) samples: `input_text` = the POI's wrapped name and location,
-`target_text` = every other wrapped POI slice. A hash of (seed, poi_id) holds out a fixed share of
+Stage 1 (continual pretraining) samples: `input_text` = the item's wrapped `role: input` slices
+(the synthetic world: name and location), `target_text` = its wrapped `role: target` slices. An
+item with no target text teaches nothing and is left out (counted as `items_without_text`). A hash of (seed, poi_id) holds out a fixed share of
 POIs (`split` = heldout) for measuring perplexity. General text (`source` = general, empty input,
 the text as target) can be mixed in at `general_ratio` general rows per POI row against forgetting;
 a general row is drawn (or repeated) by a hash of its text, so the mix is deterministic.
@@ -18,8 +19,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
+from etl.core.dataset_schema import DatasetSchema
 from etl.core.randomness import uniform
-from etl.text.poi_text import POI_INPUT_SLICES, POI_TARGET_SLICES, poi_text
+from etl.core.schema_table import SCHEMA_TABLE, read_schema
+from etl.text.item_text import corpus_text
+from etl.text.slices import INPUT, TARGET
 from etl.text.split import SPLITS, check_fraction, heldout_split
 
 INPUTS = ("clean.pois",)
@@ -52,14 +56,16 @@ class CorpusConfig:
             )
 
 
-def poi_rows(pois: DataFrame, heldout_fraction: float, seed: int) -> DataFrame:
-    return pois.select(
+def poi_rows(pois: DataFrame, schema: DatasetSchema, heldout_fraction: float, seed: int) -> DataFrame:
+    """One row per item with a target text."""
+    rows = pois.select(
         F.col("poi_id").cast("long"),
         F.lit(POI_SOURCE).alias("source"),
-        poi_text(POI_INPUT_SLICES).alias("input_text"),
-        poi_text(POI_TARGET_SLICES).alias("target_text"),
+        corpus_text(schema, INPUT).alias("input_text"),
+        corpus_text(schema, TARGET).alias("target_text"),
         heldout_split(seed, heldout_fraction, "poi", "poi_id").alias("split"),
     )
+    return rows.where(F.col("target_text") != "")
 
 
 def general_rows(general: DataFrame, copies: float, heldout_fraction: float, seed: int) -> DataFrame:
@@ -81,10 +87,15 @@ def general_rows(general: DataFrame, copies: float, heldout_fraction: float, see
 
 
 def transform(
-    pois: DataFrame, general: DataFrame | None, general_copies: float, heldout_fraction: float, seed: int
+    pois: DataFrame,
+    schema: DatasetSchema,
+    general: DataFrame | None,
+    general_copies: float,
+    heldout_fraction: float,
+    seed: int,
 ) -> DataFrame:
-    """The corpus: POI rows, plus general rows when `general` is given (`general_copies` each)."""
-    rows = poi_rows(pois, heldout_fraction, seed)
+    """The corpus: item rows, plus general rows when `general` is given (`general_copies` each)."""
+    rows = poi_rows(pois, schema, heldout_fraction, seed)
     if general is not None and general_copies > 0:
         rows = rows.unionByName(general_rows(general, general_copies, heldout_fraction, seed))
     return rows
@@ -113,20 +124,26 @@ def read_general_corpus(spark: SparkSession, path: str) -> DataFrame:
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: CorpusConfig, log=print) -> dict:
-    input_versions = {name: catalog.version(spark, name) for name in INPUTS}
+    input_versions = {name: catalog.version(spark, name) for name in (*INPUTS, SCHEMA_TABLE)}
+    schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
     pois = catalog.read(spark, "clean.pois", version=input_versions["clean.pois"])
+    counts = pois.agg(F.count("*"), F.count(F.when(corpus_text(schema, TARGET) != "", 1))).first()
+    items, with_text = int(counts[0]), int(counts[1])
     general, copies, general_texts = None, 0.0, 0
     if cfg.general_corpus_path and cfg.general_ratio > 0:
         general = read_general_corpus(spark, cfg.general_corpus_path)
         general_texts = general.count()
         if general_texts == 0:
             raise GeneralCorpusError(f"general corpus {cfg.general_corpus_path} has no non-blank text")
-        copies = cfg.general_ratio * pois.count() / general_texts
-    version = catalog.write(transform(pois, general, copies, cfg.heldout_fraction, cfg.seed), OUTPUT)
+        copies = cfg.general_ratio * with_text / general_texts
+    corpus = transform(pois, schema, general, copies, cfg.heldout_fraction, cfg.seed)
+    version = catalog.write(corpus, OUTPUT)
     figures = summarize(catalog.read(spark, OUTPUT, version=version))
+    figures["items_without_text"] = items - with_text
     log(
         f"etl corpus: wrote {OUTPUT}: {figures['rows']} rows (version {version}):"
-        f" {figures['poi_rows']} POI rows, {figures['general_rows']} general rows"
+        f" {figures['poi_rows']} item rows, {figures['general_rows']} general rows;"
+        f" {figures['items_without_text']} items without target text left out"
     )
     return {
         **figures,

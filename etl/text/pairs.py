@@ -1,16 +1,20 @@
-"""etl pairs: clean.users, clean.pois, clean.impressions -> pairs.contrastive; one row per
-(pair_type, anchor, positive); partitioned by pair_type.
+"""etl pairs: clean.users, clean.pois, clean.impressions, raw.dataset_schema -> pairs.contrastive;
+one row per (pair_type, anchor, positive); partitioned by pair_type.
 
-Stage 2 (contrastive fine-tuning) pairs, three types:
-- user_user: a = the user's profile text, b = the user's action text (recent orders, the
-  environments of those orders, click and order price statistics); users with a click.
-- poi_poi: a = the POI's business text (name, location, cuisine, menu), b = its basic text
-  (introduction, tags); every POI.
-- user_poi: a = the user's comprehensive text (profile + actions), b = the POI's comprehensive
-  text (business + basic); one row per (user, POI) the user ordered from, at most
-  `max_pairs_per_user` per user and then `max_pairs_per_poi` per POI, chosen by a hash rank.
+Stage 2 (contrastive fine-tuning) pairs, three types, their texts from the dataset schema
+(etl/text/item_text.py, etl/text/user_text.py):
+- user_user: a = the user's profile text, b = the user's action text (the items of recent
+  positives, the scenes of those positives, statistics over clicks and conversions); users with
+  a click and both texts.
+- poi_poi: a = the item's business text (the synthetic world: name, location, cuisine, menu),
+  b = its basic text (introduction, tags); items with both.
+- user_poi: a = the user's comprehensive text (profile + actions), b = the item's comprehensive
+  text (business + basic); one row per (user, item) the user converted on (clicked, in a log
+  without conversions), at most `max_pairs_per_user` per user and then `max_pairs_per_poi` per
+  item, chosen by a hash rank.
+A pair with an empty side is left out (counted per type as `<type>_without_text`).
 Point in time: only impressions with dt < `history_end_date` are read. The held-out split is a
-hash of the anchor id (users for user_user and user_poi, POIs for poi_poi).
+hash of the anchor id (users for user_user and user_poi, items for poi_poi).
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
-from etl.core.schema_table import read_schema
+from etl.core.dataset_schema import DatasetSchema
+from etl.core.schema_table import SCHEMA_TABLE, read_schema
 from etl.core.splits import history_end
-from etl.text.poi_text import POI_BASIC_SLICES, POI_BUSINESS_SLICES, POI_COMPREHENSIVE_SLICES, poi_text
+from etl.text.item_text import COMPREHENSIVE, item_text
+from etl.text.slices import BASIC, BUSINESS
 from etl.text.split import SPLITS, check_fraction, heldout_split
-from etl.text.user_text import user_texts
+from etl.text.user_text import profile_text, user_texts
 
 INPUTS = ("clean.users", "clean.pois", "clean.impressions")
 OUTPUT = "pairs.contrastive"
 USER_USER, POI_POI, USER_POI = "user_user", "poi_poi", "user_poi"
 PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
+MISSING_TEXTS = ("users_without_profile_text", "items_without_business_text", "items_without_basic_text")
 COLUMNS = ("pair_type", "anchor_id", "positive_id", "text_a", "text_b", "split")
 
 
@@ -40,7 +47,7 @@ class PairsConfig:
     history_end_date: str = (
         ""  # histories use dt < this; "" = the first test day (the schema's events.test_days)
     )
-    last_orders: int = 5  # orders in a user's history text
+    last_orders: int = 5  # positives (conversions, else clicks) in a user's history text
     max_pairs_per_user: int = 20  # user_poi pairs per user
     max_pairs_per_poi: int = 50  # user_poi pairs per POI
     heldout_fraction: float = 0.05
@@ -81,14 +88,29 @@ def capped_orders(orders: DataFrame, max_per_user: int, max_per_poi: int, seed: 
     )
 
 
-def transform(users: DataFrame, pois: DataFrame, impressions: DataFrame, cfg: PairsConfig) -> DataFrame:
+def missing_texts(users: DataFrame, pois: DataFrame, schema: DatasetSchema) -> dict[str, int]:
+    """Users without profile text, items without business / basic text (one scan of each table)."""
+    user_counts = users.agg(F.count(F.when(profile_text(schema) == "", 1))).first()
+    item_counts = pois.agg(
+        F.count(F.when(item_text(schema, BUSINESS) == "", 1)),
+        F.count(F.when(item_text(schema, BASIC) == "", 1)),
+    ).first()
+    return dict(
+        zip(MISSING_TEXTS, (int(user_counts[0]), int(item_counts[0]), int(item_counts[1])), strict=True)
+    )
+
+
+def transform(
+    users: DataFrame, pois: DataFrame, impressions: DataFrame, schema: DatasetSchema, cfg: PairsConfig
+) -> DataFrame:
+    """Every pair whose two texts are non-empty."""
     past = history(impressions, cfg.history_end_date)
-    texts = user_texts(users, past, pois, cfg.last_orders)
+    texts = user_texts(users, past, pois, schema, cfg.last_orders)
     poi_texts = pois.select(
         "poi_id",
-        poi_text(POI_BUSINESS_SLICES).alias("business"),
-        poi_text(POI_BASIC_SLICES).alias("basic"),
-        poi_text(POI_COMPREHENSIVE_SLICES).alias("comprehensive"),
+        item_text(schema, BUSINESS).alias("business"),
+        item_text(schema, BASIC).alias("basic"),
+        item_text(schema, COMPREHENSIVE).alias("comprehensive"),
     )
     user_split = heldout_split(cfg.seed, cfg.heldout_fraction, "user", "anchor_id")
     user_user = texts.select(
@@ -122,6 +144,7 @@ def transform(users: DataFrame, pois: DataFrame, impressions: DataFrame, cfg: Pa
     return (
         user_user.unionByName(poi_poi)
         .unionByName(user_poi)
+        .where((F.col("text_a") != "") & (F.col("text_b") != ""))
         .select(
             F.col("pair_type"),
             F.col("anchor_id").cast("long"),
@@ -134,17 +157,23 @@ def transform(users: DataFrame, pois: DataFrame, impressions: DataFrame, cfg: Pa
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: PairsConfig, log=print) -> dict:
-    input_versions = {name: catalog.version(spark, name) for name in INPUTS}
+    input_versions = {name: catalog.version(spark, name) for name in (*INPUTS, SCHEMA_TABLE)}
+    schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
     users, pois, impressions = (catalog.read(spark, name, version=input_versions[name]) for name in INPUTS)
     if not cfg.history_end_date:
-        end = history_end(cfg.history_end_date, impressions, read_schema(spark, catalog))
-        cfg = replace(cfg, history_end_date=end)
-    pairs = transform(users, pois, impressions, cfg)
-    version = catalog.write(pairs, OUTPUT, partition_by=["pair_type"])
-    figures = summarize(catalog.read(spark, OUTPUT, version=version))
+        cfg = replace(cfg, history_end_date=history_end(cfg.history_end_date, impressions, schema))
+    version = catalog.write(
+        transform(users, pois, impressions, schema, cfg), OUTPUT, partition_by=["pair_type"]
+    )
+    figures = {
+        **summarize(catalog.read(spark, OUTPUT, version=version)),
+        **missing_texts(users, pois, schema),
+    }
     log(
         f"etl pairs: wrote {OUTPUT}: {figures['rows']} rows (version {version}): "
         + ", ".join(f"{t} {figures[f'{t}_rows']}" for t in PAIR_TYPES)
+        + "; without text (their pairs left out): "
+        + ", ".join(f"{name} {figures[name]}" for name in MISSING_TEXTS)
     )
     return {
         **figures,

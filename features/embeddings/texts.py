@@ -1,9 +1,9 @@
-"""embed texts: clean.users, clean.pois, clean.impressions -> features.poi_embeddings,
+"""embed texts: clean.users, clean.pois, clean.impressions, raw.dataset_schema -> features.poi_embeddings,
 features.user_embeddings; one row per (id, encoder version); partitioned by encoder_version.
 
 The same UDF as `embed scenes` over the comprehensive texts of stage 2 (for retrieval and the case
 study: a scene text as a query over POI vectors):
-- POI: `etl.text.poi_text.poi_text(POI_COMPREHENSIVE_SLICES)` (business + basic slices), every POI.
+- item: `etl.text.item_text.item_text(schema, "comprehensive")` (business + basic slices), every item.
 - user: `etl.text.user_text.user_texts(...).comprehensive_text` (profile + actions) over the
   impressions before `history_end_date`, exactly as `etl pairs` builds it; users with a click.
 
@@ -24,10 +24,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
-from etl.core.schema_table import read_schema
+from etl.core.dataset_schema import DatasetSchema
+from etl.core.schema_table import SCHEMA_TABLE, read_schema
 from etl.core.splits import history_end
+from etl.text.item_text import COMPREHENSIVE, item_text
 from etl.text.pairs import history
-from etl.text.poi_text import POI_COMPREHENSIVE_SLICES, poi_text
 from etl.text.user_text import user_texts
 from features.embeddings import store
 from features.embeddings.encoder_runtime import EncoderRef, check_precision, resolve_encoder
@@ -47,7 +48,7 @@ class EmbedTextsConfig:
     history_end_date: str = (
         ""  # histories use dt < this; "" = the first test day (the schema's events.test_days)
     )
-    last_orders: int = 5  # orders in a user's history text (as etl pairs)
+    last_orders: int = 5  # positives in a user's history text (as etl pairs)
     batch_size: int = 16  # texts per forward pass (these texts are long)
     precision: str = "auto"  # auto: bfloat16 on a task's GPU, float32 on CPU
     partitions: int = 0  # UDF tasks; 0 = the cluster's default parallelism
@@ -69,17 +70,17 @@ class EmbedTextsConfig:
         check_precision(self.precision)
 
 
-def poi_comprehensive(pois: DataFrame) -> DataFrame:
+def poi_comprehensive(pois: DataFrame, schema: DatasetSchema) -> DataFrame:
     """poi_id, text."""
-    return pois.select("poi_id", poi_text(POI_COMPREHENSIVE_SLICES).alias("text"))
+    return pois.select("poi_id", item_text(schema, COMPREHENSIVE).alias("text"))
 
 
 def user_comprehensive(
-    users: DataFrame, impressions: DataFrame, pois: DataFrame, cfg: EmbedTextsConfig
+    users: DataFrame, impressions: DataFrame, pois: DataFrame, schema: DatasetSchema, cfg: EmbedTextsConfig
 ) -> DataFrame:
     """user_id, text: the stage-2 user_poi anchor text."""
     past = history(impressions, cfg.history_end_date)
-    texts = user_texts(users, past, pois, cfg.last_orders)
+    texts = user_texts(users, past, pois, schema, cfg.last_orders)
     return texts.select("user_id", F.col("comprehensive_text").alias("text"))
 
 
@@ -168,14 +169,14 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: EmbedTextsConfig, log=p
 
     ref, _ = resolve_encoder(cfg.encoder, mlflow.get_tracking_uri())  # fails before any Spark work
     log(f"embed texts: encoder {ref.uri} version {ref.version}")
-    input_versions = {name: catalog.version(spark, name) for name in INPUTS}
+    input_versions = {name: catalog.version(spark, name) for name in (*INPUTS, SCHEMA_TABLE)}
+    schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
     users, pois, impressions = (catalog.read(spark, name, version=input_versions[name]) for name in INPUTS)
     if USER in cfg.sides and not cfg.history_end_date:
-        end = history_end(cfg.history_end_date, impressions, read_schema(spark, catalog))
-        cfg = replace(cfg, history_end_date=end)
+        cfg = replace(cfg, history_end_date=history_end(cfg.history_end_date, impressions, schema))
     sources = {
-        POI: lambda: poi_comprehensive(pois),
-        USER: lambda: user_comprehensive(users, impressions, pois, cfg),
+        POI: lambda: poi_comprehensive(pois, schema),
+        USER: lambda: user_comprehensive(users, impressions, pois, schema, cfg),
     }
     figures: dict = {"encoder_uri": ref.uri, "encoder_version": ref.version}
     output_versions: dict = {}

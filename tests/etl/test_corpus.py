@@ -4,7 +4,7 @@ from pyspark.sql import functions as F
 from etl.text import corpus
 from etl.text.corpus import CorpusConfig, GeneralCorpusError
 from jobs.config import ConfigError, default_config_path, load_config
-from tests.etl.text_fixtures import POIS_SCHEMA, write_clean
+from tests.etl.text_fixtures import POIS_SCHEMA, SCHEMA, write_clean
 
 POI1_INPUT = "<POI_name>Aunt Li's Claypot</POI_name><POI_loc>Guangzhou, Tianhe, 12 Renmin Road</POI_loc>"
 POI1_TARGET = (
@@ -52,7 +52,8 @@ def test_corpus_whole_table_and_idempotent(spark, catalog):
     assert figures["general_rows"] == figures["poi_heldout_rows"] == 0
     mean_input = sum(len(t) for t in (POI1_INPUT, POI2_INPUT, POI3_INPUT)) / 3
     assert figures["poi_mean_input_chars"] == round(mean_input, 1)
-    assert figures["input_versions"] == {"clean.pois": 0}
+    assert figures["input_versions"] == {"clean.pois": 0, "raw.dataset_schema": 0}
+    assert figures["items_without_text"] == 0
     again = corpus.run(spark, catalog, cfg, log=lambda _: None)
     assert again["output_versions"]["corpus.cpt"] == figures["output_versions"]["corpus.cpt"] + 1
     assert _rows(catalog.read(spark, "corpus.cpt")) == expected
@@ -109,12 +110,14 @@ def test_heldout_split_is_a_stable_share_of_pois(spark):
     pois = pois.select(
         "poi_id", *[F.lit(None).cast(t.split()[1]).alias(t.split()[0]) for t in POIS_SCHEMA.split(", ")[1:]]
     )
-    rows = corpus.poi_rows(pois, 0.3, seed=5)
+    assert corpus.poi_rows(pois, SCHEMA, 0.3, seed=5).isEmpty()  # no target text: nothing to learn
+    pois = pois.withColumn("introduction", F.lit("soup"))
+    rows = corpus.poi_rows(pois, SCHEMA, 0.3, seed=5)
     heldout = {r[0] for r in rows.where(F.col("split") == "heldout").select("poi_id").collect()}
     assert 0.27 < len(heldout) / 4000 < 0.33
-    again = corpus.poi_rows(pois.repartition(7), 0.3, seed=5).where(F.col("split") == "heldout")
+    again = corpus.poi_rows(pois.repartition(7), SCHEMA, 0.3, seed=5).where(F.col("split") == "heldout")
     assert {r[0] for r in again.select("poi_id").collect()} == heldout
-    other_seed = corpus.poi_rows(pois, 0.3, seed=6).where(F.col("split") == "heldout")
+    other_seed = corpus.poi_rows(pois, SCHEMA, 0.3, seed=6).where(F.col("split") == "heldout")
     assert {r[0] for r in other_seed.select("poi_id").collect()} != heldout
 
 

@@ -25,12 +25,12 @@ PROFILE_10 = "<user_profile>Lily88, female, age 25-34, lives in Chengdu, gold me
 PROFILE_11 = "<user_profile>Bo, age 18-24, lives in Guangzhou, basic member</user_profile>"
 ACTION_10 = (
     "<user_hist>Noodle No. 7 (dan dan noodles); Aunt Li's Claypot (claypot rice, rice noodle rolls)</user_hist>"
-    "<user_env>Monday 08:00, Chengdu, office, rainy, 18°C; "
-    "Tuesday 12:00, Chengdu, office, sunny, 24°C, away from home</user_env>"
-    "<user_price>clicked shops: mean price level 2.3 of 4 over 3 clicks; "
-    "ordered shops: mean price level 1.5 of 4 over 2 orders</user_price>"
+    "<user_env>Monday, 08:00, Chengdu, office, rainy, 18°C; "
+    "Tuesday, 12:00, Chengdu, office, sunny, 24°C, away from home</user_env>"
+    "<user_price>clicked: mean price level 2.3 of 4 over 3 clicks; "
+    "ordered: mean price level 1.5 of 4 over 2 orders</user_price>"
 )
-ACTION_11 = "<user_price>clicked shops: mean price level 2.0 of 4 over 1 clicks; no orders</user_price>"
+ACTION_11 = "<user_price>clicked: mean price level 2.0 of 4 over 1 clicks; no orders</user_price>"
 BUSINESS = {
     1: "<POI_name>Aunt Li's Claypot</POI_name><POI_loc>Guangzhou, Tianhe, 12 Renmin Road</POI_loc>"
     "<POI_cuisine>Cantonese</POI_cuisine><POI_dishes>claypot rice, rice noodle rolls</POI_dishes>",
@@ -67,7 +67,12 @@ def test_pairs_whole_table_and_idempotent(spark, catalog):
     assert _rows(table) == EXPECTED
     assert (figures["user_user_rows"], figures["poi_poi_rows"], figures["user_poi_rows"]) == (2, 3, 2)
     assert figures["rows"] == figures["user_user_train_rows"] + 5 == 7
-    assert figures["input_versions"] == {"clean.users": 0, "clean.pois": 0, "clean.impressions": 0}
+    assert figures["input_versions"] == {
+        "clean.users": 0,
+        "clean.pois": 0,
+        "clean.impressions": 0,
+        "raw.dataset_schema": 0,
+    }
     again = pairs.run(spark, catalog, CFG, log=lambda _: None)
     assert (
         again["output_versions"]["pairs.contrastive"] == figures["output_versions"]["pairs.contrastive"] + 1
@@ -146,7 +151,7 @@ def test_heldout_users_are_held_out_in_every_pair_type(spark):
     impressions = spark.createDataFrame(rows, IMPRESSIONS_SCHEMA)
     pois = spark.createDataFrame(POIS, POIS_SCHEMA)
     cfg = PairsConfig(history_end_date=TEST_DAY.isoformat(), heldout_fraction=0.2, max_pairs_per_poi=1000)
-    out = pairs.transform(users, pois, impressions, cfg).where(F.col("pair_type") != "poi_poi")
+    out = pairs.transform(users, pois, impressions, SCHEMA, cfg).where(F.col("pair_type") != "poi_poi")
     by_user = out.groupBy("anchor_id").agg(F.collect_set("split").alias("s"), F.count("*").alias("n"))
     assert by_user.where(F.size("s") != 1).count() == 0
     assert by_user.where(F.col("n") != 2).count() == 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from etl.core import tracking
+from etl.text.slices import token_slices
 from etl.tokens import special_tokens, wrap_text
 from tests.etl.text_fixtures import SCHEMA
 from training.lm import convert_smollm2
@@ -19,7 +20,7 @@ from training.lm.backbone import (
 )
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
-SCENES = SCHEMA.scene_names
+SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
 TEXTS = [wrap_text("POI_name", "Aunt Li's Claypot") + wrap_text("POI_loc", "Guangzhou"), "a cold noodle shop"]
 
 
@@ -39,18 +40,18 @@ def test_special_tokens_are_added_once_and_each_encodes_to_one_id(backbone):
     model, tokenizer = backbone
     before = len(tokenizer)
     assert tokenizer.pad_token is None
-    added = add_special_tokens(model, tokenizer, SCENES)
-    assert added == len(special_tokens(SCENES))
+    added = add_special_tokens(model, tokenizer, SLICES)
+    assert added == len(special_tokens(SLICES))
     assert len(tokenizer) == before + added == model.get_input_embeddings().weight.shape[0]
     assert model.config.vocab_size == len(tokenizer)
-    assert add_special_tokens(model, tokenizer, SCENES) == 0
+    assert add_special_tokens(model, tokenizer, SLICES) == 0
     assert len(tokenizer) == before + added == model.get_input_embeddings().weight.shape[0]
     ids = set()
-    for token in special_tokens(SCENES):
+    for token in special_tokens(SLICES):
         encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
         assert encoded == [tokenizer.convert_tokens_to_ids(token)], token
         ids.update(encoded)
-    assert len(ids) == len(special_tokens(SCENES))
+    assert len(ids) == len(special_tokens(SLICES))
     # inside text too, and decoding without special tokens drops them
     encoded = tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
     assert encoded[0] == tokenizer.convert_tokens_to_ids("<POI_name>")
@@ -67,7 +68,7 @@ def test_new_rows_are_the_mean_of_the_old_rows(tied):
     old_in = model.get_input_embeddings().weight.detach().clone()
     old_out = model.get_output_embeddings().weight.detach().clone()
     rows = old_in.shape[0]
-    added = add_special_tokens(model, tokenizer, SCENES)
+    added = add_special_tokens(model, tokenizer, SLICES)
     new_in = model.get_input_embeddings().weight.detach()
     new_out = model.get_output_embeddings().weight.detach()
     torch.testing.assert_close(new_in[:rows], old_in, rtol=0, atol=0)
@@ -81,19 +82,19 @@ def test_new_rows_are_the_mean_of_the_old_rows(tied):
 
 def test_save_and_load_round_trip_gives_the_same_logits(backbone, tmp_path):
     model, tokenizer = backbone
-    add_special_tokens(model, tokenizer, SCENES)
+    add_special_tokens(model, tokenizer, SLICES)
     expected = logits(model, tokenizer)
     save_backbone(model, tokenizer, tmp_path / "ckpt")
     loaded, loaded_tokenizer = load_backbone(tmp_path / "ckpt")
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
-    assert add_special_tokens(loaded, loaded_tokenizer, SCENES) == 0
+    assert add_special_tokens(loaded, loaded_tokenizer, SLICES) == 0
     assert loaded_tokenizer.padding_side == "right"
     torch.testing.assert_close(logits(loaded, loaded_tokenizer), expected, rtol=0, atol=0)
 
 
 def test_right_padding_keeps_each_text_logits(backbone):
     model, tokenizer = backbone
-    add_special_tokens(model, tokenizer, SCENES)
+    add_special_tokens(model, tokenizer, SLICES)
     batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
     padded = logits(model, tokenizer)
     for row, text in enumerate(TEXTS):
@@ -104,7 +105,7 @@ def test_right_padding_keeps_each_text_logits(backbone):
 
 def test_load_from_an_mlflow_run_uri(backbone, lakehouse):
     model, tokenizer = backbone
-    add_special_tokens(model, tokenizer, SCENES)
+    add_special_tokens(model, tokenizer, SLICES)
     tracking.configure(str(lakehouse))  # sqlite in the temp lakehouse
     artifacts = lakehouse / "artifacts"
     experiment_id = mlflow.create_experiment("backbone-unit", artifact_location=artifacts.as_uri())

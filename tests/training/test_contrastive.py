@@ -8,6 +8,7 @@ import torch
 
 from etl.core import tracking
 from etl.core.schema_table import write_schema
+from etl.text.slices import token_slices
 from etl.tokens import wrap_text
 from tests.etl.text_fixtures import SCHEMA
 from training.common.data import DeltaBatches
@@ -29,7 +30,7 @@ from training.embedding.pyfunc import log_encoder
 from training.lm.backbone import add_special_tokens, save_backbone
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
-SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
+SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
 
 DISHES = ["claypot rice", "roast goose", "cold noodles", "hot pot", "iced tea", "dumplings", "milk tea"]
 
@@ -60,7 +61,7 @@ def backbone_dir(tmp_path) -> Path:
     """A stage-1 backbone: the tiny model with the registry's special tokens."""
     tokenizer = tiny_tokenizer()
     model = tiny_llama(tokenizer)
-    add_special_tokens(model, tokenizer, SCENES)
+    add_special_tokens(model, tokenizer, SLICES)
     return save_backbone(model, tokenizer, tmp_path / "tiny")
 
 
@@ -96,7 +97,7 @@ def _config(backbone_dir: Path, tmp_path: Path, **overrides) -> ContrastiveConfi
 def _tiny_encoder(seed: int = 0):
     tokenizer = tiny_tokenizer()
     model = tiny_llama(tokenizer)
-    add_special_tokens(model, tokenizer, SCENES)
+    add_special_tokens(model, tokenizer, SLICES)
     return TextEncoder(model, dim=16, seed=seed), tokenizer
 
 
@@ -124,7 +125,7 @@ def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, ba
     assert summary["texts_trained"] == 3 * 8 and summary["texts_without_closing_token"] == 0
 
     texts = list(data.heldout["user_poi"].pool)
-    fresh, tokenizer, _ = build_encoder(cfg, SCENES)  # the seeded projection before training
+    fresh, tokenizer, _ = build_encoder(cfg, SLICES)  # the seeded projection before training
     before = encode_texts(fresh, tokenizer, texts, max_length=cfg.max_length)
     after = mlflow.pyfunc.load_model(summary["model_uri"]).predict(pd.DataFrame({"text": texts}))
     assert after.shape == (4, 16) and not torch.allclose(torch.from_numpy(after), before, atol=1e-4)
@@ -137,7 +138,7 @@ def test_batches_hold_one_pair_type_each(spark, pairs, backbone_dir, tmp_path):
 
     cfg = _config(backbone_dir, tmp_path)
     data = prepare(spark, pairs, cfg)
-    _, tokenizer, _ = build_encoder(cfg, SCENES)
+    _, tokenizer, _ = build_encoder(cfg, SLICES)
     loaders = {t: DeltaBatches(s, cfg.batch_size, shuffle_seed=cfg.seed) for t, s in data.snapshots.items()}
     length = epoch_length(cfg, data.train_rows, 1)
     assert length == 9
@@ -226,7 +227,7 @@ def test_ablation_no_ft_logs_the_stage1_model_with_the_seeded_projection(
     with pytest.raises(tracking.TrackingError, match="no finished run of variant 'none'"):
         tracking.resolve_latest("latest:contrastive")
     texts = list(prepare(spark, pairs, cfg).heldout["poi_poi"].pool)
-    fresh, tokenizer, _ = build_encoder(cfg, SCENES)
+    fresh, tokenizer, _ = build_encoder(cfg, SLICES)
     expected = encode_texts(fresh, tokenizer, texts, max_length=cfg.max_length)
     got = mlflow.pyfunc.load_model(summary["model_uri"]).predict(pd.DataFrame({"text": texts}))
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
@@ -234,11 +235,11 @@ def test_ablation_no_ft_logs_the_stage1_model_with_the_seeded_projection(
 
 def test_ablations_check_where_the_backbone_comes_from(spark, pairs, backbone_dir, base_dir, tmp_path):
     with pytest.raises(ContrastiveError, match=r"has not been through stage 1 .* or set ablation: no_cpt"):
-        build_encoder(_config(base_dir, tmp_path), SCENES)
+        build_encoder(_config(base_dir, tmp_path), SLICES)
     with pytest.raises(ContrastiveError, match="has not been through stage 1"):
-        build_encoder(_config(base_dir, tmp_path, ablation="no_ft"), SCENES)
+        build_encoder(_config(base_dir, tmp_path, ablation="no_ft"), SLICES)
     with pytest.raises(ContrastiveError, match="no_cpt trains stage 2 from the base model"):
-        build_encoder(_config(backbone_dir, tmp_path, ablation="no_cpt"), SCENES)
+        build_encoder(_config(backbone_dir, tmp_path, ablation="no_cpt"), SLICES)
     summary = run(
         spark, pairs, _config(base_dir, tmp_path, ablation="no_cpt", max_steps=1), log=lambda _: None
     )

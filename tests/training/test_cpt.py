@@ -12,6 +12,7 @@ import torch
 
 from etl.core import tracking
 from etl.core.schema_table import write_schema
+from etl.text.slices import token_slices
 from etl.tokens import special_tokens, wrap_text
 from tests.conftest import REPO_ROOT
 from tests.etl.text_fixtures import SCHEMA
@@ -23,7 +24,7 @@ from training.lm.backbone import add_special_tokens, load_backbone, save_backbon
 from training.lm.cpt import CptConfig, build_sample, collate, encode, prepare, run, train
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
-SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
+SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
 
 DISHES = ["claypot rice", "roast goose", "cold noodles", "hot pot", "iced tea", "dumplings", "milk tea"]
 
@@ -93,7 +94,7 @@ def test_labels_mask_input_tokens_and_padding():
 
     # with a real tokenizer: the loss sees exactly the target's tokens (the closing token last, then eos)
     tokenizer = tiny_tokenizer()
-    add_special_tokens(tiny_llama(tokenizer), tokenizer, SCENES)
+    add_special_tokens(tiny_llama(tokenizer), tokenizer, SLICES)
     source, target = wrap_text("POI_name", "Aunt Li"), wrap_text("POI_dishes", "claypot rice")
     [(ids, labels)] = encode(tokenizer, [source], [target], max_length=64)
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
@@ -121,14 +122,14 @@ def test_one_step_through_petastorm_trains_only_the_chosen_weights(spark, corpus
     assert summary["heldout_ppl_before"] != summary["heldout_ppl_after"] and summary["tokens_per_s"] > 0
 
     before, tokenizer = load_backbone(backbone_dir)
-    add_special_tokens(before, tokenizer, SCENES)
+    add_special_tokens(before, tokenizer, SLICES)
     after, after_tokenizer = load_backbone(summary["model_uri"])
     assert after_tokenizer.get_vocab() == tokenizer.get_vocab()  # the special tokens travel with the model
     old, new = before.state_dict(), after.state_dict()
     changed = {k for k in old if not torch.equal(old[k], new[k])}
     assert any(k.startswith("model.layers.1.") for k in changed)  # the last block trained
     assert not any(k.startswith("model.layers.0.") for k in changed)  # the first did not
-    special = tokenizer.convert_tokens_to_ids(list(special_tokens(SCENES)))
+    special = tokenizer.convert_tokens_to_ids(list(special_tokens(SLICES)))
     other = [i for i in range(len(tokenizer)) if i not in set(special)]
     embed = "model.embed_tokens.weight"
     assert torch.equal(old[embed][other], new[embed][other])  # ordinary rows untouched

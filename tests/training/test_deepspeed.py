@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from etl.text.slices import token_slices
 from tests.conftest import REPO_ROOT
 from tests.etl.text_fixtures import SCHEMA
 from tests.training.test_contrastive import _config as contrastive_config
@@ -24,7 +25,7 @@ from training.embedding import contrastive
 from training.lm import cpt
 from training.lm.backbone import add_special_tokens, load_backbone
 
-SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
+SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
 ZERO2 = str(REPO_ROOT / "jobs" / "deepspeed" / "zero2.json")
 ZERO3 = str(REPO_ROOT / "jobs" / "deepspeed" / "zero3.json")
 
@@ -83,7 +84,7 @@ def _assert_same_weights(folder: Path, reference: torch.nn.Module, initial: Path
     small, differences, so exact equality is not the bar)."""
     saved, _ = load_backbone(folder, dtype=torch.float32)
     start, tokenizer = load_backbone(initial, dtype=torch.float32)
-    add_special_tokens(start, tokenizer, SCENES)
+    add_special_tokens(start, tokenizer, SLICES)
     expected, start = reference.state_dict(), start.state_dict()
     assert saved.state_dict().keys() == expected.keys()
     moved = 0

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from etl.text.slices import token_slices
 from etl.tokens import closing_token
 from tests.etl.text_fixtures import SCHEMA
 from training.embedding.pooling import (
@@ -13,7 +14,7 @@ from training.embedding.pooling import (
 from training.lm.backbone import add_special_tokens
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
-SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
+SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
 
 # hidden[i, t] = [10 * i + t]: a pooled value names the row and position it came from
 HIDDEN = (10 * torch.arange(3).view(3, 1, 1) + torch.arange(5).view(1, 5, 1)).float()
@@ -83,7 +84,7 @@ def test_left_and_right_padding_pool_the_same_vectors_on_a_tiny_llama():
     close = closing_token("POI_name")
     tokenizer = tiny_tokenizer()
     model = tiny_llama(tokenizer)
-    add_special_tokens(model, tokenizer, SCENES)  # the registry's tokens; eos pads
+    add_special_tokens(model, tokenizer, SLICES)  # the registry's tokens; eos pads
 
     right_batch, right_hidden = _pooled(model, tokenizer, TEXTS, "right")
     left_batch, left_hidden = _pooled(model, tokenizer, TEXTS, "left")

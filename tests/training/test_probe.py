@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from etl.core.schema_table import write_schema
+from etl.text.slices import token_slices
 from tests.etl.text_fixtures import SCHEMA
 from tests.features.builders import clean_world
 from tests.training.test_contrastive import _config, _pair_rows
@@ -11,7 +12,7 @@ from training.embedding.probe import linear_probe, probe_set, roc_auc
 from training.lm.backbone import add_special_tokens, save_backbone
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
-SCENES = SCHEMA.scene_names  # the synthetic world's declared scene features
+SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
 
 
 def test_roc_auc_on_a_hand_made_ranking():
@@ -92,7 +93,7 @@ def test_stage2_reports_the_probe_before_and_after(spark, probe_catalog, tmp_pat
     )
     tokenizer = tiny_tokenizer()
     model = tiny_llama(tokenizer)
-    add_special_tokens(model, tokenizer, SCENES)
+    add_special_tokens(model, tokenizer, SLICES)
     backbone = save_backbone(model, tokenizer, tmp_path / "stage1")
     cfg = _config(backbone, tmp_path, probe_attribute="temperature", probe_max_pois=60, max_steps=1)
     summary = run(spark, probe_catalog, cfg, log=lambda _: None)

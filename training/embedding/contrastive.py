@@ -182,7 +182,7 @@ class ContrastiveData:
     backbone: str = ""  # cfg.backbone with `latest:` resolved (the same on every rank)
     empty_pairs: int = 0  # train pairs skipped for a blank text
     probe: ProbeSet | None = None
-    scene_features: tuple[str, ...] = ()  # the dataset schema's: their special tokens are added
+    slices: tuple[str, ...] = ()  # the dataset schema's (token_slices): their special tokens are added
 
 
 class ContrastiveBatch(NamedTuple):
@@ -370,6 +370,7 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
 
     from etl.core.schema_table import read_schema
     from etl.core.tracking import resolve_latest
+    from etl.text.slices import token_slices
 
     backbone = resolve_latest(cfg.backbone)
     trained = [t for t in PAIR_TYPES if cfg.weights()[t] > 0]
@@ -418,7 +419,7 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
         backbone=backbone,
         empty_pairs=sum(counts.get((t, "train"), (0, 0))[1] for t in trained),
         probe=probe,
-        scene_features=read_schema(spark, catalog).scene_names,
+        slices=token_slices(read_schema(spark, catalog)),
     )
 
 
@@ -450,15 +451,15 @@ def check_provenance(cfg: ContrastiveConfig, source: str, added: int) -> None:
 
 
 def build_encoder(
-    cfg: ContrastiveConfig, scene_features: Sequence[str], backbone: str = "", settings: dict | None = None
+    cfg: ContrastiveConfig, slices: Sequence[str], backbone: str = "", settings: dict | None = None
 ):
     """(encoder, tokenizer, no-decay name parts): the backbone (`backbone`, default cfg.backbone)
-    with the registry's special tokens for the dataset's `scene_features`, the seeded projection,
+    with the special tokens of the dataset's `slices`, the seeded projection,
     and `train_layers` applied."""
     source = backbone or cfg.backbone
     model, tokenizer = load_backbone(source, dtype=torch.float32, deepspeed_settings=settings)
-    check_provenance(cfg, source, add_special_tokens(model, tokenizer, scene_features))
-    no_decay = select_trainable(model, tokenizer, cfg.train_layers, scene_features)
+    check_provenance(cfg, source, add_special_tokens(model, tokenizer, slices))
+    no_decay = select_trainable(model, tokenizer, cfg.train_layers, slices)
     encoder = TextEncoder(model, dim=cfg.dim, seed=cfg.seed)
     return encoder, tokenizer, no_decay
 
@@ -467,11 +468,11 @@ def base_source(cfg: ContrastiveConfig) -> str:
     return cfg.backbone if cfg.ablation == "no_cpt" else cfg.base_model
 
 
-def base_encoder(cfg: ContrastiveConfig, device, scene_features: Sequence[str]) -> tuple[TextEncoder, object]:
+def base_encoder(cfg: ContrastiveConfig, device, slices: Sequence[str]) -> tuple[TextEncoder, object]:
     """The untouched base model with the registry's tokens and the seeded projection (the `_base`
     figures: the same protocol as the fine-tuned encoder)."""
     model, tokenizer = load_backbone(cfg.base_model, dtype=torch.float32)
-    add_special_tokens(model, tokenizer, scene_features)
+    add_special_tokens(model, tokenizer, slices)
     return TextEncoder(model, dim=cfg.dim, seed=cfg.seed).to(device), tokenizer
 
 
@@ -521,7 +522,7 @@ def train(
             raise ContrastiveError(
                 "train_layers > 0 (the CPU demo setting) cannot run under ZeRO-3: set train_layers: 0"
             )
-    encoder, tokenizer, no_decay = build_encoder(cfg, data.scene_features, data.backbone, settings)
+    encoder, tokenizer, no_decay = build_encoder(cfg, data.slices, data.backbone, settings)
     if zero_stage(settings) != 3:
         encoder.to(device)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in encoder.parameters() if p.requires_grad)
@@ -578,7 +579,7 @@ def train(
         base = (
             {}
             if zero_stage(settings) == 3
-            else evaluate(*base_encoder(cfg, device, data.scene_features), data, cfg, device)
+            else evaluate(*base_encoder(cfg, device, data.slices), data, cfg, device)
         )
     if info.is_primary:
         log("contrastive: base model " + json.dumps(base))

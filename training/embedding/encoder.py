@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from etl.tokens import is_closing_token
+from etl.tokens import closing_tokens
 from training.common.text import TextCounts, truncate_middle
 from training.embedding.pooling import last_token_hidden, position_ids_from_mask
 
@@ -67,10 +67,10 @@ class TextEncoder(nn.Module):
 
 
 def closing_token_ids(tokenizer) -> frozenset[int]:
-    """Ids of the registry's closing tokens that the tokenizer knows as single tokens (the POI and
-    user slices', and the scene slices of whichever features it was given at stage 1)."""
+    """Ids of the slices' closing tokens the tokenizer was given (every slice of the dataset it was
+    trained on: the tokens it holds in open / close pairs)."""
     added = tokenizer.get_added_vocab()
-    return frozenset(int(i) for token, i in added.items() if is_closing_token(token))
+    return frozenset(int(added[token]) for token in closing_tokens(added))
 
 
 def tokenize_texts(

@@ -51,13 +51,13 @@ def probe_set(
     (module docstring) and label; None when the lakehouse has no `truth.pois` or `clean.pois`."""
     from pyspark.sql import functions as F
 
-    from etl.text.poi_text import POI_BUSINESS_SLICES, POI_COMPREHENSIVE_SLICES, poi_text
+    from etl.core.schema_table import read_schema
+    from etl.text.item_text import item_text
 
     if attribute not in ATTRIBUTES:
         raise ValueError(f"probe attribute must be one of {ATTRIBUTES}, got {attribute!r}")
     if text not in TEXTS:
         raise ValueError(f"probe text must be one of {TEXTS}, got {text!r}")
-    slices = POI_COMPREHENSIVE_SLICES if text == "comprehensive" else POI_BUSINESS_SLICES
     if not (catalog.exists(spark, TRUTH_TABLE) and catalog.exists(spark, POI_TABLE)):
         return None
     truth = catalog.read(spark, TRUTH_TABLE)
@@ -66,7 +66,8 @@ def probe_set(
     else:
         label = F.col(attribute).cast("int")
     labelled = truth.select("poi_id", label.alias("label"), "dish_idx").where(F.col("label").isNotNull())
-    texts = catalog.read(spark, POI_TABLE).select("poi_id", poi_text(slices).alias("text"))
+    item_texts = item_text(read_schema(spark, catalog), text)  # the dataset schema's slices
+    texts = catalog.read(spark, POI_TABLE).select("poi_id", item_texts.alias("text"))
     rows = labelled.join(texts, "poi_id").where(F.length(F.trim("text")) > 0)
     rows = rows.orderBy(F.xxhash64("poi_id", F.lit(seed)), "poi_id")
     if max_pois:

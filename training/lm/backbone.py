@@ -101,10 +101,10 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
 
 
 def add_special_tokens(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scene_features: Sequence[str]
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, slices: Sequence[str]
 ) -> int:
-    """Add the registry's tokens for a dataset (`etl.tokens.special_tokens`: the POI and user
-    slices, and the slices of the dataset schema's `scene_features`) as extra special tokens.
+    """Add a dataset's slice tokens (`etl.tokens.special_tokens` of `slices`, the dataset schema's
+    `etl.text.slices.token_slices`) as extra special tokens.
 
     The embeddings grow to the tokenizer's size; each new row of the input embeddings (and of the
     output embeddings, when they are not tied to the input ones) is set to the mean of the rows
@@ -112,7 +112,7 @@ def add_special_tokens(
     """
     ensure_pad_token(model, tokenizer)
     vocab = tokenizer.get_vocab()
-    missing = [t for t in special_tokens(scene_features) if t not in vocab]
+    missing = [t for t in special_tokens(slices) if t not in vocab]
     added = tokenizer.add_special_tokens(
         {"extra_special_tokens": missing}, replace_extra_special_tokens=False
     )

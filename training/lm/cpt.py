@@ -137,7 +137,7 @@ class CptData:
     train_rows: int
     heldout_rows: int
     empty_targets: int  # train rows with a blank target (trained on eos alone)
-    scene_features: tuple[str, ...] = ()  # the dataset schema's: their special tokens are added
+    slices: tuple[str, ...] = ()  # the dataset schema's (token_slices): their special tokens are added
 
 
 # -- samples ---------------------------------------------------------------------------------------
@@ -220,10 +220,10 @@ def length_batches(
 
 
 # -- model -----------------------------------------------------------------------------------------
-def select_trainable(model, tokenizer, train_layers: int, scene_features: Sequence[str]) -> tuple[str, ...]:
+def select_trainable(model, tokenizer, train_layers: int, slices: Sequence[str]) -> tuple[str, ...]:
     """Freeze all but what `train_layers` says (module docstring); returns the parameter-name parts
     to keep out of weight decay (the masked embeddings). The trained embedding rows are those of
-    the dataset's special tokens (`scene_features` from the dataset schema)."""
+    the dataset's special tokens (`slices`: the dataset schema's token_slices)."""
     for param in model.parameters():
         param.requires_grad_(train_layers == 0)
     if train_layers == 0:
@@ -241,7 +241,7 @@ def select_trainable(model, tokenizer, train_layers: int, scene_features: Sequen
             param.requires_grad_(True)
     from etl.tokens import special_tokens
 
-    special = torch.tensor(tokenizer.convert_tokens_to_ids(special_tokens(scene_features)), dtype=torch.long)
+    special = torch.tensor(tokenizer.convert_tokens_to_ids(special_tokens(slices)), dtype=torch.long)
     embeddings = [model.get_input_embeddings().weight]
     output = model.get_output_embeddings()
     if output is not None and output.weight is not embeddings[0]:
@@ -323,6 +323,7 @@ def prepare(spark, catalog, cfg: CptConfig) -> CptData:
     from pyspark.sql import functions as F
 
     from etl.core.schema_table import read_schema
+    from etl.text.slices import token_slices
 
     whole = delta_snapshot(spark, catalog, TABLE, [*COLUMNS, "split"])
     if "split" in whole.partition_columns:
@@ -341,7 +342,7 @@ def prepare(spark, catalog, cfg: CptConfig) -> CptData:
     )
     by_split = {r["split"]: (int(r["rows"]), int(r["empty"] or 0)) for r in counts}
     return CptData(
-        scene_features=read_schema(spark, catalog).scene_names,
+        slices=token_slices(read_schema(spark, catalog)),
         train=train,
         heldout=heldout,
         train_rows=by_split.get("train", (0, 0))[0],
@@ -387,8 +388,8 @@ def train(
             )
     # fp32 master weights (bf16 autocast on GPUs)
     model, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32, deepspeed_settings=settings)
-    added = add_special_tokens(model, tokenizer, data.scene_features)
-    no_decay = select_trainable(model, tokenizer, cfg.train_layers, data.scene_features)
+    added = add_special_tokens(model, tokenizer, data.slices)
+    no_decay = select_trainable(model, tokenizer, cfg.train_layers, data.slices)
     if zero_stage(settings) != 3:
         model.to(device)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
