@@ -1,7 +1,8 @@
 """Two datasets that are not the synthetic world, end to end at tiny size, with no code change:
-only a mapping with its dataset schema. Each goes ingest -> clean -> scene dictionary ->
-statistics -> CTR samples -> scene vectors (a tiny encoder) -> DeepFM, PLE and LARR -> the LARR
-scoring pyfunc on raw rows.
+only a mapping with its dataset schema. Each goes ingest -> clean -> stage-1 corpus -> stage-2
+pairs -> scene dictionary -> statistics -> CTR samples -> scene and text vectors (a tiny encoder
+with the dataset's own slice tokens) -> DeepFM, PLE and LARR -> the LARR scoring pyfunc on raw
+rows.
 
 (a) a positive-only app-usage log: 8 categorical context fields, no list position, no conversion
     label, no timestamp finer than a day (the part of the day is a field), a usage count, items
@@ -77,8 +78,8 @@ def app_usage_export(folder: Path, seed: int = 0) -> Path:
             ],
             "items": {
                 "text": [
-                    {"name": "POI_name", "fields": ["title"]},
-                    {"name": "POI_intro", "fields": ["about"], "role": "target"},
+                    {"name": "app_title", "fields": ["title"]},
+                    {"name": "app_about", "fields": ["about"], "role": "target", "contrastive": "basic"},
                 ],
                 "categorical": ["category"],
                 "required": ["category"],
@@ -145,7 +146,10 @@ def click_log_export(folder: Path, seed: int = 1) -> Path:
             ],
             "users": {"numeric": [{"column": "age", "transform": "none"}]},
             "items": {
-                "text": [{"name": "POI_name", "fields": ["label"]}],
+                "text": [
+                    {"name": "shop_label", "fields": ["label"]},
+                    {"name": "shop_kind", "fields": ["kind"], "template": "sells {value}", "role": "target"},
+                ],
                 "categorical": ["kind", "price_band"],
             },
         },
@@ -182,6 +186,8 @@ def _pipeline(lakehouse: Path, mapping: Path, samples_mode: str, tmp_path: Path)
     lh = ["--lakehouse", str(lakehouse)]
     _larr("etl", "ingest", *lh, "--set", f"mapping={mapping}")
     _larr("etl", "clean", *lh)
+    _larr("etl", "corpus", *lh)
+    _larr("etl", "pairs", *lh)
     _larr("features", "scene", *lh)
     _larr("features", "stats", *lh)
     _larr("etl", "samples", *lh, "--set", f"mode={samples_mode}")
@@ -190,8 +196,9 @@ def _pipeline(lakehouse: Path, mapping: Path, samples_mode: str, tmp_path: Path)
 
     spark = SparkSession.getActiveSession()
     schema = read_schema(spark, catalog)
-    encoder, _, _ = tiny_encoder_model(tmp_path / "encoder", scene_features=schema.scene_names)
+    encoder, _, _ = tiny_encoder_model(tmp_path / "encoder", schema=schema)
     _larr("embed", "scenes", *lh, "--set", f"encoder={encoder}")
+    _larr("embed", "texts", *lh, "--set", f"encoder={encoder}", "--set", "partitions=1")
     (export,) = (Path(catalog.root) / EXPORT_DIR).glob("*.npz")
     summaries = {}
     for model in ("deepfm", "ple", "larr"):
@@ -225,13 +232,37 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
     assert not {"scene_city", "device", "poi_cuisine", "user_gender"} & columns
     dictionary = catalog.read(spark, "features.scene_dictionary")
     assert {r[0] for r in dictionary.select("feature").distinct().collect()} == set(schema.scene_names)
+    corpus, pairs = catalog.read(spark, "corpus.cpt"), catalog.read(spark, "pairs.contrastive")
+    first_slice = schema.items.text[0].name
+    assert corpus.where(f"input_text like '<{first_slice}>%'").count() == corpus.count() > 0
+    assert pairs.where(
+        "text_a like '%POI_%' or text_b like '%POI_%' or text_a like '%user_profile%'"
+    ).isEmpty()
+    user_poi = pairs.where("pair_type = 'user_poi'")
+    assert user_poi.count() > 0
+    assert (
+        user_poi.where("text_a like '<user_hist>%</user_hist><user_env>%</user_env>'").count()
+        == user_poi.count()
+    )
+    assert pairs.where("pair_type = 'user_user'").isEmpty()  # no user has profile text
+    embedded = catalog.read(spark, "features.poi_embeddings")
     if dataset == "app_usage":
+        # apps 7, 14, ... have no text: left out of the corpus and of the item texts, and counted
+        assert corpus.count() == 35 and embedded.count() == 35
+        assert pairs.where("pair_type = 'poi_poi'").count() == 35
+        env = user_poi.first()["text_a"].split("<user_env>")[1].split(";")[0]
+        assert len(env.split(", ")) == len(CONTEXT)  # the 8 context fields of one launch
+        rejects = catalog.read(spark, "features.embedding_rejects").where("source = 'poi'")
+        assert rejects.count() == 5
         assert "position" not in columns and "poi_category_id" in columns
         negatives = samples.where("click = 0").count()
         assert negatives == 4 * samples.where("click = 1").count()  # k = 4 from 40 apps, every positive
         text = dictionary.where("feature = 'place'").orderBy("value").first()["text"]
         assert text == "<scene_place>place: home</scene_place>"
     else:
+        assert corpus.count() == 30 and corpus.where("target_text like '<shop_kind>sells %'").count() == 30
+        assert pairs.where("pair_type = 'poi_poi'").isEmpty()  # no slice is declared basic
+        assert embedded.count() == 30
         assert {"user_age", "poi_kind_id", "poi_price_band_id"} <= columns
         values = {r[0] for r in dictionary.where("feature = 'warmth'").select("text").collect()}
         assert "<scene_warmth>it is warm</scene_warmth>" in values

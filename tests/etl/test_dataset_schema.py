@@ -131,6 +131,33 @@ def test_the_synthetic_world_schema_declares_the_ten_scene_features():
             "items.vocabularies: colour is not a declared items column",
         ),
         ("events.test_days", 0, "events.test_days must be >= 1"),
+        ("items.text.1.contrastive", "profile", "items.text POI_intro: contrastive must be one of business"),
+        ("items.text.1.name", "scene_blurb", "names starting scene_ are the scene features' slices"),
+        (
+            "user_actions",
+            {"history": {"name": "POI_name", "fields": ["title"]}},
+            "two text slices are named POI_name",
+        ),
+        (
+            "user_actions",
+            {"history": {"name": "hist", "fields": ["colour"]}},
+            "user_actions.history: colour is not a declared items column",
+        ),
+        (
+            "user_actions",
+            {"environment": {"name": "env", "fields": ["daypart", "mood"]}},
+            "user_actions.environment: mood is not a scene feature, an events column or a derivation",
+        ),
+        (
+            "user_actions",
+            {"statistics": {"name": "stats", "fields": ["brand"]}},
+            "user_actions.statistics: brand is not a numeric items column",
+        ),
+        (
+            "user_actions",
+            {"statistics": {"name": "stats", "field": ["x"]}},
+            "unknown schema key user_actions.statistics.field",
+        ),
     ],
 )
 def test_bad_declarations_are_one_line_errors_naming_the_key(path, value, message):
@@ -139,6 +166,29 @@ def test_bad_declarations_are_one_line_errors_naming_the_key(path, value, messag
     text = str(err.value)
     assert text.startswith("mapping.yaml: ") and "\n" not in text
     assert message in text
+
+
+def test_user_actions_default_to_the_first_item_slice_and_the_event_scene():
+    schema = parse_schema(CLICK_LOG, "mapping.yaml")
+    actions = schema.user_actions
+    assert (actions.history.name, actions.history.fields) == ("user_hist", ("title",))
+    assert (actions.environment.name, actions.environment.fields) == ("user_env", schema.scene_names)
+    assert actions.statistics is None
+    declared = parse_schema(_with("user_actions", {}), "mapping.yaml").user_actions
+    assert declared.slices() == ()  # declared empty: no action text
+    with_hour = _with(
+        "user_actions", {"environment": {"name": "env", "fields": ["weekday", "hour", "channel"]}}
+    )
+    assert parse_schema(with_hour, "mapping.yaml").user_actions.environment.fields == (
+        "weekday",
+        "hour",
+        "channel",
+    )
+    recent = _with("scene_features.2", {"name": "last_brand", "recent": "brand", "recent_label": "click"})
+    assert "last_brand" not in parse_schema(recent, "mapping.yaml").user_actions.environment.fields
+    bad = _with("user_actions", {"environment": {"name": "env", "fields": ["last_brand"]}}, base=recent)
+    with pytest.raises(SchemaError, match="last_brand is a `recent` scene feature"):
+        parse_schema(bad, "mapping.yaml")
 
 
 def test_recent_features_need_a_declared_item_field_and_a_conversion_label():

@@ -95,10 +95,11 @@ def clean_world(spark: SparkSession, world_catalog) -> tuple[DataFrame, DataFram
     return users_df, pois_df, impressions_df
 
 
-def tiny_encoder_model(folder, dim: int = 16, max_length: int = 24, seed: int = 0, scene_features=None):
-    """A tiny random stage-2 encoder (tiny Llama with the registry's special tokens for
-    `scene_features`, the synthetic world's by default, + a seeded projection) saved as a local
-    MLflow model folder; returns (folder, TextEncoder, tokenizer)."""
+def tiny_encoder_model(folder, dim: int = 16, max_length: int = 24, seed: int = 0, schema=None):
+    """A tiny random stage-2 encoder (tiny Llama with the special tokens of `schema`'s slices, the
+    synthetic world's by default, + a seeded projection) saved as a local MLflow model folder;
+    returns (folder, TextEncoder, tokenizer)."""
+    from etl.text.slices import token_slices
     from tests.etl.text_fixtures import SCHEMA
     from training.embedding.encoder import TextEncoder
     from training.embedding.pyfunc import save_encoder_model
@@ -107,7 +108,7 @@ def tiny_encoder_model(folder, dim: int = 16, max_length: int = 24, seed: int = 
 
     tokenizer = tiny_tokenizer()
     model = tiny_llama(tokenizer, seed=seed)
-    add_special_tokens(model, tokenizer, SCHEMA.scene_names if scene_features is None else scene_features)
+    add_special_tokens(model, tokenizer, token_slices(schema or SCHEMA))
     encoder = TextEncoder(model, dim=dim, seed=seed).eval()
     save_encoder_model(encoder.backbone, tokenizer, encoder.projection, max_length, folder)
     return folder, encoder, tokenizer

@@ -1,20 +1,27 @@
 import numpy as np
 import pytest
 
+from etl.core.schema_table import write_schema
 from features import recall
 from features.embeddings import texts
 from features.embeddings.encoder_runtime import resolve_encoder
 from features.embeddings.texts import EmbedTextsConfig
 from features.recall import RecallConfig, RecallError
 from jobs.config import ConfigError, default_config_path, load_config
-from tests.etl.text_fixtures import POIS, POIS_SCHEMA, write_clean
+from tests.etl.text_fixtures import POIS, POIS_SCHEMA, SCHEMA, write_clean
 from tests.features.builders import tiny_encoder_model
 from training.embedding.encoder import encode_texts
 
 QUIET = lambda _: None  # noqa: E731
 SCENE = "a user visiting Chengdu on vacation"
-CITY_OF = {1: "Guangzhou", 2: "Chengdu", 3: "Chengdu"}  # tests/etl/text_fixtures.py POIS
-DISH_OF = {1: "claypot rice", 2: "dan dan noodles", 3: "beef hotpot"}
+# tests/etl/text_fixtures.py POIS: name, then the synthetic schema's categorical fields
+NAME_OF = {1: "Aunt Li's Claypot", 2: "Noodle No. 7", 3: "Hotpot King"}
+FIELDS_OF = {
+    1: {"city": "Guangzhou", "cuisine": "Cantonese", "price_level": "2"},
+    2: {"city": "Chengdu", "cuisine": "Noodles", "price_level": "1"},
+    3: {"city": "Chengdu", "cuisine": "Hotpot", "price_level": "4"},
+}
+NO_FIELDS = {"city": None, "cuisine": None, "price_level": None}
 DIM = 16  # tiny_encoder_model default
 
 
@@ -58,6 +65,7 @@ def _reference(vectors: dict[int, np.ndarray], tiny, text: str) -> tuple[list[in
 
 def test_recall_ranks_pois_as_numpy_cosine_over_the_stored_vectors(spark, catalog, tiny):
     catalog.write(spark.createDataFrame(POIS, POIS_SCHEMA), "clean.pois")
+    write_schema(spark, catalog, SCHEMA)
     version = resolve_encoder(str(tiny[0]))[0].version
     vectors = _write_poi_vectors(spark, catalog, version, decoy=_query(tiny, f"<user_env>{SCENE}</user_env>"))
     lines = []
@@ -68,14 +76,20 @@ def test_recall_ranks_pois_as_numpy_cosine_over_the_stored_vectors(spark, catalo
     top = result["top"]
     assert [r["poi_id"] for r in top] == expected_ids[:3] and [r["rank"] for r in top] == [1, 2, 3]
     assert np.allclose([r["cosine"] for r in top], expected_scores[:3], atol=1e-3)
-    cities = [CITY_OF.get(i) for i in expected_ids[:3]]  # POI 9 is not in clean.pois: no city
-    assert [(r["city"], r["main_dish"]) for r in top] == [
-        (CITY_OF.get(i), DISH_OF.get(i)) for i in expected_ids[:3]
+    # POI 9 is not in clean.pois: its id as title, no fields
+    assert [(r["title"], r["fields"]) for r in top] == [
+        (NAME_OF.get(i, f"item {i}"), FIELDS_OF.get(i, NO_FIELDS)) for i in expected_ids[:3]
     ]
-    assert result["in_scene_city"] == cities.count("Chengdu") and result["scene_cities"] == ["Chengdu"]
-    assert result["encoder_version"] == version
+    chengdu = [FIELDS_OF.get(i, NO_FIELDS)["city"] == "Chengdu" for i in expected_ids[:3]]
+    assert [r["in_scene"] for r in top] == [["city=Chengdu"] if c else [] for c in chengdu]
+    assert result["in_scene"] == sum(chengdu) and result["scene_values"] == (
+        ["city=Chengdu"] if any(chengdu) else []
+    )
+    assert result["encoder_version"] == version and result["slice"] == "user_env"
     first = top[0]
-    assert f"1. {first['city']}; {first['main_dish'] or first['name']} ({first['cosine']:.3f})" in lines
+    described = "; ".join(v for v in first["fields"].values() if v)
+    title = f"1. {first['title']}" + (f" ({described})" if described else "")
+    assert f"{title} {first['cosine']:.3f}" in lines
 
     raw = recall.run(spark, catalog, RecallConfig(scene=SCENE, encoder=str(tiny[0]), wrap=False), log=QUIET)
     raw_ids, raw_scores = _reference(vectors, tiny, SCENE)
@@ -99,6 +113,7 @@ def test_recall_reads_what_embed_texts_writes(spark, catalog, tiny):
 def test_missing_poi_embeddings_name_the_table_and_the_encoder_version(spark, catalog, tiny):
     cfg = RecallConfig(scene=SCENE, encoder=str(tiny[0]))
     version = resolve_encoder(cfg.encoder)[0].version
+    write_schema(spark, catalog, SCHEMA)
     with pytest.raises(RecallError, match=r"features.poi_embeddings does not exist.*larr embed texts"):
         recall.run(spark, catalog, cfg, log=QUIET)
     other = spark.createDataFrame(
@@ -109,22 +124,27 @@ def test_missing_poi_embeddings_name_the_table_and_the_encoder_version(spark, ca
         recall.run(spark, catalog, cfg, log=QUIET)
 
 
-def test_query_text_strips_registry_tokens_before_wrapping():
+def test_query_text_strips_slice_tokens_before_wrapping():
     typed = "visiting <user_env>Chengdu</POI_name> on <b>vacation</b>"
-    assert recall.query_text(RecallConfig(scene=typed)) == (
-        "<user_env>visiting Chengdu on <b>vacation</b></user_env>"
+    assert recall.query_text(RecallConfig(scene=typed, slice="user_env")) == (
+        "<user_env>visiting Chengdu on vacation</user_env>"
     )
-    assert recall.query_text(RecallConfig(scene=typed, slice="scene_city", wrap=False)) == (
-        "visiting Chengdu on <b>vacation</b>"
-    )
+    assert recall.query_text(RecallConfig(scene=typed, wrap=False)) == "visiting Chengdu on vacation"
     assert recall.query_text(RecallConfig(scene=typed, slice="scene_city")).startswith("<scene_city>visiting")
 
 
-def test_scene_cities_match_whole_words_and_provinces():
-    assert recall.scene_cities("a user visiting Guangdong on vacation") == ["Guangzhou", "Shenzhen"]
-    assert recall.scene_cities("lunch in XI'AN, then chengdu") == ["Chengdu", "Xi'an"]
-    assert recall.scene_cities("a rainy evening at home") == []
-    assert recall.scene_cities("Chengdudu") == []
+def test_the_default_slice_and_a_slice_the_dataset_lacks():
+    assert recall.default_slice(SCHEMA) == "user_env"
+    recall.check_slice(SCHEMA, "scene_city")
+    with pytest.raises(RecallError, match="slice: user_mood is not a slice of dataset"):
+        recall.check_slice(SCHEMA, "user_mood")
+
+
+def test_named_values_match_whole_words_case_insensitively():
+    fields = {"city": "Xi'an", "cuisine": "Noodles", "price_level": "2", "brand": None}
+    assert recall.named_values("lunch in XI'AN, then noodles", fields) == ["city=Xi'an", "cuisine=Noodles"]
+    assert recall.named_values("a rainy evening at home", fields) == []
+    assert recall.named_values("Xi'anese noodle", fields) == []
 
 
 def test_config_checks_and_yaml():
@@ -133,8 +153,8 @@ def test_config_checks_and_yaml():
             RecallConfig(scene=scene)
     with pytest.raises(ValueError, match="top_k"):
         RecallConfig(scene=SCENE, top_k=0)
-    with pytest.raises(ValueError, match="slice: unknown slice 'user_mood'"):
-        RecallConfig(scene=SCENE, slice="user_mood")
+    with pytest.raises(ValueError, match="slice: bad slice name 'user mood'"):
+        RecallConfig(scene=SCENE, slice="user mood")
     path = default_config_path("recall")
     assert load_config(RecallConfig, path, [f"scene={SCENE}"]) == RecallConfig(scene=SCENE)
     with pytest.raises(ConfigError, match="scene: "):

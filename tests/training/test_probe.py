@@ -61,6 +61,7 @@ def probe_catalog(spark, catalog, world_catalog):
     _, pois, _ = clean_world(spark, world_catalog)
     catalog.write(pois, "clean.pois")
     catalog.write(world_catalog.read(spark, "truth.pois"), "truth.pois")
+    write_schema(spark, catalog, SCHEMA)
     return catalog
 
 
