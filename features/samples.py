@@ -46,7 +46,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema, sample_fields
+from etl.core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, sample_fields
 from etl.core.randomness import randint, uniform
 from etl.core.schema_table import SCHEMA_TABLE, read_schema
 from features import stats
@@ -114,9 +114,17 @@ def sample_columns(schema: DatasetSchema) -> list[str]:
         *STAT_COLUMNS,
         *scene_columns(schema.scene_features),
         *LABEL_COLUMNS,
+        *([SAMPLE_WEIGHT] if schema.events.weight else []),
         "dt",
         "split",
     ]
+
+
+def event_weight(schema: DatasetSchema) -> list[Column]:
+    """The `weight` column of a logged event (missing: 1), when the schema declares one."""
+    if not schema.events.weight:
+        return []
+    return [F.coalesce(F.col(schema.events.weight).cast("double"), F.lit(1.0)).alias(SAMPLE_WEIGHT)]
 
 
 def is_open_at(hours: Column, hour: Column) -> Column:
@@ -167,6 +175,7 @@ def sample_impressions(scene: DataFrame, schema: DatasetSchema, neg_rate: float,
         F.col("clicked").alias("click"),
         (F.col("clicked") * F.col("ordered")).alias("ctcvr"),
         F.lit(float(neg_rate)).alias("neg_rate"),
+        *event_weight(schema),
     )
 
 
@@ -281,6 +290,7 @@ def sample_positive_only(
         F.lit(1).alias("click"),
         F.col("ordered").alias("ctcvr"),
         "neg_rate",
+        *event_weight(schema),
     )
     chosen = negatives.select("event_id", F.col("poi_id").alias("_negative_poi"))
     negative_rows = events.join(chosen, "event_id").select(
@@ -289,6 +299,7 @@ def sample_positive_only(
         F.lit(0).alias("click"),
         F.lit(0).alias("ctcvr"),
         "neg_rate",
+        *([F.lit(1.0).alias(SAMPLE_WEIGHT)] if schema.events.weight else []),
     )
     return positive_rows.unionByName(negative_rows)
 

@@ -43,6 +43,7 @@ LABELS = {"click": "clicked", "conversion": "ordered"}
 ENTITY_KEYS = {"users": "user_id", "items": "poi_id"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # `user_<x>` / `poi_<x>` sample columns that the statistics already use
+SAMPLE_WEIGHT = "weight"  # the CTR samples' column of events.weight (1 for drawn negatives)
 RESERVED_FIELDS = frozenset({"id", "impressions", "clicks", "orders", "ctr", "cvr"})
 _SLICE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SCENE_SLICE_PREFIX = "scene_"  # scene feature f reads as the slice scene_f

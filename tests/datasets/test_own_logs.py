@@ -255,6 +255,10 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
         rejects = catalog.read(spark, "features.embedding_rejects").where("source = 'poi'")
         assert rejects.count() == 5
         assert "position" not in columns and "poi_category_id" in columns
+        # the declared usage count is each launch's weight; a drawn negative weighs 1
+        uses = catalog.read(spark, "clean.impressions").agg({"uses": "sum"}).first()[0]
+        assert samples.where("click = 1").agg({"weight": "sum"}).first()[0] == uses
+        assert samples.where("click = 0 and weight != 1.0").isEmpty()
         negatives = samples.where("click = 0").count()
         assert negatives == 4 * samples.where("click = 1").count()  # k = 4 from 40 apps, every positive
         text = dictionary.where("feature = 'place'").orderBy("value").first()["text"]
@@ -263,7 +267,7 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
         assert corpus.count() == 30 and corpus.where("target_text like '<shop_kind>sells %'").count() == 30
         assert pairs.where("pair_type = 'poi_poi'").isEmpty()  # no slice is declared basic
         assert embedded.count() == 30
-        assert {"user_age", "poi_kind_id", "poi_price_band_id"} <= columns
+        assert {"user_age", "poi_kind_id", "poi_price_band_id"} <= columns and "weight" not in columns
         values = {r[0] for r in dictionary.where("feature = 'warmth'").select("text").collect()}
         assert "<scene_warmth>it is warm</scene_warmth>" in values
     for model, run in out["runs"].items():

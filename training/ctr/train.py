@@ -5,7 +5,9 @@
 Data: samples.ctr through the shared Petastorm module (`training/common/data.py`), the train
 split for training (shuffled per seed, `epochs` passes, or `max_steps`), the test split for
 evaluation (file order). Loss: BCE(CTR) + BCE(CTCVR) + `align_weight` x LARR's alignment loss
-(paper: 0.05), AdamW at the paper's 8e-4 and batch 2400. The shared `train_loop` gives
+(paper: 0.05), AdamW at the paper's 8e-4 and batch 2400. When the dataset schema declares an
+event weight (`events.weight`, e.g. a usage count), the BCE terms are a weighted mean over the
+batch (`sample_weight`: log = 1 + ln w, count = w, none = unweighted); metrics stay unweighted. The shared `train_loop` gives
 checkpoints (one folder per seed and config key; an interrupted run resumes), the tqdm bar and the
 non-finite-loss stop.
 
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from etl.core.dataset_schema import SampleFields, sample_fields
+from etl.core.dataset_schema import SAMPLE_WEIGHT, SampleFields, sample_fields
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, pick_device
 from training.common.engine import TorchEngine
@@ -47,6 +49,7 @@ from training.ctr.inputs import ModelConfig
 TABLE = "samples.ctr"
 MODELS = ("wide_deep", "deepfm", "ple", "larr", "p5")
 ABLATIONS = ("none", "no_cpt", "no_ft", "no_al")
+SAMPLE_WEIGHTS = ("log", "count", "none")  # how samples.ctr's `weight` enters the loss
 HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
 
 
@@ -79,6 +82,7 @@ class CtrConfig:
     epochs: int = 1
     max_steps: int = 0  # 0 = `epochs` passes over the train split
     align_weight: float = 0.05  # lambda of the alignment loss
+    sample_weight: str = "log"  # with a declared events.weight: log (1 + ln w) | count (w) | none
     encoder: str = ""  # LARR: "" = latest:contrastive (or latest:contrastive/<ablation>)
     scene_vectors: str = ""  # LARR: an explicit export .npz (overrides `encoder`)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
@@ -108,6 +112,10 @@ class CtrConfig:
             raise ValueError("batch_size >= 2, learning_rate > 0, epochs >= 1 and max_steps >= 0 required")
         if self.align_weight < 0:
             raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
+        if self.sample_weight not in SAMPLE_WEIGHTS:
+            raise ValueError(
+                f"sample_weight must be one of {', '.join(SAMPLE_WEIGHTS)}, got {self.sample_weight!r}"
+            )
 
     @property
     def is_p5(self) -> bool:
@@ -132,6 +140,8 @@ class CtrConfig:
         skip = {"seeds", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
         skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device"}
         data = {k: v for k, v in asdict(self).items() if k not in skip} | {"data": data_key}
+        if data["sample_weight"] == "log":  # the default: older checkpoints keep their keys
+            del data["sample_weight"]
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             data["revision"] = MODEL_REVISIONS[self.model]
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -149,6 +159,7 @@ class CtrData:
     encoder_uri: str | None
     fields: SampleFields | None = None  # the dataset schema's sample fields
     scene_features: tuple[str, ...] = ()  # the dataset schema's scene features
+    weighted: bool = False  # the samples carry a `weight` the loss uses
 
     def key(self) -> str:
         return f"{self.train.table}@{self.train.version}:{self.scene_vectors or ''}"
@@ -223,6 +234,9 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
     columns = training_columns(
         build_layout(cfg.encoding, fields, scene_features, False), with_texts=cfg.is_p5
     )
+    weighted = bool(schema.events.weight) and cfg.sample_weight != "none"
+    if weighted:
+        columns.append(SAMPLE_WEIGHT)
     train = delta_snapshot(spark, catalog, cfg.table, columns, where="split = 'train'")
     test = delta_snapshot(spark, catalog, cfg.table, [*columns, "sample_id"], where="split = 'test'")
     if train.version != test.version:  # both pinned from the latest version: a write happened between
@@ -237,9 +251,22 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
     log(
         f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, {test.num_rows} test rows"
         + (f"; scene vectors {scene_vectors}" if scene_vectors else "")
+        + (
+            f"; loss weighted by events.weight {schema.events.weight} ({cfg.sample_weight})"
+            if weighted
+            else ""
+        )
     )
     return CtrData(
-        train, test, float(rate.first()[0]), bayes, scene_vectors, encoder_uri, fields, scene_features
+        train,
+        test,
+        float(rate.first()[0]),
+        bayes,
+        scene_vectors,
+        encoder_uri,
+        fields,
+        scene_features,
+        weighted,
     )
 
 
@@ -271,9 +298,28 @@ def batch_inputs(batch: dict, layout, scene, is_p5: bool, device):
     return inputs.to(device), unknown
 
 
-def loss_of(out, click: torch.Tensor, ctcvr: torch.Tensor, align_weight: float) -> torch.Tensor:
-    loss = F.binary_cross_entropy_with_logits(out.ctr_logit.float(), click)
-    loss = loss + F.binary_cross_entropy_with_logits(out.ctcvr_logit.float(), ctcvr)
+def sample_weights(raw, how: str, device) -> torch.Tensor:
+    """Per-sample loss weights from samples.ctr's `weight` (negative weights count as 0)."""
+    w = torch.as_tensor(raw, dtype=torch.float32, device=device).clamp_min(0.0)
+    if how == "log":
+        return torch.where(w >= 1.0, 1.0 + torch.log(w.clamp_min(1.0)), w)
+    return w if how == "count" else torch.ones_like(w)
+
+
+def loss_of(
+    out, click: torch.Tensor, ctcvr: torch.Tensor, align_weight: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE(CTR) + BCE(CTCVR), a weighted mean when `weights` are given, + the alignment term."""
+    if weights is None:
+        loss = F.binary_cross_entropy_with_logits(out.ctr_logit.float(), click)
+        loss = loss + F.binary_cross_entropy_with_logits(out.ctcvr_logit.float(), ctcvr)
+    else:
+        share = weights / weights.sum().clamp_min(1e-12)
+
+        def weighted(logit: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+            return (F.binary_cross_entropy_with_logits(logit.float(), label, reduction="none") * share).sum()
+
+        loss = weighted(out.ctr_logit, click) + weighted(out.ctcvr_logit, ctcvr)
     if out.align_loss is not None and align_weight > 0:
         loss = loss + align_weight * out.align_loss.float()
     return loss
@@ -286,6 +332,9 @@ def batch_loss(module, batch: dict, layout, scene, cfg: CtrConfig, device) -> tu
     ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32, device=device)
     with autocast(device):
         out = module(inputs)
+    if SAMPLE_WEIGHT in batch:
+        weights = sample_weights(batch[SAMPLE_WEIGHT], cfg.sample_weight, device)
+        return loss_of(out, click, ctcvr, cfg.align_weight, weights), unknown
     return loss_of(out, click, ctcvr, cfg.align_weight), unknown
 
 

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from training.common.guard import NonFiniteLossError
 from training.ctr import train
@@ -70,9 +71,9 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     real = train.loss_of
     calls = {"n": 0}
 
-    def poisoned(out, click, ctcvr, weight):
+    def poisoned(*args):
         calls["n"] += 1
-        loss = real(out, click, ctcvr, weight)
+        loss = real(*args)
         return loss * float("nan") if calls["n"] == 4 else loss
 
     monkeypatch.setattr(train, "loss_of", poisoned)
@@ -87,6 +88,33 @@ def test_larr_without_scene_vectors_of_its_encoder_is_a_clear_error(spark, ctr_w
     cfg = _cfg(tmp_path, model="larr", encoder="models:/m-never-embedded")
     with pytest.raises(CtrError, match="larr embed scenes --set encoder=models:/m-never-embedded"):
         train.run(spark, catalog, cfg, log=QUIET)
+
+
+def test_a_weighted_loss_is_the_weighted_mean_and_equal_weights_change_nothing():
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    out = SimpleNamespace(
+        ctr_logit=torch.tensor([0.3, -1.0, 2.0]), ctcvr_logit=torch.tensor([-0.5, 0.1, 1.5]), align_loss=None
+    )
+    click, ctcvr = torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, 1.0])
+    plain = train.loss_of(out, click, ctcvr, 0.05)
+    assert torch.allclose(train.loss_of(out, click, ctcvr, 0.05, torch.full((3,), 7.0)), plain)
+    weights = torch.tensor([3.0, 1.0, 0.0])
+    expected = sum(
+        (F.binary_cross_entropy_with_logits(logit, label, reduction="none") * weights).sum() / weights.sum()
+        for logit, label in ((out.ctr_logit, click), (out.ctcvr_logit, ctcvr))
+    )
+    assert torch.allclose(train.loss_of(out, click, ctcvr, 0.05, weights), expected)
+    raw = [0.0, 1.0, float(np.e), 9.0, -2.0]
+    assert train.sample_weights(raw, "log", "cpu").tolist() == pytest.approx(
+        [0.0, 1.0, 2.0, 1 + np.log(9), 0.0]
+    )
+    assert train.sample_weights(raw, "count", "cpu").tolist() == pytest.approx([0.0, 1.0, np.e, 9.0, 0.0])
+    assert train.sample_weights(raw, "none", "cpu").tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match="sample_weight must be one of log, count, none"):
+        CtrConfig(sample_weight="sqrt")
 
 
 def test_config_rejects_ablations_of_other_models_and_unknown_models():
