@@ -23,7 +23,7 @@ from etl.core.dataset_schema import DatasetSchema
 from etl.core.randomness import uniform
 from etl.core.schema_table import SCHEMA_TABLE, read_schema
 from etl.text.item_text import corpus_text
-from etl.text.slices import INPUT, TARGET
+from etl.text.slices import INPUT, TARGET, item_slices
 from etl.text.split import SPLITS, check_fraction, heldout_split
 
 INPUTS = ("clean.pois",)
@@ -126,6 +126,10 @@ def read_general_corpus(spark: SparkSession, path: str) -> DataFrame:
 def run(spark: SparkSession, catalog: TableCatalog, cfg: CorpusConfig, log=print) -> dict:
     input_versions = {name: catalog.version(spark, name) for name in (*INPUTS, SCHEMA_TABLE)}
     schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
+    if not item_slices(schema, role=TARGET):
+        log(
+            f"etl corpus: dataset schema {schema.name!r} declares no items text slice with role: target; no item rows"
+        )
     pois = catalog.read(spark, "clean.pois", version=input_versions["clean.pois"])
     counts = pois.agg(F.count("*"), F.count(F.when(corpus_text(schema, TARGET) != "", 1))).first()
     items, with_text = int(counts[0]), int(counts[1])

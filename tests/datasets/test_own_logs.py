@@ -1,8 +1,8 @@
 """Two datasets that are not the synthetic world, end to end at tiny size, with no code change:
 only a mapping with its dataset schema. Each goes ingest -> clean -> stage-1 corpus -> stage-2
-pairs -> scene dictionary -> statistics -> CTR samples -> scene and text vectors (a tiny encoder
-with the dataset's own slice tokens) -> DeepFM, PLE and LARR -> the LARR scoring pyfunc on raw
-rows.
+pairs -> scene dictionary -> statistics -> CTR samples -> stage 1 and stage 2 on a tiny random Llama (the dataset's own
+slice tokens) -> scene and text vectors of that encoder -> DeepFM, PLE and LARR -> the LARR
+scoring pyfunc on raw rows.
 
 (a) a positive-only app-usage log: 8 categorical context fields, no list position, no conversion
     label, no timestamp finer than a day (the part of the day is a field), a usage count, items
@@ -14,6 +14,7 @@ rows.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
 from pathlib import Path
@@ -176,12 +177,16 @@ def _larr(*args: str) -> None:
     assert main(list(args)) == 0, args
 
 
-def _pipeline(lakehouse: Path, mapping: Path, samples_mode: str, tmp_path: Path) -> dict:
-    """Every job from the export to three trained CTR models; returns what the test checks."""
+def _pipeline(
+    lakehouse: Path, mapping: Path, samples_mode: str, tmp_path: Path, missing_pairs: tuple[str, ...]
+) -> dict:
+    """Every job from the export to three trained CTR models; returns what the test checks.
+    `missing_pairs`: the stage-2 pair types the dataset has no text for (weighted 0)."""
     from etl.core.catalog import TableCatalog
     from etl.core.schema_table import read_schema
     from features.embeddings.export import EXPORT_DIR
-    from tests.features.builders import tiny_encoder_model
+    from training.lm.backbone import save_backbone
+    from training.lm.tiny import tiny_llama, tiny_tokenizer
 
     lh = ["--lakehouse", str(lakehouse)]
     _larr("etl", "ingest", *lh, "--set", f"mapping={mapping}")
@@ -196,7 +201,22 @@ def _pipeline(lakehouse: Path, mapping: Path, samples_mode: str, tmp_path: Path)
 
     spark = SparkSession.getActiveSession()
     schema = read_schema(spark, catalog)
-    encoder, _, _ = tiny_encoder_model(tmp_path / "encoder", schema=schema)
+    # stages 1 and 2 on a tiny random Llama: the dataset's own slice tokens, no synthetic ones
+    tokenizer = tiny_tokenizer()
+    backbone = save_backbone(tiny_llama(tokenizer), tokenizer, tmp_path / "tiny")
+    quick = ["--set", "device=cpu", "--set", "progress=false", "--set", "train_layers=1"]
+    _larr(
+        "train", "cpt", *lh, *quick, "--set", f"backbone={backbone}", "--set", "max_steps=2",
+        "--set", "batch_size=4", "--set", "max_length=48", "--set", "heldout_max_rows=8",
+        "--set", f"checkpoint_dir={tmp_path / 'ck' / 'cpt'}",
+    )  # fmt: skip
+    _larr(
+        "train", "contrastive", *lh, *quick, "--set", "backbone=latest:cpt", "--set", "base_model=",
+        "--set", "probe_attribute=", "--set", "dim=16", "--set", "max_length=40", "--set", "batch_size=4",
+        "--set", "max_steps=2", "--set", f"checkpoint_dir={tmp_path / 'ck' / 'contrastive'}",
+        *[arg for pair_type in missing_pairs for arg in ("--set", f"weight_{pair_type}=0")],
+    )  # fmt: skip
+    encoder = "latest:contrastive"
     _larr("embed", "scenes", *lh, "--set", f"encoder={encoder}")
     _larr("embed", "texts", *lh, "--set", f"encoder={encoder}", "--set", "partitions=1")
     (export,) = (Path(catalog.root) / EXPORT_DIR).glob("*.npz")
@@ -222,7 +242,9 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
     make = {"app_usage": app_usage_export, "click_log": click_log_export}[dataset]
     mapping = make(tmp_path / "export")
     mode = "positive_only" if dataset == "app_usage" else "impressions"
-    out = _pipeline(lakehouse, mapping, mode, tmp_path)
+    # no user has profile text (no user-user pairs); the click log declares no basic item text
+    missing = ("user_user",) if dataset == "app_usage" else ("user_user", "poi_poi")
+    out = _pipeline(lakehouse, mapping, mode, tmp_path, missing)
     spark, catalog, schema = out["spark"], out["catalog"], out["schema"]
 
     samples = catalog.read(spark, "samples.ctr")
@@ -232,6 +254,17 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
     assert not {"scene_city", "device", "poi_cuisine", "user_gender"} & columns
     dictionary = catalog.read(spark, "features.scene_dictionary")
     assert {r[0] for r in dictionary.select("feature").distinct().collect()} == set(schema.scene_names)
+    # the stage-2 encoder's tokenizer holds this dataset's slice tokens, none of the synthetic world's
+    from etl.core.tracking import resolve_latest
+    from etl.text.slices import token_slices
+
+    model_uri = resolve_latest("latest:contrastive")
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path / "enc")))
+    tokenizer_file = next(folder.rglob("tokenizer.json"))
+    added = {t["content"] for t in json.loads(tokenizer_file.read_text())["added_tokens"]}
+    assert {f"</{name}>" for name in token_slices(schema)} <= added
+    assert not {"<POI_name>", "<user_profile>", "<scene_city>"} & added
+
     corpus, pairs = catalog.read(spark, "corpus.cpt"), catalog.read(spark, "pairs.contrastive")
     first_slice = schema.items.text[0].name
     assert corpus.where(f"input_text like '<{first_slice}>%'").count() == corpus.count() > 0
