@@ -111,9 +111,8 @@ def cosine(vector: Column, query: np.ndarray) -> Column:
 
 
 def item_title(schema: DatasetSchema) -> Column:
-    """The item's first declared text slice (unwrapped); its id when it has none."""
-    title = slice_value(schema.items.text[0]) if schema.items.text else F.lit(None).cast("string")
-    return F.coalesce(title, F.concat(F.lit("item "), F.col("poi_id").cast("string")))
+    """The item's first declared text slice (unwrapped), null when it has none."""
+    return slice_value(schema.items.text[0]) if schema.items.text else F.lit(None).cast("string")
 
 
 def top_pois(
@@ -124,8 +123,11 @@ def top_pois(
     scored = vectors.select("poi_id", cosine(F.col("vector"), query).alias("cosine"))
     best = scored.orderBy(F.col("cosine").desc(), F.col("poi_id")).limit(top_k)
     fields = [F.col(name).cast("string").alias(name) for name in schema.items.categorical]
-    details = pois.select("poi_id", item_title(schema).alias("title"), *fields)
-    return best.join(details, "poi_id", "left").orderBy(F.col("cosine").desc(), F.col("poi_id"))
+    details = pois.select("poi_id", item_title(schema).alias("_title"), *fields)
+    ranked = best.join(details, "poi_id", "left")
+    # an item without a title, or missing from `pois`: its id
+    title = F.coalesce(F.col("_title"), F.concat(F.lit("item "), F.col("poi_id").cast("string")))
+    return ranked.withColumn("title", title).drop("_title").orderBy(F.col("cosine").desc(), F.col("poi_id"))
 
 
 def poi_vectors(

@@ -94,6 +94,7 @@ def test_recall_ranks_pois_as_numpy_cosine_over_the_stored_vectors(spark, catalo
     raw = recall.run(spark, catalog, RecallConfig(scene=SCENE, encoder=str(tiny[0]), wrap=False), log=QUIET)
     raw_ids, raw_scores = _reference(vectors, tiny, SCENE)
     assert [r["poi_id"] for r in raw["top"]] == raw_ids  # top_k 10 > 4 POIs: all of them
+    assert [r["title"] for r in raw["top"]] == [NAME_OF.get(i, f"item {i}") for i in raw_ids]  # 9: its id
     assert np.allclose([r["cosine"] for r in raw["top"]], raw_scores, atol=1e-3)
     assert raw["query_text"] == SCENE and not np.allclose(raw_scores, expected_scores)
 
