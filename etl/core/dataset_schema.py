@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -432,15 +433,9 @@ class DatasetSchema:
     def _default_actions(self) -> UserActions:
         first = self.items.text[0] if self.items.text else None
         history = None
-        if first is not None:
-            history = SliceText(
-                name="user_hist",
-                fields=first.fields,
-                separator=first.separator,
-                template=first.template,
-                formats=first.formats,
-                values=first.values,
-            )
+        if first is not None:  # the first item slice's formatting, as a plain slice
+            shared = {f.name: getattr(first, f.name) for f in dataclass_fields(SliceText)}
+            history = SliceText(**{**shared, "name": "user_hist"})
         scene = tuple(f.name for f in self.scene_features if not f.recent)
         environment = SliceText(name="user_env", fields=scene) if scene else None
         return UserActions(history=history, environment=environment)

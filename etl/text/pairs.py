@@ -12,7 +12,8 @@ Stage 2 (contrastive fine-tuning) pairs, three types, their texts from the datas
   text (business + basic); one row per (user, item) the user converted on (clicked, in a log
   without conversions), at most `max_pairs_per_user` per user and then `max_pairs_per_poi` per
   item, chosen by a hash rank.
-A pair with an empty side is left out (counted per type as `<type>_without_text`).
+A pair with an empty side is left out; the figures count the users without profile text and the
+items without business / basic text (`MISSING_TEXTS`).
 Point in time: only impressions with dt < `history_end_date` are read. The held-out split is a
 hash of the anchor id (users for user_user and user_poi, items for poi_poi).
 """

@@ -32,11 +32,12 @@ def environment_columns(schema: DatasetSchema, spec: SliceText) -> dict[str, Col
     """Fields of the environment slice that are not plain event columns: a scene feature's text
     value, or a derivation from the event time."""
     features = {f.name: f for f in schema.scene_features}
+    event_columns = schema.event_column_types()
     columns = {}
     for name in spec.fields:
         if name in features:
             columns[name] = scene_value(features[name])
-        elif name not in schema.event_column_types():
+        elif name not in event_columns:
             columns[name] = derived(name, F.col("ts"), F.col("dt"))
     return columns
 
