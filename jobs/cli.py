@@ -29,6 +29,7 @@ USER_ERRORS = (
     "jobs.config:ConfigError",
     "etl.core.catalog:CatalogError",
     "etl.core.tracking:TrackingError",
+    "etl.core.spark:SparkEnvError",
     "etl.ingest.job:IngestError",
     "etl.ingest.mapping:MappingError",
     "etl.clean.job:CleanInputError",
@@ -120,7 +121,7 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
     catalog = TableCatalog.resolve(args.lakehouse, args.unity_catalog)
     catalog.check_writable()
     configure(catalog.root)  # an unreachable store fails here, before any Spark work
-    ctx = Context(catalog=catalog)
+    ctx = Context(catalog=catalog, app_name="larr-" + command.name.replace(" ", "-"))
     with stage_run(command.stage, catalog.root, cfg, run_name=command.name) as mlflow_run:
         figures = command.run(ctx, cfg)
         figures["seconds"] = round(time.perf_counter() - started, 2)

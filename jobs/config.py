@@ -7,6 +7,8 @@ key. Only the entry point calls this module: nothing below jobs/ reads YAML or a
 
 from __future__ import annotations
 
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,7 +17,6 @@ import yaml
 from etl.core.strict import ConfigError, build
 
 CONFIG_VERSION = 1
-JOBS_DIR = Path(__file__).resolve().parent
 
 T = TypeVar("T")
 __all__ = ["ConfigError", "default_config_path", "load_config"]
@@ -34,11 +35,13 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
-def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+def load_config(
+    cls: type[T], path: str | Path | Traversable | None, overrides: list[str] | tuple[str, ...] = ()
+) -> T:
     """Load `path` (or the dataclass defaults when None), apply overrides, validate strictly."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = Path(path) if isinstance(path, str) else path
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
@@ -56,5 +59,6 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | tu
     return build(cls, data)
 
 
-def default_config_path(job: str) -> Path:
-    return JOBS_DIR / f"{job}.yaml"
+def default_config_path(job: str) -> Traversable:
+    """The job's YAML as a package resource: found inside a wheel or zip on `--py-files` too."""
+    return resources.files("jobs") / f"{job}.yaml"

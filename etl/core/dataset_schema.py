@@ -18,6 +18,7 @@ import re
 import string
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -628,9 +629,9 @@ def schema_difference(stored: DatasetSchema, new: DatasetSchema) -> list[str]:
     return lines
 
 
-def load_schema_file(path: str | Path) -> DatasetSchema:
+def load_schema_file(path: str | Path | Traversable) -> DatasetSchema:
     """A dataset schema from its own YAML file (the synthetic world's: etl/synthetic/schema.yaml)."""
-    path = Path(path)
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise SchemaError(f"dataset schema {path} does not exist")
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
-from pathlib import Path
+from importlib import resources
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -26,7 +26,7 @@ from etl.synthetic.entities import build_pois, build_users
 from etl.synthetic.impressions import build_requests, expand_to_lists, raw_and_truth, score
 
 TABLES = ("raw.users", "raw.pois", "raw.impressions", "truth.users", "truth.pois", "truth.impressions")
-SCHEMA_FILE = Path(__file__).with_name("schema.yaml")
+SCHEMA_FILE = resources.files("etl.synthetic") / "schema.yaml"  # a resource: zips on --py-files too
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,12 @@ each hashed, in a fixed order). Computed once on the driver, so the same weights
 `runs:/` URI, a `models:/` URI or a downloaded folder have the same version, and re-logging an
 identical model does not re-embed anything.
 
+Where executors load it from: in local mode (and on Databricks, whose workers reach the
+workspace's MLflow) from the MLflow URI itself. On a cluster whose lakehouse is a local or
+shared-filesystem path the driver's tracking store may be a sqlite file no other host can open,
+so the driver stages the model folder once per version under `<lakehouse>/_encoders/<version>/`
+(the storage every executor already reads the tables from) and workers load that folder.
+
 Device: a task that Spark gave a GPU (`TaskContext.get().resources()["gpu"]`) runs on that CUDA
 device in bfloat16 (float16 where bf16 is unsupported); otherwise the CPU in float32 with
 `spark.task.cpus` torch threads. The projection always runs in float32.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -109,9 +116,38 @@ def _load_python_model(load_uri: str):
     return model.unwrap_python_model()
 
 
-def resolve_encoder(uri: str, tracking_uri: str | None = None) -> tuple[EncoderRef, object]:
+def executor_stage_dir(master: str, lakehouse_root: str) -> Path | None:
+    """Where the driver stages the encoder for executors: `<lakehouse>/_encoders` on a cluster
+    with a filesystem lakehouse; None (workers load the MLflow URI) locally or on object storage."""
+    from etl.core.catalog import is_remote
+
+    if master.startswith("local") or is_remote(lakehouse_root):
+        return None
+    return Path(lakehouse_root).resolve() / "_encoders"
+
+
+def stage_model(model_folder: Path, stage_dir: Path, version: str) -> Path:
+    """Copy the model folder to `stage_dir/version` once (a crash mid-copy leaves no partial
+    folder under that name); returns the staged folder."""
+    target = stage_dir / version
+    if (target / "MLmodel").is_file():
+        return target
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=stage_dir))
+    shutil.copytree(model_folder, partial, dirs_exist_ok=True)
+    try:
+        partial.rename(target)
+    except OSError:  # another job staged the same version meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def resolve_encoder(
+    uri: str, tracking_uri: str | None = None, stage_dir: Path | None = None
+) -> tuple[EncoderRef, object]:
     """Driver side, before any Spark work: load the encoder once (a clear EmbedError naming the URI
-    when it does not load) and compute its version. Returns the ref and the loaded model."""
+    when it does not load) and compute its version. Returns the ref and the loaded model. With
+    `stage_dir` (`executor_stage_dir`) workers load a copy staged there instead of the URI."""
     if not uri or not uri.strip():
         raise EmbedError(
             "no encoder: set encoder=latest:contrastive, models:/<id> (the stage-2 model) or a local MLflow model folder"
@@ -144,6 +180,8 @@ def resolve_encoder(uri: str, tracking_uri: str | None = None) -> tuple[EncoderR
                 load_uri = str(model_folder)
             version = content_version(_encoder_folder(model_folder, uri))
             model = _load_python_model(str(model_folder))
+            if stage_dir is not None:
+                load_uri = str(stage_model(model_folder, Path(stage_dir), version))
     except EmbedError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to fetch or load is the same user error
@@ -157,7 +195,7 @@ def resolve_encoder(uri: str, tracking_uri: str | None = None) -> tuple[EncoderR
     ref = EncoderRef(
         uri=uri,
         load_uri=load_uri,
-        tracking_uri=tracking_uri if is_mlflow_uri(uri) else None,
+        tracking_uri=tracking_uri if is_mlflow_uri(load_uri) else None,
         version=version,
         dim=int(model.projection.out_features),
         max_length=int(model.settings["max_length"]),
@@ -232,6 +270,13 @@ def get_encoder(ref: EncoderRef, device: str = "cpu", dtype: str = "float32"):
         model.place(device, getattr(torch, dtype))
         LOADS["count"] += 1
         _CACHE[key] = model
+        # one line per load in the executor's stderr: how a cluster run shows where it loaded
+        print(
+            f"larr embed: encoder {ref.version} loaded from {ref.load_uri} on {device} ({dtype}) "
+            f"by pid {os.getpid()}",
+            file=sys.stderr,
+            flush=True,
+        )
     return _CACHE[key]
 
 

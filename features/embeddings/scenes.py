@@ -25,7 +25,12 @@ from pyspark.sql import functions as F
 
 from etl.core.catalog import TableCatalog
 from features.embeddings import export, store
-from features.embeddings.encoder_runtime import EncoderRef, check_precision, resolve_encoder
+from features.embeddings.encoder_runtime import (
+    EncoderRef,
+    check_precision,
+    executor_stage_dir,
+    resolve_encoder,
+)
 from features.embeddings.udf import embedding_udf, length_sorted
 
 INPUT = "features.scene_dictionary"
@@ -98,7 +103,8 @@ def transform(todo: DataFrame, ref: EncoderRef, cfg: EmbedScenesConfig, partitio
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: EmbedScenesConfig, log=print) -> dict:
-    ref, _ = resolve_encoder(cfg.encoder, _tracking_uri())  # an encoder that does not load fails here
+    stage_dir = executor_stage_dir(spark.sparkContext.master, catalog.root)
+    ref, _ = resolve_encoder(cfg.encoder, _tracking_uri(), stage_dir)  # one that does not load fails here
     log(f"embed scenes: encoder {ref.uri} version {ref.version} (dim {ref.dim}, max_length {ref.max_length})")
     input_version = catalog.version(spark, INPUT)
     dictionary = catalog.read(spark, INPUT, version=input_version)

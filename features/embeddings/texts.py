@@ -31,7 +31,12 @@ from etl.text.item_text import COMPREHENSIVE, item_text
 from etl.text.pairs import history
 from etl.text.user_text import user_texts
 from features.embeddings import store
-from features.embeddings.encoder_runtime import EncoderRef, check_precision, resolve_encoder
+from features.embeddings.encoder_runtime import (
+    EncoderRef,
+    check_precision,
+    executor_stage_dir,
+    resolve_encoder,
+)
 from features.embeddings.udf import embedding_udf, length_sorted
 
 INPUTS = ("clean.users", "clean.pois", "clean.impressions")
@@ -167,7 +172,8 @@ def _embed_side(
 def run(spark: SparkSession, catalog: TableCatalog, cfg: EmbedTextsConfig, log=print) -> dict:
     import mlflow
 
-    ref, _ = resolve_encoder(cfg.encoder, mlflow.get_tracking_uri())  # fails before any Spark work
+    stage_dir = executor_stage_dir(spark.sparkContext.master, catalog.root)
+    ref, _ = resolve_encoder(cfg.encoder, mlflow.get_tracking_uri(), stage_dir)  # fails before Spark work
     log(f"embed texts: encoder {ref.uri} version {ref.version}")
     input_versions = {name: catalog.version(spark, name) for name in (*INPUTS, SCHEMA_TABLE)}
     schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
