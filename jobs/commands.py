@@ -3,6 +3,12 @@
 Targets are `module:attribute` strings imported on use, so `larr --help` and a command's
 config checks do not pay for importing every job. Every runner has the signature
 `run(spark, catalog, cfg, log) -> dict`.
+
+`reads` / `writes` name the catalog tables (`layer.table`) a command needs from earlier stages and
+the ones it overwrites or merges into; the Databricks bundle's test checks its task graph with them
+(tests/jobs/test_databricks_bundle.py), and the same test checks them against each job's own
+table constants. A table read only when present (ingest's stored schema, the contrastive probe's
+truth.pois, train ctr's truth.impressions for the Bayes AUCs) is not listed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class Context:
     """What a command runs with. The Spark session starts on first use, after all checks."""
 
     catalog: TableCatalog
+    app_name: str = "larr"  # the Spark application's name: larr-<command>
     _spark: Any = field(default=None, repr=False)
 
     @property
@@ -31,7 +38,7 @@ class Context:
         if self._spark is None:
             from etl.core.spark import get_spark
 
-            self._spark = get_spark()
+            self._spark = get_spark(app_name=self.app_name)
         return self._spark
 
     @property
@@ -52,6 +59,8 @@ class Command:
     help: str = ""
     needs_spark: bool = True  # False: the runner gets spark=None and no session starts
     flags: tuple[str, ...] = ()  # config keys also given as `--<key> VALUE` (e.g. --model larr)
+    reads: tuple[str, ...] = ()  # tables that must exist: written by an earlier command
+    writes: tuple[str, ...] = ()  # tables the command (over)writes
 
     @property
     def config_cls(self) -> type:
@@ -63,26 +72,45 @@ class Command:
 
 _COMMANDS = (
     Command("generate", "generate", "etl.synthetic.config:GenerateConfig", "generate", "etl.synthetic.job:run",
-            "synthesise the food-delivery world"),
+            "synthesise the food-delivery world",
+            writes=("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions",
+                    "truth.users", "truth.pois", "truth.impressions")),
     Command("etl ingest", "etl", "etl.ingest.job:IngestConfig", "etl_ingest", "etl.ingest.job:run",
-            "bring your own logs (CSV / Parquet) into the raw tables"),
+            "bring your own logs (CSV / Parquet) into the raw tables",
+            writes=("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions", "raw.ingest_mapping")),
     Command("etl clean", "etl", "etl.clean.config:CleanConfig", "etl_clean", "etl.clean.job:run",
-            "validated tables and a rejects table"),
+            "validated tables and a rejects table",
+            reads=("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions"),
+            writes=("clean.users", "clean.pois", "clean.impressions", "clean.rejects")),
     Command("etl corpus", "etl", "etl.text.corpus:CorpusConfig", "etl_corpus", "etl.text.corpus:run",
-            "stage-1 special-token corpus"),
+            "stage-1 special-token corpus",
+            reads=("raw.dataset_schema", "clean.pois"), writes=("corpus.cpt",)),
     Command("etl pairs", "etl", "etl.text.pairs:PairsConfig", "etl_pairs", "etl.text.pairs:run",
-            "stage-2 contrastive pairs"),
+            "stage-2 contrastive pairs",
+            reads=("raw.dataset_schema", "clean.users", "clean.pois", "clean.impressions"),
+            writes=("pairs.contrastive",)),
     Command("features scene", "features", "features.scene:SceneConfig", "features_scene", "features.scene:run",
-            "the scene dictionary: distinct scene feature values and their texts"),
+            "the scene dictionary: distinct scene feature values and their texts",
+            reads=("raw.dataset_schema", "clean.impressions", "clean.pois"),
+            writes=("features.scene_dictionary",)),
     Command("features stats", "features", "features.stats:StatsConfig", "features_stats", "features.stats:run",
-            "point-in-time user, POI and user x POI statistics"),
+            "point-in-time user, POI and user x POI statistics",
+            reads=("clean.impressions",),
+            writes=("features.user_stats", "features.poi_stats", "features.user_poi_stats",
+                    "features.global_stats")),
     Command("etl samples", "etl", "features.samples:SamplesConfig", "etl_samples", "features.samples:run",
-            "negatively sampled CTR / CTCVR samples"),
+            "negatively sampled CTR / CTCVR samples",
+            reads=("raw.dataset_schema", "clean.users", "clean.pois", "clean.impressions",
+                   "features.user_stats", "features.poi_stats", "features.user_poi_stats",
+                   "features.global_stats"),
+            writes=("samples.ctr",)),
     Command("train cpt", "cpt", "training.lm.cpt:CptConfig", "train_cpt", "training.lm.cpt:run",
-            "stage 1: continual pretraining with special tokens"),
+            "stage 1: continual pretraining with special tokens",
+            reads=("raw.dataset_schema", "corpus.cpt")),
     Command("train contrastive", "contrastive", "training.embedding.contrastive:ContrastiveConfig",
             "train_contrastive", "training.embedding.contrastive:run",
-            "stage 2: contrastive fine-tuning into a 128-d text encoder (MLflow pyfunc `encoder`)"),
+            "stage 2: contrastive fine-tuning into a 128-d text encoder (MLflow pyfunc `encoder`)",
+            reads=("raw.dataset_schema", "pairs.contrastive")),
     Command("bench generate", "bench", "jobs.bench:BenchGenerateConfig", None, "jobs.bench:bench_generate",
             "generation throughput against a plain Delta write"),
     Command("bench etl", "bench", "jobs.bench:BenchEtlConfig", None, "jobs.bench:bench_etl",
@@ -94,23 +122,30 @@ _COMMANDS = (
             "training tokens/s and peak memory of both LLM stages", needs_spark=False),
     Command("embed scenes", "embed", "features.embeddings.scenes:EmbedScenesConfig", "embed_scenes",
             "features.embeddings.scenes:run",
-            "stage 3: embed each distinct scene value with the frozen encoder (Spark UDF) + the .npz export"),
+            "stage 3: embed each distinct scene value with the frozen encoder (Spark UDF) + the .npz export",
+            reads=("features.scene_dictionary",),
+            writes=("features.scene_embeddings", "features.embedding_rejects")),
     Command("embed texts", "embed", "features.embeddings.texts:EmbedTextsConfig", "embed_texts",
-            "features.embeddings.texts:run", "embed POI and user comprehensive texts with the frozen encoder"),
+            "features.embeddings.texts:run", "embed POI and user comprehensive texts with the frozen encoder",
+            reads=("raw.dataset_schema", "clean.users", "clean.pois", "clean.impressions"),
+            writes=("features.poi_embeddings", "features.user_embeddings", "features.embedding_rejects")),
     Command("bench embed", "bench", "jobs.bench_embed:BenchEmbedConfig", None, "jobs.bench_embed:bench_embed",
             "embedding UDF throughput against the encoder called directly, and the dedup factor"),
     Command("train ctr", "ctr", "training.ctr.train:CtrConfig", "train_ctr", "training.ctr.train:run",
-            "stage 3: a CTR / CTCVR model over seeds (--model, --ablation)", flags=("model", "ablation")),
+            "stage 3: a CTR / CTCVR model over seeds (--model, --ablation)", flags=("model", "ablation"),
+            reads=("raw.dataset_schema", "samples.ctr")),
     Command("bench ctr", "bench", "jobs.bench_ctr:BenchCtrConfig", None, "jobs.bench_ctr:run",
-            "training samples/s per CTR model, the loader's rows/s, pyfunc scoring latency"),
+            "training samples/s per CTR model, the loader's rows/s, pyfunc scoring latency",
+            reads=("raw.dataset_schema", "samples.ctr")),
     Command("report", "report", "training.ctr.report:ReportConfig", "report", "training.ctr.report:run",
             "Tables 2 and 3 and the alignment sweeps (mean ± std over seeds) from the CTR runs in MLflow",
             needs_spark=False),
     Command("recall", "recall", "features.recall:RecallConfig", "recall", "features.recall:run",
             "the case study: a free-text scene -> the top-10 POIs by cosine, as 'city; main dish'",
-            flags=("scene",)),
+            flags=("scene",), reads=("raw.dataset_schema", "features.poi_embeddings", "clean.pois")),
     Command("sweep", "ctr", "training.ctr.sweep:SweepConfig", "sweep", "training.ctr.sweep:run",
-            "LARR's alignment temperature and negative-ratio sweeps, plotted"),
+            "LARR's alignment temperature and negative-ratio sweeps, plotted",
+            reads=("raw.dataset_schema", "samples.ctr")),
 )  # fmt: skip
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _COMMANDS}

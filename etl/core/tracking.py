@@ -18,6 +18,8 @@ from typing import Any
 from etl.core.catalog import is_remote
 
 EXPERIMENT_PREFIX = "larr"
+# Databricks names experiments by workspace path: LARR_EXPERIMENT_PREFIX=/Users/<me>/larr there
+PREFIX_VARIABLE = "LARR_EXPERIMENT_PREFIX"
 
 
 class TrackingError(RuntimeError):
@@ -63,11 +65,16 @@ def configure(lakehouse_root: str) -> str:
     return uri
 
 
+def experiment_name(stage: str) -> str:
+    """`larr-<stage>`, or `<$LARR_EXPERIMENT_PREFIX>-<stage>` (a workspace path on Databricks)."""
+    return f"{os.environ.get(PREFIX_VARIABLE) or EXPERIMENT_PREFIX}-{stage}"
+
+
 def experiment_for(stage: str) -> str:
     """Create (once) and select the experiment of a stage; returns its id."""
     import mlflow
 
-    name = f"{EXPERIMENT_PREFIX}-{stage}"
+    name = experiment_name(stage)
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(name)
     if existing is None:
@@ -147,7 +154,7 @@ def resolve_latest(source: str) -> str:
 
     stage, _, variant = source.removeprefix(LATEST).partition("/")
     variant = variant or "none"
-    name = f"{EXPERIMENT_PREFIX}-{stage}"
+    name = experiment_name(stage)
     experiment = mlflow.MlflowClient().get_experiment_by_name(name)
     runs = []
     if experiment is not None:

@@ -18,9 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from etl.core.catalog import TableCatalog, is_remote
-from etl.core.tracking import EXPERIMENT_PREFIX, configure
+from etl.core.tracking import configure, experiment_name
 
-EXPERIMENT = f"{EXPERIMENT_PREFIX}-ctr"
 MODEL_TAG, ABLATION_TAG, SEED_TAG, SWEEP_TAG = "larr.ctr_model", "larr.ablation", "larr.seed", "larr.sweep"
 SAMPLES_TAG = "larr.samples_version"
 
@@ -93,7 +92,7 @@ def _param(params: dict[str, str], name: str) -> float:
         return math.nan
 
 
-def load_runs(experiment: str = EXPERIMENT) -> pd.DataFrame:
+def load_runs(experiment: str | None = None) -> pd.DataFrame:
     """One row per finished seed run (tags larr.ctr_model and larr.seed) of the configured store:
     run_id, start_time, model, ablation, seed, sweep, samples_version, the metrics and the sweep
     params. Empty (with those columns) when the experiment does not exist."""
@@ -102,7 +101,7 @@ def load_runs(experiment: str = EXPERIMENT) -> pd.DataFrame:
     columns = ["run_id", "start_time", "model", "ablation", "seed", "sweep", "samples_version"]
     columns += [*RUN_METRICS, *(param for param, _, _ in SWEEPS.values())]
     client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(experiment)
+    found = client.get_experiment_by_name(experiment or experiment_name("ctr"))
     if found is None:
         return pd.DataFrame(columns=columns)
     runs, token = [], None
@@ -295,7 +294,9 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
     path = _output_path(catalog, cfg, log)
     path.parent.mkdir(parents=True, exist_ok=True)
     if runs.empty:
-        log(f"no finished seed runs in experiment {EXPERIMENT} of {uri}: run `larr train ctr` first")
+        log(
+            f"no finished seed runs in experiment {experiment_name('ctr')} of {uri}: run `larr train ctr` first"
+        )
     numbers2, markdown2 = table2(runs, cfg.min_seeds)
     numbers3, markdown3 = table3(runs, cfg.min_seeds)
     short = short_of_seeds(numbers2, numbers3, cfg.min_seeds)
@@ -303,7 +304,7 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         "# LARR CTR report",
-        f"{len(runs)} finished seed runs of experiment `{EXPERIMENT}` ({uri}), {stamp}. "
+        f"{len(runs)} finished seed runs of experiment `{experiment_name('ctr')}` ({uri}), {stamp}. "
         "Each cell: mean ± sample std over seeds, newest finished run per seed; "
         f"a row marked `(n seeds)` has fewer than {cfg.min_seeds}.",
         "## Table 2: models (test split)\n\n" + markdown2,
