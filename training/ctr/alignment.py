@@ -7,7 +7,9 @@ negatives, the mean of the s->t and t->s cross-entropies. Extra sampled negative
 and POI table rows, when `align_negatives_ratio` > 0) are extra candidate TARGETS appended as
 columns of the s->t direction only: they are targets, so they compete for a scene, while the
 t->s direction keeps the in-batch scenes (there is no sensible "random scene" to sample).
-Candidates are never gathered across ranks: the CTR trainer's batch is the alignment batch.
+In distributed runs the CTR trainer splits each global batch over the ranks, so the candidates
+are gathered from every rank (`gather`): the alignment batch stays the global batch, and the mean
+of the ranks' losses is the single-process loss (a no-op in one process).
 """
 
 from __future__ import annotations
@@ -47,4 +49,4 @@ def symmetric_info_nce(
         >>> loss.ndim, s.grad.shape
         (0, torch.Size([4, 8]))
     """
-    return info_nce(scene, target, temperature, extra_negatives, gather=False, a_index=scene_index)
+    return info_nce(scene, target, temperature, extra_negatives, gather=True, a_index=scene_index)

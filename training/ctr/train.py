@@ -17,6 +17,20 @@ LARR reads its frozen scene table from the `larr embed scenes` export of an enco
 names that encoder URI; no LLM is loaded. `no_al` keeps the full encoder and drops the
 alignment loss (plain concatenation).
 
+Distributed (`launch`, training/common/launch.py): `launch.launcher: torch_distributor` trains
+every seed with DDP on `launch.num_processes` ranks started by pyspark's TorchDistributor (or, the
+non-Spark path, under `torchrun`). The global batch stays `batch_size`: every rank reads the same
+seeded stream of global batches and trains on its 1/world_size slice of each (so `batch_size`
+must divide by the world size), DDP averages the gradients, the weighted BCE divides by the global
+batch's weight sum and LARR's alignment gathers its candidates from every rank: the same global
+batch, order, init (seeded, then DDP's broadcast) and loss as one process, up to float reduction
+order (LARR on the tiny test world, 2 CPU ranks: loss curve within 2e-7, AUCs within 4e-6 of
+one process; tests/training/test_launch.py allows 1e-4).
+Dropout (`network.dropout`, 0 by default) and LARR's sampled extra negatives draw from a per-rank
+stream in distributed runs, so with them a run matches one process in distribution only. The test
+split is predicted in batches dealt round-robin over the ranks and gathered on rank 0, which
+computes the metrics and alone logs to MLflow.
+
 Every seed is a nested MLflow run (tags `larr.ctr_model`, `larr.ablation`, `larr.seed`,
 `larr.sweep`, `larr.samples_version`) with the metrics of `metrics.evaluate`, the loss curve,
 the input versions, the encoder URI and the scoring model (`pyfunc.py`). The command's summary
@@ -38,8 +52,22 @@ import torch.nn.functional as F
 
 from etl.core.dataset_schema import SAMPLE_WEIGHT, SampleFields, sample_fields
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
-from training.common.device import autocast, pick_device
+from training.common.device import (
+    all_reduce_sum,
+    autocast,
+    broadcast_object,
+    dist_info,
+    init_distributed,
+    pick_device,
+)
 from training.common.engine import TorchEngine
+from training.common.launch import (
+    LaunchConfig,
+    agree_on_snapshots,
+    check_launch,
+    run_distributed,
+    wants_launch,
+)
 from training.common.loop import LoopSettings, StepOutput, train_loop
 from training.common.schedule import build_optimizer, build_scheduler
 from training.common.seed import seed_everything
@@ -98,6 +126,7 @@ class CtrConfig:
     progress: bool = True
     log_model: bool = True  # the scoring pyfunc per seed (never for p5: it is an LLM, not a scorer)
     sweep: str = ""  # set by `larr sweep`: tags the runs so the report leaves them out
+    launch: LaunchConfig = field(default_factory=LaunchConfig)  # distributed training (DDP)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -116,6 +145,23 @@ class CtrConfig:
             raise ValueError(
                 f"sample_weight must be one of {', '.join(SAMPLE_WEIGHTS)}, got {self.sample_weight!r}"
             )
+        if self.launch.launcher == "deepspeed_distributor":
+            raise ValueError(
+                "launch.launcher deepspeed_distributor is for stages 1 and 2: CTR trains with torch_distributor"
+            )
+        problem = check_launch(self.launch, device=self.device)
+        if problem:
+            raise ValueError(problem)
+        if self.launch.enabled and self.train_batch_size % self.launch.num_processes:
+            raise ValueError(
+                f"batch_size {self.train_batch_size} must divide by launch.num_processes "
+                f"{self.launch.num_processes} (the global batch is split evenly over the ranks)"
+            )
+
+    @property
+    def train_batch_size(self) -> int:
+        """The global batch of an optimizer step (P5 has its own)."""
+        return self.p5.batch_size if self.is_p5 else self.batch_size
 
     @property
     def is_p5(self) -> bool:
@@ -138,7 +184,7 @@ class CtrConfig:
         from training.ctr.models import MODEL_REVISIONS
 
         skip = {"seeds", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
-        skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device"}
+        skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device", "launch"}
         data = {k: v for k, v in asdict(self).items() if k not in skip} | {"data": data_key}
         if data["sample_weight"] == "log":  # the default: older checkpoints keep their keys
             del data["sample_weight"]
@@ -307,14 +353,22 @@ def sample_weights(raw, how: str, device) -> torch.Tensor:
 
 
 def loss_of(
-    out, click: torch.Tensor, ctcvr: torch.Tensor, align_weight: float, weights: torch.Tensor | None = None
+    out,
+    click: torch.Tensor,
+    ctcvr: torch.Tensor,
+    align_weight: float,
+    weights: torch.Tensor | None = None,
+    weight_norm: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """BCE(CTR) + BCE(CTCVR), a weighted mean when `weights` are given, + the alignment term."""
+    """BCE(CTR) + BCE(CTCVR), a weighted mean when `weights` are given, + the alignment term.
+
+    `weight_norm` replaces the batch's weight sum as the divisor: a rank holding 1/W of a global
+    batch passes the global batch's sum / W, so the mean over ranks (DDP's) is the global mean."""
     if weights is None:
         loss = F.binary_cross_entropy_with_logits(out.ctr_logit.float(), click)
         loss = loss + F.binary_cross_entropy_with_logits(out.ctcvr_logit.float(), ctcvr)
     else:
-        share = weights / weights.sum().clamp_min(1e-12)
+        share = weights / (weights.sum() if weight_norm is None else weight_norm).clamp_min(1e-12)
 
         def weighted(logit: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
             return (F.binary_cross_entropy_with_logits(logit.float(), label, reduction="none") * share).sum()
@@ -325,16 +379,36 @@ def loss_of(
     return loss
 
 
-def batch_loss(module, batch: dict, layout, scene, cfg: CtrConfig, device) -> tuple[torch.Tensor, np.ndarray]:
-    """The training loss of one batch of sample columns, and its unknown scene values per feature."""
-    inputs, unknown = batch_inputs(batch, layout, scene, cfg.is_p5, device)
-    click = torch.as_tensor(batch["click"], dtype=torch.float32, device=device)
-    ctcvr = torch.as_tensor(batch["ctcvr"], dtype=torch.float32, device=device)
+def rank_slice(batch: dict, rank: int, world_size: int) -> dict:
+    """Rank `rank`'s contiguous 1/world_size of a global batch (rows in order, ranks in order)."""
+    if world_size == 1:
+        return batch
+    rows = len(batch["click"])
+    if rows % world_size:
+        raise CtrError(f"a batch of {rows} rows does not split evenly over {world_size} ranks")
+    share = rows // world_size
+    return {k: v[rank * share : (rank + 1) * share] for k, v in batch.items()}
+
+
+def batch_loss(
+    module, batch: dict, layout, scene, cfg: CtrConfig, device, rank: int = 0, world_size: int = 1
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The training loss of one batch of sample columns, and its unknown scene values per feature.
+
+    With `world_size` > 1 `batch` is the global batch and the loss is that of this rank's slice,
+    scaled so that its mean over the ranks is the global batch's loss."""
+    local = rank_slice(batch, rank, world_size)
+    inputs, unknown = batch_inputs(local, layout, scene, cfg.is_p5, device)
+    click = torch.as_tensor(local["click"], dtype=torch.float32, device=device)
+    ctcvr = torch.as_tensor(local["ctcvr"], dtype=torch.float32, device=device)
     with autocast(device):
         out = module(inputs)
     if SAMPLE_WEIGHT in batch:
-        weights = sample_weights(batch[SAMPLE_WEIGHT], cfg.sample_weight, device)
-        return loss_of(out, click, ctcvr, cfg.align_weight, weights), unknown
+        weights = sample_weights(local[SAMPLE_WEIGHT], cfg.sample_weight, device)
+        norm = None
+        if world_size > 1:
+            norm = sample_weights(batch[SAMPLE_WEIGHT], cfg.sample_weight, device).sum() / world_size
+        return loss_of(out, click, ctcvr, cfg.align_weight, weights, norm), unknown
     return loss_of(out, click, ctcvr, cfg.align_weight), unknown
 
 
@@ -346,25 +420,56 @@ def hashed_subsample(ids: np.ndarray, rows: int, total: int) -> np.ndarray:
     return mixed.astype(np.float64) / float(1 << 53) < rows / total
 
 
+PREDICTED = ("user_id", "click", "ctcvr", "neg_rate", "p_ctr", "p_ctcvr")
+
+
 @torch.no_grad()
-def predict_test(model, cfg: CtrConfig, data: CtrData, layout, scene, device) -> dict[str, np.ndarray]:
-    """Sampled-space probabilities for the test split (or its hashed subsample) and the labels."""
+def predict_test(model, cfg: CtrConfig, data: CtrData, layout, scene, device) -> dict[str, np.ndarray] | None:
+    """Sampled-space probabilities for the test split (or its hashed subsample) and the labels.
+
+    Distributed: the split's batches are dealt round-robin over the ranks and gathered on rank 0
+    in file order (the single-process order); the other ranks get None."""
+    import torch.distributed as dist
+
+    info = dist_info()
     model.eval()
     batch_size = cfg.p5.batch_size * 4 if cfg.is_p5 else cfg.eval_batch_size
     eval_rows = cfg.p5.eval_rows if cfg.is_p5 else cfg.eval_rows
-    parts: dict[str, list] = {k: [] for k in ("user_id", "click", "ctcvr", "neg_rate", "p_ctr", "p_ctcvr")}
-    for batch in DeltaBatches(data.test, cfg.eval_batch_size, shuffle=False, num_epochs=1):
-        keep = hashed_subsample(batch["sample_id"], eval_rows, data.test.num_rows)
-        batch = {k: v[keep] for k, v in batch.items()}
-        for start in range(0, len(batch["click"]), batch_size):
-            part = {k: v[start : start + batch_size] for k, v in batch.items()}
-            inputs, _ = batch_inputs(part, layout, scene, cfg.is_p5, device)
-            with autocast(device):
-                out = model(inputs)
-            parts["p_ctr"].append(torch.sigmoid(out.ctr_logit.float()).cpu().numpy())
-            parts["p_ctcvr"].append(torch.sigmoid(out.ctcvr_logit.float()).cpu().numpy())
-            for k in ("user_id", "click", "ctcvr", "neg_rate"):
-                parts[k].append(part[k])
+    mine: list[tuple[int, dict[str, np.ndarray]]] = []
+    for index, batch in enumerate(DeltaBatches(data.test, cfg.eval_batch_size, shuffle=False, num_epochs=1)):
+        if index % info.world_size != info.rank:
+            continue
+        mine.append(
+            (index, _predict_batch(model, cfg, batch, data, eval_rows, batch_size, layout, scene, device))
+        )
+    if info.distributed and dist.is_initialized():
+        gathered: list | None = [None] * info.world_size if info.is_primary else None
+        dist.gather_object(mine, gathered, dst=0)
+        if not info.is_primary:
+            return None
+        mine = sorted((part for rank_parts in gathered for part in rank_parts), key=lambda p: p[0])
+    if not mine:
+        return {k: np.zeros(0) for k in PREDICTED}
+    return {k: np.concatenate([part[k] for _, part in mine]) for k in PREDICTED}
+
+
+def _predict_batch(
+    model, cfg: CtrConfig, batch: dict, data: CtrData, eval_rows: int, batch_size: int, layout, scene, device
+) -> dict[str, np.ndarray]:
+    """One test batch's kept rows (hashed subsample) with their predicted probabilities."""
+    keep = hashed_subsample(batch["sample_id"], eval_rows, data.test.num_rows)
+    batch = {k: v[keep] for k, v in batch.items()}
+    parts: dict[str, list] = {k: [batch[k][:0]] for k in ("user_id", "click", "ctcvr", "neg_rate")}
+    parts |= {"p_ctr": [np.zeros(0, np.float32)], "p_ctcvr": [np.zeros(0, np.float32)]}
+    for start in range(0, len(batch["click"]), batch_size):
+        part = {k: v[start : start + batch_size] for k, v in batch.items()}
+        inputs, _ = batch_inputs(part, layout, scene, cfg.is_p5, device)
+        with autocast(device):
+            out = model(inputs)
+        parts["p_ctr"].append(torch.sigmoid(out.ctr_logit.float()).cpu().numpy())
+        parts["p_ctcvr"].append(torch.sigmoid(out.ctcvr_logit.float()).cpu().numpy())
+        for k in ("user_id", "click", "ctcvr", "neg_rate"):
+            parts[k].append(part[k])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -379,14 +484,23 @@ def checkpoint_folder(catalog, cfg: CtrConfig, data: CtrData, seed: int) -> str:
 
 
 def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, log=print) -> dict:
-    """Train and evaluate one seed; returns metrics, the loss curve and the trained parts."""
+    """Train and evaluate one seed; returns metrics, the loss curve and the trained parts.
+
+    Distributed (every rank calls it): DDP over slices of the same global batches; `metrics` is
+    None on every rank but 0."""
     from training.ctr.metrics import evaluate
 
-    seed_everything(seed)
-    device = pick_device(cfg.device)
+    info = dist_info()
+    device = pick_device(cfg.device, info.local_rank)
+    init_distributed(info, device)
+    batch_size = cfg.train_batch_size
+    if batch_size % info.world_size:
+        raise CtrError(
+            f"batch_size {batch_size} must divide by the {info.world_size} ranks (the global batch is split evenly)"
+        )
+    seed_everything(seed)  # the same init on every rank (and DDP broadcasts rank 0's weights)
     model, layout, scene = build(cfg, data)
     model.to(device)
-    batch_size = cfg.p5.batch_size if cfg.is_p5 else cfg.batch_size
     if cfg.is_p5:
         max_steps, lr = cfg.p5.max_steps, cfg.p5.learning_rate
     else:
@@ -395,14 +509,17 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     optimizer = build_optimizer(model, lr, cfg.weight_decay, betas=(0.9, 0.999))
     scheduler = build_scheduler(optimizer, warmup_steps=0, max_steps=max_steps, min_ratio=1.0)  # constant
     engine = TorchEngine(model, optimizer, scheduler, grad_accum=1, clip_norm=0.0, device=device)
+    if info.distributed:  # dropout masks and sampled negatives: each rank its own stream
+        torch.manual_seed(int(np.random.SeedSequence([seed, info.rank]).generate_state(1)[0]))
+    # every rank reads the same global batches and trains on its slice (batch_loss)
     loader = DeltaBatches(data.train, batch_size, shuffle_seed=seed, drop_last=True)
     unknown_total = np.zeros(len(layout.scene_features), dtype=np.int64)
 
     def loss_fn(module, batch) -> StepOutput:
         nonlocal unknown_total
-        loss, unknown = batch_loss(module, batch, layout, scene, cfg, device)
+        loss, unknown = batch_loss(module, batch, layout, scene, cfg, device, info.rank, info.world_size)
         unknown_total = unknown_total + unknown
-        return StepOutput(loss, len(batch["click"]))
+        return StepOutput(loss, len(batch["click"]) // info.world_size)
 
     settings = LoopSettings(
         max_steps=max_steps,
@@ -413,8 +530,17 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
         progress=cfg.progress,
     )
     result = train_loop(engine, loader.epoch, loss_fn, settings, config=cfg, log=log)
+    unknown_train = int(all_reduce_sum([float(unknown_total.sum())], device)[0])
     started = time.perf_counter()
     predictions = predict_test(model, cfg, data, layout, scene, device)
+    if predictions is None:  # not rank 0: rank 0 evaluates the gathered predictions
+        return {
+            "metrics": None,
+            "losses": result.losses,
+            "model": model,
+            "layout": layout,
+            "resumed": result.resumed_from,
+        }
     metrics = evaluate(
         predictions["user_id"],
         predictions["click"],
@@ -430,7 +556,7 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["train_steps"] = result.steps
     metrics["train_samples_per_s"] = result.tokens_per_s  # StepOutput counts samples here
-    metrics["unknown_scene_values_train"] = int(unknown_total.sum())
+    metrics["unknown_scene_values_train"] = unknown_train
     return {
         "metrics": metrics,
         "losses": result.losses,
@@ -475,15 +601,46 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
 
 
 def run(spark, catalog, cfg: CtrConfig, log=print) -> dict:
-    """Pin the data, then train, evaluate and log every seed; the summary holds the seeds' means."""
+    """Pin the data, then train, evaluate and log every seed; the summary holds the seeds' means.
+
+    With `launch.launcher` set, the seeds train on `launch.num_processes` ranks started by
+    pyspark's TorchDistributor (the data pinned here, once); under `torchrun` rank 0 pins it for
+    every rank."""
+    info = dist_info()
+    if wants_launch(cfg.launch):
+        data = prepare(spark, catalog, cfg, log=log)
+        folders = {seed: checkpoint_folder(catalog, cfg, data, seed) for seed in cfg.seeds}
+        log(
+            f"train ctr: {cfg.launch.launcher}, {cfg.launch.num_processes} processes "
+            f"({'driver' if cfg.launch.local_mode else 'executors'}, {'GPU' if cfg.launch.use_gpu else 'CPU'}), "
+            f"{cfg.train_batch_size // cfg.launch.num_processes} rows of each batch of {cfg.train_batch_size} per rank"
+        )
+        return run_distributed(train_seeds, cfg.launch, cfg, data, folders)
+    if info.distributed:  # torchrun: rank 0 pins the data and hands it to the others
+        init_distributed(info, pick_device(cfg.device, info.local_rank))
+        data = broadcast_object(prepare(spark, catalog, cfg, log=log) if info.is_primary else None)
+    else:
+        data = prepare(spark, catalog, cfg, log=log)
+    folders = {seed: checkpoint_folder(catalog, cfg, data, seed) for seed in cfg.seeds}
+    return train_seeds(cfg, data, folders, log=log)
+
+
+def train_seeds(cfg: CtrConfig, data: CtrData, folders: dict[int, str], log=print) -> dict:
+    """Train, evaluate and (rank 0, inside an MLflow run) log every seed; the summary (rank 0's
+    is the run's: the other ranks' has no per-seed figures). Every rank calls it, after checking
+    that all of them pinned the same samples snapshot."""
     from training.common.tracking import log_loss_curve, log_metrics
 
-    data = prepare(spark, catalog, cfg, log=log)
+    info = dist_info()
+    init_distributed(info, pick_device(cfg.device, info.local_rank))
+    agree_on_snapshots([data.train, data.test])
     per_seed, run_ids = [], []
     for seed in cfg.seeds:
         with _seed_run(cfg, data, seed) as seed_run:
-            trained = train_seed(cfg, data, seed, checkpoint_folder(catalog, cfg, data, seed), log=log)
+            trained = train_seed(cfg, data, seed, folders[seed], log=log)
             metrics = trained["metrics"]
+            if metrics is None:
+                continue
             finite = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
             log(f"train ctr: {cfg.model}/{cfg.ablation} seed {seed}: " + _headline(metrics))
             if seed_run is not None:
@@ -494,7 +651,14 @@ def run(spark, catalog, cfg: CtrConfig, log=print) -> dict:
 
                     log_scoring_model(cfg, data, trained["model"], trained["layout"])
                 run_ids.append(seed_run.info.run_id)
-            per_seed.append({"seed": seed, **finite})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    **finite,
+                    "final_loss": trained["losses"][-1],
+                    "resumed_from_step": trained["resumed"],
+                }
+            )
     summary = {"model": cfg.model, "ablation": cfg.ablation, "seeds": list(cfg.seeds)}
     for key in (*HEADLINE, "ctr_auc_ratio_to_bayes", "calibration_ctr", "train_samples_per_s"):
         values = [s[key] for s in per_seed if key in s]
@@ -509,6 +673,7 @@ def run(spark, catalog, cfg: CtrConfig, log=print) -> dict:
         "scene_vectors": data.scene_vectors,
         "seed_runs": run_ids,
         "per_seed": per_seed,
+        "world_size": info.world_size,
         "input_versions": {cfg.table: data.train.version},
     }
     return summary

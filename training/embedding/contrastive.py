@@ -40,6 +40,16 @@ Bad input: pairs with a blank text are skipped and counted (`empty_pairs`); text
 `max_length` are cut in the middle, keeping the closing token, and counted (`texts_truncated`), as
 are texts that do not end with a closing special token (`texts_without_closing_token`).
 
+Distributed: under `torchrun` / `deepspeed`, or launched from the driver by pyspark's
+TorchDistributor (`launch.launcher: torch_distributor`) / DeepspeedTorchDistributor
+(`deepspeed_distributor`, with `deepspeed_config`): `batch_size` pairs per rank, so the global
+batch is `batch_size x ranks`. Every rank reads the same seeded stream of global batches (each
+type's loader unsharded) and keeps its contiguous slice; InfoNCE gathers the candidates from every
+rank. A run on W ranks is therefore the single-process run with `batch_size x W` (same batches,
+same candidates, same init), up to float reduction order and the padding of each rank's slice
+(2 CPU ranks of 2 pairs vs one process of 4 on the tiny test model: loss curve within 3e-6, equal
+recalls; tests/training/test_launch.py). Rank 0 evaluates and logs.
+
 Which weights train: the projection always; the backbone as in stage 1 (`train_layers`, see
 `training/lm/cpt.py`). Checkpoints as in stage 1 (`<lakehouse>/_checkpoints/contrastive/<key>`);
 DeepSpeed ZeRO-2/3 with `deepspeed_config`, as in stage 1.
@@ -62,6 +72,13 @@ import torch
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, broadcast_object, dist_info, init_distributed, pick_device
 from training.common.engine import build_engine, deepspeed_settings, full_weights, zero_stage
+from training.common.launch import (
+    LaunchConfig,
+    agree_on_snapshots,
+    check_launch,
+    run_distributed,
+    wants_launch,
+)
 from training.common.loop import LoopSettings, StepOutput, train_loop
 from training.common.schedule import build_optimizer, build_scheduler
 from training.common.seed import seed_everything
@@ -121,6 +138,7 @@ class ContrastiveConfig:
     device: str = "auto"  # auto | cpu | cuda
     deepspeed_config: str = ""  # a ZeRO JSON (jobs/deepspeed/zero2.json) on GPUs; "" = plain torch / DDP
     progress: bool = True
+    launch: LaunchConfig = field(default_factory=LaunchConfig)  # distributed training from the driver
 
     def __post_init__(self) -> None:
         for name in ("dim", "max_length", "max_steps", "eval_batch_size"):
@@ -145,6 +163,9 @@ class ContrastiveConfig:
         weights = self.weights()
         if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()) or not any(weights.values()):
             raise ValueError(f"pair-type weights must be >= 0 and not all 0, got {weights}")
+        problem = check_launch(self.launch, deepspeed_config=self.deepspeed_config, device=self.device)
+        if problem:
+            raise ValueError(problem)
 
     def weights(self) -> dict[str, float]:
         return {
@@ -157,7 +178,7 @@ class ContrastiveConfig:
         """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
         skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
         skip |= {"eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois", "probe_text"}
-        skip |= {"base_model"}
+        skip |= {"base_model", "launch"}
         data = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -266,13 +287,20 @@ def contrastive_batches(
     epoch: int,
     skip: int,
     counts: TextCounts | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[ContrastiveBatch]:
-    """The single-type batches of one loop epoch after skipping the first `skip` (resume)."""
-    streams = {t: pair_rows(loader, epoch, cfg.batch_size) for t, loader in loaders.items()}
+    """The single-type batches of one loop epoch after skipping the first `skip` (resume).
+
+    `loaders` read the whole table on every rank: each global batch of `batch_size x world_size`
+    pairs is cut from the same stream everywhere, and this rank keeps its slice of it."""
+    size = cfg.batch_size
+    streams = {t: pair_rows(loader, epoch, size * world_size) for t, loader in loaders.items()}
     try:
         for i, pair_type in enumerate(type_schedule(cfg.weights(), length)):
             a, b = next(streams[pair_type])
             if i >= skip:
+                a, b = a[rank * size : (rank + 1) * size], b[rank * size : (rank + 1) * size]
                 yield collate_pairs(tokenizer, pair_type, a, b, cfg.max_length, counts)
     finally:
         for stream in streams.values():
@@ -547,10 +575,9 @@ def train(
         )
         encoder = engine.model
         before = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
+        # unsharded: every rank reads the global batches and keeps its slice (contrastive_batches)
         loaders = {
-            t: DeltaBatches(
-                snapshot, cfg.batch_size, shuffle_seed=cfg.seed, rank=info.rank, world_size=info.world_size
-            )
+            t: DeltaBatches(snapshot, cfg.batch_size * info.world_size, shuffle_seed=cfg.seed)
             for t, snapshot in data.snapshots.items()
         }
         length = epoch_length(cfg, data.train_rows, info.world_size)
@@ -564,7 +591,9 @@ def train(
         )
         result = train_loop(
             engine,
-            lambda epoch, skip: contrastive_batches(loaders, tokenizer, cfg, length, epoch, skip, counts),
+            lambda epoch, skip: contrastive_batches(
+                loaders, tokenizer, cfg, length, epoch, skip, counts, info.rank, info.world_size
+            ),
             lambda module, batch: pair_loss(module, batch, cfg, device),
             loop_settings,
             config=cfg,
@@ -609,16 +638,39 @@ def train(
 
 
 def run(spark, catalog, cfg: ContrastiveConfig, log=print) -> dict:
-    """Pin the pairs, train, evaluate, and (rank 0, inside an MLflow run) log curve, metrics and model."""
+    """Pin the pairs, train, evaluate, and (rank 0, inside an MLflow run) log curve, metrics and model.
+
+    With `launch.launcher` set, the pairs are pinned here once and the training runs on
+    `launch.num_processes` ranks started by the distributor; under `torchrun` / `deepspeed` rank 0
+    pins them and hands them to the others."""
     from dataclasses import replace
 
+    info = dist_info()
+    if wants_launch(cfg.launch):
+        data = prepare(spark, catalog, cfg)
+        checkpoint_dir = default_checkpoint_dir(catalog, replace(cfg, backbone=data.backbone))
+        log(
+            f"contrastive: {cfg.launch.launcher}, {cfg.launch.num_processes} processes, "
+            f"global batch {cfg.batch_size * cfg.launch.num_processes} pairs"
+        )
+        return run_distributed(
+            train_and_log, cfg.launch, cfg, data, checkpoint_dir, deepspeed_config=cfg.deepspeed_config
+        )
+    init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
+    data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
+    checkpoint_dir = default_checkpoint_dir(catalog, replace(cfg, backbone=data.backbone))
+    return train_and_log(cfg, data, checkpoint_dir, log=log)
+
+
+def train_and_log(cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log=print) -> dict:
+    """Every rank: check the ranks pinned the same pairs, train, and (rank 0, inside an MLflow run)
+    log the curve, the metrics and the encoder; returns the summary."""
     from etl.core.tracking import record_model
     from training.embedding.pyfunc import log_encoder
 
     info = dist_info()
-    init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
-    data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
-    checkpoint_dir = default_checkpoint_dir(catalog, replace(cfg, backbone=data.backbone))
+    init_distributed(info, pick_device(cfg.device, info.local_rank))
+    agree_on_snapshots(data.snapshots.values())
     summary, losses, encoder, tokenizer = train(cfg, data, checkpoint_dir, log=log)
     summary["model_uri"] = None
     with full_weights(encoder.parameters()):  # ZeRO-3: every rank gathers the weights, rank 0 writes

@@ -28,7 +28,12 @@ kept out of weight decay, so every other row stays exactly as it was).
 Runs: plain torch on one CPU or GPU; under `torchrun` as DDP; under `deepspeed --no_local_rank`
 with `deepspeed_config` set (ZeRO-2: `jobs/deepspeed/zero2.json`; ZeRO-3 for 7B-class models:
 `jobs/deepspeed/zero3.json`, which loads the weights partitioned, gathers them to save the final
-model, and needs `train_layers: 0`). Checkpoints go to
+model, and needs `train_layers: 0`); or launched from the driver by pyspark's TorchDistributor
+(`launch.launcher: torch_distributor`, DDP) or DeepspeedTorchDistributor (`deepspeed_distributor`,
+with `deepspeed_config`): the corpus is pinned on the driver once and every rank checks it trains
+on that snapshot (training/common/launch.py). Each rank reads its Petastorm shard (row groups) with
+`batch_size` samples per micro-batch, so a W-rank run sees other batches than one process: it is
+the same training, not the same numbers. Checkpoints go to
 `checkpoint_dir` (default `<lakehouse>/_checkpoints/cpt/<config key>`: the same config resumes,
 a finished run re-run returns its result, another config starts fresh).
 """
@@ -40,7 +45,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,6 +63,13 @@ from training.common.device import (
     pick_device,
 )
 from training.common.engine import build_engine, deepspeed_settings, full_weights, zero_stage
+from training.common.launch import (
+    LaunchConfig,
+    agree_on_snapshots,
+    check_launch,
+    run_distributed,
+    wants_launch,
+)
 from training.common.loop import LoopSettings, StepOutput, train_loop
 from training.common.schedule import build_optimizer, build_scheduler
 from training.common.seed import seed_everything
@@ -99,6 +111,7 @@ class CptConfig:
     device: str = "auto"  # auto | cpu | cuda
     deepspeed_config: str = ""  # a ZeRO JSON (jobs/deepspeed/zero2.json) on GPUs; "" = plain torch / DDP
     progress: bool = True  # tqdm bar on rank 0
+    launch: LaunchConfig = field(default_factory=LaunchConfig)  # distributed training from the driver
 
     def __post_init__(self) -> None:
         positive = ("max_length", "batch_size", "grad_accum", "max_steps", "length_buffer", "eval_batch_size")
@@ -112,10 +125,14 @@ class CptConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        problem = check_launch(self.launch, deepspeed_config=self.deepspeed_config, device=self.device)
+        if problem:
+            raise ValueError(problem)
 
     def key(self) -> str:
         """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
         skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress", "output_dir"}
+        skip |= {"launch"}
         data = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -458,13 +475,39 @@ def train(
 
 
 def run(spark, catalog, cfg: CptConfig, log=print, on_checkpoint=None) -> dict:
-    """Pin the corpus, train, measure, and (rank 0, inside an MLflow run) log curve and model."""
+    """Pin the corpus, train, measure, and (rank 0, inside an MLflow run) log curve and model.
+
+    With `launch.launcher` set, the corpus is pinned here once and the training runs on
+    `launch.num_processes` ranks started by the distributor; under `torchrun` / `deepspeed` rank 0
+    pins it and hands it to the others."""
     info = dist_info()
+    if wants_launch(cfg.launch):
+        data = prepare(spark, catalog, cfg)
+        if data.train_rows == 0:
+            raise CptError(f"{TABLE} has no rows where {TRAIN_WHERE}: run `larr etl corpus` first")
+        log(f"cpt: {cfg.launch.launcher}, {cfg.launch.num_processes} processes")
+        return run_distributed(
+            train_and_log,
+            cfg.launch,
+            cfg,
+            data,
+            default_checkpoint_dir(catalog, cfg),
+            on_checkpoint,
+            deepspeed_config=cfg.deepspeed_config,
+        )
     init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
     data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
     if data.train_rows == 0:
         raise CptError(f"{TABLE} has no rows where {TRAIN_WHERE}: run `larr etl corpus` first")
-    checkpoint_dir = default_checkpoint_dir(catalog, cfg)
+    return train_and_log(cfg, data, default_checkpoint_dir(catalog, cfg), on_checkpoint, log=log)
+
+
+def train_and_log(cfg: CptConfig, data: CptData, checkpoint_dir: str, on_checkpoint=None, log=print) -> dict:
+    """Every rank: check the ranks pinned the same corpus, train, and (rank 0) save and log the
+    backbone; returns the summary."""
+    info = dist_info()
+    init_distributed(info, pick_device(cfg.device, info.local_rank))
+    agree_on_snapshots([data.train, data.heldout])
     summary, losses, model, tokenizer = train(cfg, data, checkpoint_dir, log=log, on_checkpoint=on_checkpoint)
     with full_weights(model.parameters()):  # ZeRO-3: every rank gathers the weights, rank 0 writes
         if info.is_primary:
