@@ -10,7 +10,7 @@ STAMP := $(VENV)/.larr-setup-done
 LAKEHOUSE ?= ./lakehouse
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo bench clean recall
+.PHONY: setup test lint format demo bench clean recall cluster-up cluster-down gpu-check
 
 setup: $(STAMP)
 
@@ -63,6 +63,19 @@ demo: setup
 
 recall: setup  # the case study: make recall SCENE="a user visiting Guangzhou on vacation"
 	$(BIN)/larr recall --scene "$(SCENE)" --lakehouse $(LAKEHOUSE)
+
+cluster-up: setup  # a standalone master + 2 workers from the venv's pyspark (jobs/spark/cluster.sh)
+	bash jobs/spark/cluster.sh up
+
+cluster-down:
+	bash jobs/spark/cluster.sh down
+
+# On a CUDA machine, no set-up needed: the GPU paths measured, one JSON object on stdout (jobs/gpu_check.py).
+# GPU_PYTHON: the venv's python when there is one, else python3 (a GPU image with torch preinstalled).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@$(GPU_PYTHON) -m jobs.gpu_check $(GPU_CHECK_ARGS)
 
 bench: setup
 	$(BIN)/larr bench generate --lakehouse $(LAKEHOUSE)
