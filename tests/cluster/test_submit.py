@@ -213,6 +213,51 @@ def test_executors_without_the_project_are_one_line(cluster, tmp_path):
     assert not (tmp_path / "lh" / "raw" / "impressions").exists()
 
 
+def _submit_command(cluster, lakehouse: Path, job: str) -> str:
+    script, _ = recipe(cluster, lakehouse, {})
+    prelude = [line for line in script.splitlines() if not line.startswith(("larr_submit ", "echo "))]
+    return "\n".join([*prelude, f"export LAKEHOUSE={lakehouse}", f"larr_submit {job}"])
+
+
+CTR_TINY = ["--model", "deepfm", "--set", "seeds=[1]", "--set", "batch_size=64", "--set", "max_steps=8",
+            "--set", "log_model=false", "--set", "progress=false"]  # fmt: skip
+TRAIN_TOLERANCE = 1e-4  # gloo's all-reduce sums in another order than one process's backward
+
+
+def test_ctr_trains_on_two_executors_like_one_process(spark, cluster, cluster_run, tmp_path):
+    """`train ctr` submitted with the TorchDistributor launcher in executor mode: 2 ranks in a
+    barrier stage on the two executors, the same global batch as one local process."""
+    from jobs.cli import main
+
+    single = tmp_path / "single"
+    shutil.copytree(cluster_run["lakehouse"], single)
+    assert main(["train", "ctr", "--lakehouse", str(single), *CTR_TINY]) == 0
+    local = json.loads((sorted((single / "_runs").glob("train-ctr-*.json"))[-1]).read_text())
+
+    distributed = tmp_path / "distributed"
+    shutil.copytree(cluster_run["lakehouse"], distributed)
+    known = set(cluster.events())
+    launch = ["--set", "launch.launcher=torch_distributor", "--set", "launch.num_processes=2",
+              "--set", "launch.local_mode=false"]  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", _submit_command(cluster, distributed, " ".join(["train ctr", *CTR_TINY, *launch]))],
+        cwd=REPO_ROOT, env=cluster.env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    summary = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert "ctr_auc" in local and local["train_rows"] == summary["train_rows"]
+    for key in ("ctr_auc", "ctcvr_auc", "ctr_gauc", "logloss"):
+        if key in local:
+            assert abs(summary[key] - local[key]) < TRAIN_TOLERANCE, (key, summary[key], local[key])
+    (app,) = [p for p in cluster.events() if p not in known]
+    barrier = Counter()
+    for line in app.read_text().splitlines():
+        event = json.loads(line)
+        if event["Event"] == "SparkListenerTaskEnd" and event["Task Info"]["Executor ID"] != "driver":
+            barrier[event["Task Info"]["Executor ID"]] += 1
+    assert len(barrier) == 2, barrier
+
+
 def test_a_worker_killed_mid_clean_is_survived_by_task_retry(spark, cluster, cluster_run, tmp_path):
     """SIGKILL one worker (and its executor) once the job's tasks run: Spark retries them on the
     other executor, the job finishes, and the tables equal the undisturbed run's."""
@@ -241,7 +286,13 @@ def test_a_worker_killed_mid_clean_is_survived_by_task_retry(spark, cluster, clu
     subprocess.run(["kill", "-KILL", str(worker)])
     out, err = process.communicate(timeout=600)
     try:
-        assert process.returncode == 0, err[-3000:]
+        assert process.returncode == 0, (out + err)[-3000:]
+        (app,) = [p for p in cluster.events() if p not in known]
+        events = [json.loads(line) for line in app.read_text().splitlines()]
+        removed = [e for e in events if e["Event"] == "SparkListenerExecutorRemoved"]
+        assert removed and "worker lost" in removed[0]["Removed Reason"], removed  # it died mid-job
+        after_removal = events[events.index(removed[0]) :]
+        assert any(e["Event"] == "SparkListenerTaskEnd" for e in after_removal)  # the job went on
         after = TableCatalog.resolve(str(lakehouse))
         original = TableCatalog.resolve(str(cluster_run["lakehouse"]))
         for name, version in before.items():
@@ -250,9 +301,3 @@ def test_a_worker_killed_mid_clean_is_survived_by_task_retry(spark, cluster, clu
             assert a.exceptAll(b).count() == 0 and b.exceptAll(a).count() == 0, name
     finally:
         subprocess.run(["bash", str(SCRIPT), "up"], env=cluster.env, capture_output=True, timeout=180)
-
-
-def _submit_command(cluster, lakehouse: Path, job: str) -> str:
-    script, _ = recipe(cluster, lakehouse, {})
-    prelude = [line for line in script.splitlines() if not line.startswith(("larr_submit ", "echo "))]
-    return "\n".join([*prelude, f"export LAKEHOUSE={lakehouse}", f"larr_submit {job}"])
