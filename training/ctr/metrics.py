@@ -100,7 +100,7 @@ def logloss(labels, p, eps: float = 1e-7) -> float:
 # -- back from the sampled space ---------------------------------------------------------------------
 def recalibrate_ctr(p, r) -> np.ndarray:
     """P(click) from a sampled-space CTR p when unclicked impressions were kept at rate r:
-    p' = p / (p + (1 - p) / r) (method.md). r = 1 is the identity."""
+    p' = p / (p + (1 - p) / r) (docs/method.md). r = 1 is the identity."""
     rate = _neg_rate(r)
     q = _probabilities(p, "p")
     return q / (q + (1 - q) / rate)

@@ -2,7 +2,7 @@
 pyfunc model `encoder`); a row is one positive pair (text_a, text_b) of a pair type; partitioned
 by pair_type.
 
-Stage 2 of LARR (method.md): the stage-1 backbone (`backbone: latest:cpt`, the newest finished
+Stage 2 of LARR (docs/method.md): the stage-1 backbone (`backbone: latest:cpt`, the newest finished
 `larr train cpt` run of this lakehouse's MLflow store, or `runs:/<id>/backbone`) plus a linear
 projection to 128 dimensions (`training/embedding/encoder.py`) is trained with symmetric InfoNCE
 and in-batch negatives (`losses.info_nce`, temperature 0.05, candidates gathered across ranks

@@ -1,6 +1,6 @@
 """A linear probe: how well a hidden dish attribute can be read off the POI embeddings.
 
-Evidence that stages 1 and 2 put semantics into the vectors (method.md): the synthetic world
+Evidence that stages 1 and 2 put semantics into the vectors (docs/method.md): the synthetic world
 keeps each shop's dish attributes (hot or cold food, spicy, sweet) only in `truth.pois`; the
 public POI text mentions them only through dish names and introductions. A logistic regression on
 the 128-d embedding of the POI's comprehensive text (the text stage 2 embeds for user -> POI

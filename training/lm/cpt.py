@@ -1,7 +1,7 @@
 """larr train cpt: corpus.cpt (split = train) -> a continually pretrained backbone (MLflow artifact
 `backbone`); a row is one POI (or general text) sample: input_text -> target_text; not partitioned.
 
-Stage 1 of LARR (method.md): causal-LM loss on the target tokens only. A sample is
+Stage 1 of LARR (docs/method.md): causal-LM loss on the target tokens only. A sample is
 `input ids + target ids + eos`; labels are -100 on the input and on padding, so the loss is the
 negative log-likelihood of the target (and its end) given the input. Held-out target perplexity
 (`split = 'heldout'`, same masking) is measured before and after training.
