@@ -10,7 +10,7 @@ STAMP := $(VENV)/.larr-setup-done
 LAKEHOUSE ?= ./lakehouse
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo bench clean recall cluster-up cluster-down gpu-check
+.PHONY: setup test lint format demo bench clean recall cluster-up cluster-down mlflow gpu-check
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ demo: setup
 
 recall: setup  # the case study: make recall SCENE="a user visiting Guangzhou on vacation"
 	$(BIN)/larr recall --scene "$(SCENE)" --lakehouse $(LAKEHOUSE)
+
+MLFLOW_PORT ?= 5000
+mlflow: setup  # MLflow's UI on the lakehouse's store, from any folder: make -C <repo> mlflow [LAKEHOUSE=...]
+	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) for $(abspath $(LAKEHOUSE))/mlflow.db (Ctrl-C stops it)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(LAKEHOUSE))/mlflow.db --port $(MLFLOW_PORT)
 
 cluster-up: setup  # a standalone master + 2 workers from the venv's pyspark (jobs/spark/cluster.sh)
 	bash jobs/spark/cluster.sh up

@@ -122,7 +122,10 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
     catalog.check_writable()
     configure(catalog.root)  # an unreachable store fails here, before any Spark work
     ctx = Context(catalog=catalog, app_name="larr-" + command.name.replace(" ", "-"))
-    with stage_run(command.stage, catalog.root, cfg, run_name=command.name) as mlflow_run:
+    description = f"`larr {command.name}`: {command.help}"
+    with stage_run(
+        command.stage, catalog.root, cfg, run_name=command.name, description=description
+    ) as mlflow_run:
         figures = command.run(ctx, cfg)
         figures["seconds"] = round(time.perf_counter() - started, 2)
         if mlflow_run is not None:

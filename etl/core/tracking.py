@@ -65,6 +65,29 @@ def configure(lakehouse_root: str) -> str:
     return uri
 
 
+NOTE_TAG = "mlflow.note.content"  # what MLflow's UI shows as an experiment's or a run's description
+STAGE_DESCRIPTIONS = {
+    "generate": "The synthetic food-delivery world (`larr generate`): row counts and the Bayes-optimal "
+    "AUCs of its test day; table versions as params.",
+    "etl": "ETL jobs (`larr etl ingest|clean|corpus|pairs|samples`): input and output Delta versions "
+    "as params, row and reject counts as metrics.",
+    "features": "Feature jobs (`larr features scene|stats`): the scene dictionary and the "
+    "point-in-time statistics.",
+    "cpt": "Stage 1, continual pretraining with the dataset's special tokens (`larr train cpt`): "
+    "train_loss per optimizer step, held-out perplexity, the backbone.",
+    "contrastive": "Stage 2, contrastive fine-tuning into a 128-d text encoder (`larr train "
+    "contrastive`): train_loss per step, retrieval recall and MRR, the `encoder` pyfunc model.",
+    "embed": "Stage 3 offline: scene and text embeddings with the frozen encoder (`larr embed "
+    "scenes|texts`).",
+    "ctr": "Stage 3, the CTR / CTCVR models (`larr train ctr`, `larr sweep`): one run per command "
+    "with a nested run per seed, tagged larr.ctr_model, larr.ablation, larr.seed; select seed runs "
+    "to compare their train_loss curves and ctr_auc, or read `larr report`.",
+    "report": "Tables 2 and 3 (`larr report`) from the ctr experiment's seed runs.",
+    "recall": "The case study (`larr recall`): a free-text scene to the top POIs by cosine.",
+    "bench": "Benchmarks (`larr bench ...`): throughput against a baseline measured in the same run.",
+}
+
+
 def experiment_name(stage: str) -> str:
     """`larr-<stage>`, or `<$LARR_EXPERIMENT_PREFIX>-<stage>` (a workspace path on Databricks)."""
     return f"{os.environ.get(PREFIX_VARIABLE) or EXPERIMENT_PREFIX}-{stage}"
@@ -77,12 +100,15 @@ def experiment_for(stage: str) -> str:
     name = experiment_name(stage)
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(name)
+    description = STAGE_DESCRIPTIONS.get(stage, f"`larr` runs of stage {stage}.")
     if existing is None:
         experiment_id = client.create_experiment(
-            name, artifact_location=artifact_root(mlflow.get_tracking_uri())
+            name, artifact_location=artifact_root(mlflow.get_tracking_uri()), tags={NOTE_TAG: description}
         )
     else:
         experiment_id = existing.experiment_id
+        if NOTE_TAG not in existing.tags:  # an experiment made before descriptions existed
+            client.set_experiment_tag(experiment_id, NOTE_TAG, description)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -110,8 +136,11 @@ def log_params(params: dict) -> None:
 
 
 @contextmanager
-def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None = None) -> Iterator[Any]:
-    """Start a run in the stage's experiment and log the resolved config (rank 0 only).
+def stage_run(
+    stage: str, lakehouse_root: str, config: Any, run_name: str | None = None, description: str | None = None
+) -> Iterator[Any]:
+    """Start a run in the stage's experiment (with `description` as its note) and log the
+    resolved config (rank 0 only).
 
     Yields the active MLflow run, or None on other ranks.
     """
@@ -122,7 +151,7 @@ def stage_run(stage: str, lakehouse_root: str, config: Any, run_name: str | None
 
     configure(lakehouse_root)
     experiment_for(stage)
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name, description=description) as run:
         log_params(flatten(config))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.json"

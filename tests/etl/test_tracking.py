@@ -60,3 +60,21 @@ def test_artifacts_live_beside_a_sqlite_store(lakehouse, tmp_path, monkeypatch):
     assert artifact_uri.startswith((lakehouse / "mlartifacts").as_uri())
     assert not (tmp_path / "mlruns").exists()
     assert tracking.artifact_root("http://tracking:5000") is None
+
+
+def test_experiments_and_runs_carry_descriptions_and_take_a_prefix(lakehouse, monkeypatch):
+    """MLflow's UI shows `mlflow.note.content` as the description; Databricks needs path names."""
+    with tracking.stage_run("ctr", str(lakehouse), Cfg(), description="`larr train ctr`: models") as run:
+        run_id = run.info.run_id
+    logged = mlflow.get_run(run_id)
+    assert logged.data.tags[tracking.NOTE_TAG] == "`larr train ctr`: models"
+    experiment = mlflow.get_experiment(logged.info.experiment_id)
+    assert experiment.name == "larr-ctr"
+    assert experiment.tags[tracking.NOTE_TAG] == tracking.STAGE_DESCRIPTIONS["ctr"]
+    monkeypatch.setenv(tracking.PREFIX_VARIABLE, "/Users/someone/larr")
+    assert tracking.experiment_name("ctr") == "/Users/someone/larr-ctr"
+    client = mlflow.MlflowClient()
+    client.delete_experiment_tag(experiment.experiment_id, tracking.NOTE_TAG)  # made before notes
+    monkeypatch.delenv(tracking.PREFIX_VARIABLE)
+    tracking.experiment_for("ctr")
+    assert client.get_experiment(experiment.experiment_id).tags[tracking.NOTE_TAG].startswith("Stage 3")
