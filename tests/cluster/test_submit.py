@@ -222,6 +222,7 @@ def _submit_command(cluster, lakehouse: Path, job: str) -> str:
 CTR_TINY = ["--model", "deepfm", "--set", "seeds=[1]", "--set", "batch_size=64", "--set", "max_steps=8",
             "--set", "log_model=false", "--set", "progress=false"]  # fmt: skip
 TRAIN_TOLERANCE = 1e-4  # gloo's all-reduce sums in another order than one process's backward
+GAUC_TOLERANCE = 1e-3  # per-user AUCs over a few impressions each: a 1e-7 change flips a near-tie
 
 
 def test_ctr_trains_on_two_executors_like_one_process(spark, cluster, cluster_run, tmp_path):
@@ -248,7 +249,8 @@ def test_ctr_trains_on_two_executors_like_one_process(spark, cluster, cluster_ru
     assert "ctr_auc" in local and local["train_rows"] == summary["train_rows"]
     for key in ("ctr_auc", "ctcvr_auc", "ctr_gauc", "logloss"):
         if key in local:
-            assert abs(summary[key] - local[key]) < TRAIN_TOLERANCE, (key, summary[key], local[key])
+            tolerance = GAUC_TOLERANCE if "gauc" in key else TRAIN_TOLERANCE
+            assert abs(summary[key] - local[key]) < tolerance, (key, summary[key], local[key])
     (app,) = [p for p in cluster.events() if p not in known]
     barrier = Counter()
     for line in app.read_text().splitlines():

@@ -47,6 +47,9 @@ from training.lm.cpt import CptConfig
 QUIET = lambda _: None  # noqa: E731
 TWO = LaunchConfig(launcher="torch_distributor", num_processes=2, local_mode=True, use_gpu=False)
 TOLERANCE = 1e-4  # |1 process - 2 processes| of losses and metrics (measured: ~1e-7 .. 1e-6)
+# GAUC averages per-user AUCs over a handful of impressions each: a 1e-7 difference in a
+# prediction (gloo sums gradients in another order) flips a near-tie and moves it by ~1e-4
+GAUC_TOLERANCE = 1e-3
 
 
 @pytest.fixture()
@@ -214,8 +217,10 @@ def test_ctr_on_two_ranks_equals_one_process_and_rank_0_alone_logs(spark, ctr_wo
     (seed_one,), (seed_two,) = one["per_seed"], two["per_seed"]
     assert seed_two["train_steps"] == seed_one["train_steps"] == 6
     assert seed_two["final_loss"] == pytest.approx(seed_one["final_loss"], abs=TOLERANCE)
-    for key in ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss"):
+    for key in ("ctr_auc", "ctcvr_auc", "logloss"):
         assert seed_two[key] == pytest.approx(seed_one[key], abs=TOLERANCE), key
+    for key in ("ctr_gauc", "ctcvr_gauc"):
+        assert seed_two[key] == pytest.approx(seed_one[key], abs=GAUC_TOLERANCE), key
     assert seed_two["unknown_scene_values_train"] == seed_one["unknown_scene_values_train"]
     # rank 0 alone logged: one nested seed run under the driver's run, one loss per step
     (child_one,), (child_two,) = _children(one_run.info.run_id), _children(two_run.info.run_id)
