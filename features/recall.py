@@ -30,9 +30,9 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema
+from core.schema_table import SCHEMA_TABLE, read_schema
 from etl.text.slice_text import slice_value
 from etl.text.slices import token_slices
 from etl.tokens import UnknownSliceError, get_slice, strip_tokens, wrap_text

@@ -27,7 +27,7 @@ Negatively sampled CTR samples with labels `click` and `ctcvr` (click and order)
   negatives is min(1, k / n), n = n_g - m_e the event's eligible candidates (1.0 when n = 0).
 
 Everything dataset-specific comes from the lakehouse's dataset schema (raw.dataset_schema): the
-scene features, the users' / items' / events' fields (`etl.core.dataset_schema.sample_fields`)
+scene features, the users' / items' / events' fields (`core.dataset_schema.sample_fields`)
 and the positive-only candidate pool (`negatives`: group keys and opening hours).
 
 Columns (`sample_columns(schema)`): ids, the declared fields and the hashed ids of the string
@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, sample_fields
-from etl.core.randomness import randint, uniform
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
+from core.catalog import TableCatalog
+from core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, sample_fields
+from core.randomness import randint, uniform
+from core.schema_table import SCHEMA_TABLE, read_schema
 from features import stats
 from features.scene_values import as_text, from_hour, scene_columns, value_column, with_scene_values
 

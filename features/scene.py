@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import SceneFeature
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
+from core.catalog import TableCatalog
+from core.dataset_schema import SceneFeature
+from core.schema_table import SCHEMA_TABLE, read_schema
 from etl.tokens import scene_slice, wrap
 from features.scene_values import id_column, value_column, with_scene_values
 

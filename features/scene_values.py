@@ -1,7 +1,7 @@
 """The declared real-time scene features of an impression, as text values, and their stable ids.
 
 Input: impressions (the raw/clean log) and items (for `recent` features), and the dataset
-schema's scene features (etl/core/dataset_schema.py), read by the caller from the lakehouse.
+schema's scene features (core/dataset_schema.py), read by the caller from the lakehouse.
 Output: the impressions with one string column per feature (`scene_<feature>`) and one id column
 per feature (`scene_<feature>_id`). Ids are a hash of (feature, value), so the scene dictionary,
 the CTR samples and the scoring model agree on them without sharing state.
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from etl.core.clock import utc_date, utc_hour
-from etl.core.dataset_schema import LABELS, PART_OF_DAY_EDGES, PART_OF_DAY_LABELS, Buckets, SceneFeature
+from core.clock import utc_date, utc_hour
+from core.dataset_schema import LABELS, PART_OF_DAY_EDGES, PART_OF_DAY_LABELS, Buckets, SceneFeature
 
 
 def value_column(feature: str) -> str:
@@ -51,7 +51,7 @@ def bucketed(value: Column, buckets: Buckets) -> Column:
 
 
 def derived(derive: str, ts: Column, day: Column) -> Column:
-    """A derivation (etl.core.dataset_schema.DERIVATIONS) of an event time and its day."""
+    """A derivation (core.dataset_schema.DERIVATIONS) of an event time and its day."""
     hour = utc_hour(ts)
     return {
         "hour": lambda: hour,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
+from core.catalog import TableCatalog
 
 INPUT = "clean.impressions"
 USER_STATS = "features.user_stats"

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from etl.core.catalog import TableCatalog
-from etl.core.tracking import configure, stage_run
+from core.catalog import TableCatalog
+from core.tracking import configure, stage_run
 from jobs.commands import COMMANDS, Command, Context
 from jobs.config import default_config_path, load_config
 from jobs.summary import emit
@@ -27,24 +27,24 @@ from jobs.summary import emit
 # imported cannot have been raised, and the CLI need not import torch to run a Spark job.
 USER_ERRORS = (
     "jobs.config:ConfigError",
-    "etl.core.catalog:CatalogError",
-    "etl.core.tracking:TrackingError",
-    "etl.core.spark:SparkEnvError",
+    "core.catalog:CatalogError",
+    "core.tracking:TrackingError",
+    "core.spark:SparkEnvError",
     "etl.ingest.job:IngestError",
     "etl.ingest.mapping:MappingError",
     "etl.clean.job:CleanInputError",
-    "etl.core.splits:SplitError",
+    "core.splits:SplitError",
     "training.common.checkpoint:CheckpointError",
     "training.common.data:DataError",
     "training.common.guard:NonFiniteLossError",
     "training.lm.backbone:BackboneError",
     "training.lm.cpt:CptError",
     "training.embedding.contrastive:ContrastiveError",
-    "jobs.bench_llm:BenchLlmError",
+    "benchmarks.llm:BenchLlmError",
     "features.embeddings.encoder_runtime:EmbedError",
     "training.ctr.train:CtrError",
     "training.ctr.encoding:FeatureError",
-    "jobs.bench_ctr:BenchCtrError",
+    "benchmarks.ctr:BenchCtrError",
     "training.ctr.metrics:MetricError",
     "training.ctr.report:ReportError",
     "features.recall:RecallError",

@@ -17,7 +17,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl.core.catalog import TableCatalog
+from core.catalog import TableCatalog
 
 
 def _resolve(target: str) -> Any:
@@ -36,7 +36,7 @@ class Context:
     @property
     def spark(self):
         if self._spark is None:
-            from etl.core.spark import get_spark
+            from core.spark import get_spark
 
             self._spark = get_spark(app_name=self.app_name)
         return self._spark
@@ -111,14 +111,14 @@ _COMMANDS = (
             "train_contrastive", "training.embedding.contrastive:run",
             "stage 2: contrastive fine-tuning into a 128-d text encoder (MLflow pyfunc `encoder`)",
             reads=("raw.dataset_schema", "pairs.contrastive")),
-    Command("bench generate", "bench", "jobs.bench:BenchGenerateConfig", None, "jobs.bench:bench_generate",
+    Command("bench generate", "bench", "benchmarks.etl:BenchGenerateConfig", None, "benchmarks.etl:bench_generate",
             "generation throughput against a plain Delta write"),
-    Command("bench etl", "bench", "jobs.bench:BenchEtlConfig", None, "jobs.bench:bench_etl",
+    Command("bench etl", "bench", "benchmarks.etl:BenchEtlConfig", None, "benchmarks.etl:bench_etl",
             "every ETL job at 1M, 4M, 16M impressions against a plain Delta copy"),
-    Command("bench samples", "bench", "jobs.bench_samples:BenchSamplesConfig", None,
-            "jobs.bench_samples:bench_samples",
+    Command("bench samples", "bench", "benchmarks.samples:BenchSamplesConfig", None,
+            "benchmarks.samples:bench_samples",
             "positive_only's negative draw: 20,000 events, one group of 1,000 / 10,000 / 100,000 items"),
-    Command("bench llm", "bench", "jobs.bench_llm:BenchLlmConfig", None, "jobs.bench_llm:run",
+    Command("bench llm", "bench", "benchmarks.llm:BenchLlmConfig", None, "benchmarks.llm:run",
             "training tokens/s and peak memory of both LLM stages", needs_spark=False),
     Command("embed scenes", "embed", "features.embeddings.scenes:EmbedScenesConfig", "embed_scenes",
             "features.embeddings.scenes:run",
@@ -129,12 +129,12 @@ _COMMANDS = (
             "features.embeddings.texts:run", "embed POI and user comprehensive texts with the frozen encoder",
             reads=("raw.dataset_schema", "clean.users", "clean.pois", "clean.impressions"),
             writes=("features.poi_embeddings", "features.user_embeddings", "features.embedding_rejects")),
-    Command("bench embed", "bench", "jobs.bench_embed:BenchEmbedConfig", None, "jobs.bench_embed:bench_embed",
+    Command("bench embed", "bench", "benchmarks.embed:BenchEmbedConfig", None, "benchmarks.embed:bench_embed",
             "embedding UDF throughput against the encoder called directly, and the dedup factor"),
     Command("train ctr", "ctr", "training.ctr.train:CtrConfig", "train_ctr", "training.ctr.train:run",
             "stage 3: a CTR / CTCVR model over seeds (--model, --ablation)", flags=("model", "ablation"),
             reads=("raw.dataset_schema", "samples.ctr")),
-    Command("bench ctr", "bench", "jobs.bench_ctr:BenchCtrConfig", None, "jobs.bench_ctr:run",
+    Command("bench ctr", "bench", "benchmarks.ctr:BenchCtrConfig", None, "benchmarks.ctr:run",
             "training samples/s per CTR model, the loader's rows/s, pyfunc scoring latency",
             reads=("raw.dataset_schema", "samples.ctr")),
     Command("report", "report", "training.ctr.report:ReportConfig", "report", "training.ctr.report:run",

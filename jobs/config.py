@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from etl.core.strict import ConfigError, build
+from core.strict import ConfigError, build
 
 CONFIG_VERSION = 1
 

@@ -11,14 +11,14 @@ only, and its peak memory is its own) under what is left of the time budget (`--
 - `embed`: the embedding UDF (`features/embeddings/udf.py`) on the GPU in bfloat16, against the
   same encoder called directly in one process (`ratio_to_direct`, as `larr bench embed`). The
   encoder is the check LLM below plus the seeded 128-d projection, saved as the MLflow model the
-  UDF loads (`jobs/bench_embed._bench_encoder`). `udf` is the real pandas UDF on a Spark session:
+  UDF loads (`benchmarks/embed._bench_encoder`). `udf` is the real pandas UDF on a Spark session:
   on CUDA a one-worker `local-cluster` whose task is handed the GPU (plain local mode never hands
   a task a GPU, so the UDF would run on the CPU); `udf_in_process` is the UDF's body without Spark
   (`encoder_runtime.get_encoder` + `embed_series` over Arrow-sized batches): its Python cost alone.
   Without Java (or a pyspark with its jars) `udf` says so; without mlflow the direct figure comes
   from the training-side encoder (`training.embedding.encoder.encode_texts`, the same maths).
 - `cpt`, `contrastive`: training steps of stage 1 / stage 2 as the trainers take them, measured by
-  `jobs/bench_llm.measure` (the trainers' model set-up, AdamW, schedule, `TorchEngine`, shared
+  `benchmarks/llm.measure` (the trainers' model set-up, AdamW, schedule, `TorchEngine`, shared
   `train_loop` and loss functions; bf16 autocast with fp32 master weights on CUDA).
 - `zero2`, `zero3`: stage-1 steps through the project's `DeepSpeedEngine` (`build_engine` with
   `jobs/deepspeed/zero2.json` / `zero3.json`, as `larr train cpt` with `deepspeed_config`) in a
@@ -36,7 +36,7 @@ its blocks) on the tiny byte-level BPE of `training/lm/tiny.py` (vocabulary 420,
 negligible), at max_length 512; `--tiny` uses `tiny_llama`'s 2-block, hidden-32 model instead.
 The JSON's `model` names the config that ran.
 
-MFU: model FLOPs per real (non-pad) token = `jobs/bench_llm`'s 6N-style count (2N forward, 2N
+MFU: model FLOPs per real (non-pad) token = `benchmarks/llm`'s 6N-style count (2N forward, 2N
 activation gradients, 2N_trained weight gradients) + PaLM's attention term 12 x layers x hidden x s
 (s the padded batch width; causal masking would halve it), times tokens/s, over the GPU's dense
 bf16 peak (`bench_llm.GPU_BF16_PEAK_TFLOPS` by device name; an unknown GPU gives null and a note).
@@ -259,13 +259,13 @@ class Context:
             return None, "cpu: no bf16 tensor-core peak"
         import torch
 
-        from jobs.bench_llm import _gpu_peak_tflops
+        from benchmarks.llm import _gpu_peak_tflops
 
         name = torch.cuda.get_device_name()
         peak = _gpu_peak_tflops(name)
         return (
             peak,
-            None if peak else f"no bf16 peak known for {name!r} (jobs/bench_llm.GPU_BF16_PEAK_TFLOPS)",
+            None if peak else f"no bf16 peak known for {name!r} (benchmarks/llm.GPU_BF16_PEAK_TFLOPS)",
         )
 
     def mfu(self, flops_per_s: float) -> dict:
@@ -330,7 +330,7 @@ def attention_flops_per_token(meta: dict, width: float) -> float:
 # -- parts -----------------------------------------------------------------------------------------
 def embed_texts(n: int) -> list[str]:
     """User and POI texts shaped like the synthetic world's (the three pair types' sides), n of them."""
-    from jobs.bench_llm import PAIR_TYPES, pair_texts
+    from benchmarks.llm import PAIR_TYPES, pair_texts
 
     texts: list[str] = []
     per = max(1, n // (2 * len(PAIR_TYPES)) + 1)
@@ -452,8 +452,8 @@ def part_embed(ctx: Context) -> dict:
     }
     try:
         need("mlflow", "the UDF loads the encoder as an MLflow model")
+        from benchmarks.embed import BenchEmbedConfig, _bench_encoder
         from features.embeddings import encoder_runtime
-        from jobs.bench_embed import BenchEmbedConfig, _bench_encoder
 
         cfg = BenchEmbedConfig(backbone=folder, max_length=sizes.embed_max_length)
         ref, model = encoder_runtime.resolve_encoder(_bench_encoder(cfg, ctx.workdir / "encoder"))
@@ -534,7 +534,7 @@ def _embed_direct_only(ctx: Context, folder: str, texts: list[str], device) -> d
 
 
 def _llm_case(ctx: Context, stage: str):
-    from jobs.bench_llm import Case
+    from benchmarks.llm import Case
 
     sizes = ctx.sizes
     return Case(
@@ -574,7 +574,7 @@ def _llm_figures(
 
 def part_llm(ctx: Context, stage: str) -> dict:
     need_project()
-    from jobs.bench_llm import measure
+    from benchmarks.llm import measure
 
     case = _llm_case(ctx, stage)
     meta = llm_meta(case.path)
@@ -625,7 +625,7 @@ def part_zero(ctx: Context, stage_number: int) -> dict:
     import torch
     import torch.distributed as dist
 
-    from jobs.bench_llm import _build
+    from benchmarks.llm import _build
     from training.common.engine import (
         DeepSpeedEngine,
         announce_zero3,
@@ -771,7 +771,7 @@ def part_ctr(ctx: Context) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from etl.core.dataset_schema import sample_fields
+    from core.dataset_schema import sample_fields
     from etl.synthetic.job import declared_schema
     from training.common.engine import TorchEngine
     from training.common.loop import LoopSettings, StepOutput, train_loop
@@ -1030,7 +1030,7 @@ def check(args) -> dict:
             log(f"{name}: {json.dumps(report[name])[:300]}")
         if (workdir / "llm" / LLM_FILE).is_file():
             report["model"] = llm_meta(str(workdir / "llm"))
-    if args.device == "cuda":  # as the parts looked it up (jobs/bench_llm.GPU_BF16_PEAK_TFLOPS)
+    if args.device == "cuda":  # as the parts looked it up (benchmarks/llm.GPU_BF16_PEAK_TFLOPS)
         peaks = [report[n]["gpu_bf16_peak_tflops"] for n in parts if "gpu_bf16_peak_tflops" in report[n]]
         report["gpu_bf16_peak_tflops"] = peaks[0] if peaks else None
     report["failed"] = [path for n in parts for path in _marked(n, report[n], "error")]

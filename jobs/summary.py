@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from etl.core.catalog import is_remote
+from core.catalog import is_remote
 
 
 def _clean(value: Any) -> Any:

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def spark():
-    from etl.core.spark import SparkSettings, get_spark
+    from core.spark import SparkSettings, get_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = get_spark(
@@ -48,7 +48,7 @@ def lakehouse(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture()
 def catalog(lakehouse):
-    from etl.core.catalog import TableCatalog
+    from core.catalog import TableCatalog
 
     return TableCatalog.resolve(str(lakehouse))
 
@@ -68,9 +68,54 @@ def tiny_world_config():
 @pytest.fixture(scope="session")
 def world_catalog(spark, tiny_world_config, tmp_path_factory):
     """A tiny generated world written once per test session (read-only for tests)."""
-    from etl.core.catalog import TableCatalog
+    from core.catalog import TableCatalog
     from etl.synthetic import job
 
     catalog = TableCatalog.resolve(str(tmp_path_factory.mktemp("world") / "lakehouse"))
     job.write_world(spark, catalog, tiny_world_config, log=lambda _: None)
     return catalog
+
+
+@pytest.fixture(scope="session")
+def ctr_world(spark, world_catalog, tiny_world_config, tmp_path_factory):
+    """The tiny world cleaned, with its statistics, CTR samples (day 3 = test), its truth table and a
+    scene-vector export of random unit vectors (the CTR trainer and `larr bench ctr` tests)."""
+    import numpy as np
+
+    from core.catalog import TableCatalog
+    from core.schema_table import write_schema
+    from etl.synthetic.job import world_schema
+    from features import samples, scene, stats
+    from features.embeddings.vectors import save_scene_vectors
+    from features.samples import SamplesConfig
+    from features.scene import SceneConfig
+    from features.stats import StatsConfig
+    from tests.features import builders
+
+    root = tmp_path_factory.mktemp("ctr") / "lakehouse"
+    catalog = TableCatalog.resolve(str(root))
+    users, pois, log = builders.clean_world(spark, world_catalog)
+    write_schema(spark, catalog, world_schema(tiny_world_config))
+    catalog.write(log, "clean.impressions", partition_by=["dt"])
+    catalog.write(users, "clean.users")
+    catalog.write(pois, "clean.pois")
+    catalog.write(world_catalog.read(spark, "truth.impressions"), "truth.impressions", partition_by=["dt"])
+    quiet = lambda _: None  # noqa: E731
+    stats.run(spark, catalog, StatsConfig(), log=quiet)
+    samples.run(spark, catalog, SamplesConfig(neg_rate=0.3), log=quiet)
+    scene.run(spark, catalog, SceneConfig(), log=quiet)
+    dictionary = catalog.read(spark, "features.scene_dictionary").select("feature", "scene_id").toPandas()
+    rng = np.random.default_rng(0)
+    per_feature = {}
+    for feature, group in dictionary.groupby("feature"):
+        vectors = rng.normal(size=(len(group), 8))
+        per_feature[feature] = (
+            group["scene_id"].to_numpy(),
+            vectors / np.linalg.norm(vectors, axis=1)[:, None],
+        )
+    export = root / "_exports" / "scene_vectors" / "enc-test.npz"
+    export.parent.mkdir(parents=True)
+    save_scene_vectors(
+        str(export), per_feature, {"encoder_uri": "test-encoder", "encoder_version": "enc-test"}
+    )
+    return catalog, str(export)

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-@pytest.mark.parametrize("package", ["etl", "features", "training", "jobs"])
+@pytest.mark.parametrize("package", ["core", "etl", "features", "training", "jobs", "benchmarks"])
 def test_packages_import_from_this_repository(package):
     module = importlib.import_module(package)
     assert Path(module.__file__).resolve().parent == REPO_ROOT / package
@@ -39,7 +39,7 @@ def test_every_package_is_listed_for_the_wheel():
     listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
         ".".join(init.parent.relative_to(REPO_ROOT).parts)
-        for top in ("etl", "features", "training", "jobs")
+        for top in ("core", "etl", "features", "training", "jobs", "benchmarks")
         for init in (REPO_ROOT / top).rglob("__init__.py")
     }
     assert found == listed

@@ -1,7 +1,7 @@
 """Configuration of the `etl clean` job: vocabulary overrides, date window.
 
 The rules themselves (required fields, ranges, vocabularies, formats) come from the lakehouse's
-dataset schema (etl/core/dataset_schema.py); `vocab` only overrides a column's vocabulary.
+dataset schema (core/dataset_schema.py); `vocab` only overrides a column's vocabulary.
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema
+from core.raw_schema import KEYS, PARTITIONS, TABLES, raw_struct
+from core.schema_table import SCHEMA_TABLE, read_schema
 from etl.clean import rules
 from etl.clean.config import CleanConfig
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema
-from etl.core.raw_schema import KEYS, PARTITIONS, TABLES, raw_struct
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
 
 REASON = "_reason"
 RAW_PREFIX = "_raw_"  # source values carried for the payload of rejects

@@ -27,8 +27,8 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructType
 
+from core.dataset_schema import DatasetSchema, EntitySchema, EventsSchema
 from etl.clean.config import CleanConfig
-from etl.core.dataset_schema import DatasetSchema, EntitySchema, EventsSchema
 
 Rule = tuple[str, Column]
 

@@ -22,10 +22,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, TimestampType
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema
-from etl.core.raw_schema import PARTITIONS, TABLES, raw_struct
-from etl.core.schema_table import SCHEMA_TABLE, check_replaceable, stored_schema, write_schema
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema
+from core.raw_schema import PARTITIONS, TABLES, raw_struct
+from core.schema_table import SCHEMA_TABLE, check_replaceable, stored_schema, write_schema
 from etl.ingest.mapping import (
     DERIVED,
     LABELS,

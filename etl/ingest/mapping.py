@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from etl.core.dataset_schema import DatasetSchema, SchemaError, load_schema_file, parse_schema
+from core.dataset_schema import DatasetSchema, SchemaError, load_schema_file, parse_schema
 
 MAPPING_VERSION = 1
 FORMATS = ("csv", "parquet", "delta", "table")  # table: `path` is a Spark / metastore table name

@@ -12,7 +12,7 @@ import math
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from etl.core.randomness import randint, uniform
+from core.randomness import randint, uniform
 
 UNKNOWN_ID_OFFSET = 10**12
 IMPRESSION_DEFECTS = (

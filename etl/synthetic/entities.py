@@ -2,7 +2,7 @@
 
 Each builder returns two DataFrames: the public table (what a production log system would hold)
 and the hidden truth (latent factors, tastes, dish attributes) that only the click model and
-evaluations may see. All draws are hash-based (see etl/core/randomness.py).
+evaluations may see. All draws are hash-based (see core/randomness.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.randomness import choice, normal, randint, uniform
+from core.randomness import choice, normal, randint, uniform
 from etl.synthetic import vocab
 from etl.synthetic.config import WorldConfig
 

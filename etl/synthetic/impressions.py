@@ -18,7 +18,7 @@ import math
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.randomness import normal, randint, uniform, weighted_index
+from core.randomness import normal, randint, uniform, weighted_index
 from etl.synthetic import vocab
 from etl.synthetic.config import WorldConfig
 from etl.synthetic.entities import KM_PER_DEGREE, LATENT_DIM, cities_frame

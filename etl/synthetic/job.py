@@ -16,10 +16,10 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema, load_schema_file
-from etl.core.metrics import binned_auc
-from etl.core.schema_table import SCHEMA_TABLE, write_schema
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema, load_schema_file
+from core.metrics import binned_auc
+from core.schema_table import SCHEMA_TABLE, write_schema
 from etl.synthetic.config import GenerateConfig
 from etl.synthetic.dirty import corrupt_impressions, malformed_pois, malformed_users
 from etl.synthetic.entities import build_pois, build_users

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import StructField, StructType
 
-from etl.core.raw_schema import SPARK_TYPES
+from core.raw_schema import SPARK_TYPES
 
 
 def _schema(ddl: str) -> StructType:

@@ -18,10 +18,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema
-from etl.core.randomness import uniform
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema
+from core.randomness import uniform
+from core.schema_table import SCHEMA_TABLE, read_schema
 from etl.text.item_text import corpus_text
 from etl.text.slices import INPUT, TARGET, item_slices
 from etl.text.split import SPLITS, check_fraction, heldout_split

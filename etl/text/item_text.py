@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column
 
-from etl.core.dataset_schema import DatasetSchema
+from core.dataset_schema import DatasetSchema
 from etl.text.slice_text import wrapped_text
 from etl.text.slices import BASIC, BUSINESS, INPUT, TARGET, item_slices
 

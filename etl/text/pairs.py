@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
-from etl.core.splits import history_end
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema
+from core.schema_table import SCHEMA_TABLE, read_schema
+from core.splits import history_end
 from etl.text.item_text import COMPREHENSIVE, item_text
 from etl.text.slices import BASIC, BUSINESS
 from etl.text.split import SPLITS, check_fraction, heldout_split

@@ -1,4 +1,4 @@
-"""A declared slice's text as a Spark Column (etl.core.dataset_schema.SliceText).
+"""A declared slice's text as a Spark Column (core.dataset_schema.SliceText).
 
 Each field is renamed by the slice's `values` (a value renamed to "" is left out), else
 formatted by its printf `formats`, else cast to a string; the present fields are joined by the
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from etl.core.dataset_schema import SliceText
+from core.dataset_schema import SliceText
 from etl.tokens import join_wrapped, wrap
 
 

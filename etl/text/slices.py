@@ -3,7 +3,7 @@ and the embeddings use, and the one order their special tokens are added to the 
 
 from __future__ import annotations
 
-from etl.core.dataset_schema import DatasetSchema, TextSlice
+from core.dataset_schema import DatasetSchema, TextSlice
 from etl.tokens import scene_slice
 
 BUSINESS, BASIC, PROFILE, NONE = "business", "basic", "profile", "none"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from etl.core.dataset_schema import DatasetSchema, SliceText
+from core.dataset_schema import DatasetSchema, SliceText
 from etl.text.slice_text import slice_value, wrapped_text
 from etl.text.slices import profile_slices
 from etl.tokens import join_wrapped, wrap

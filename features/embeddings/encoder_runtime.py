@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.core.tracking import LATEST, TrackingError, resolve_latest
+from core.tracking import LATEST, TrackingError, resolve_latest
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "dbfs:/")
 SETTINGS_FILE = "encoder.json"  # the layout of training/embedding/pyfunc.py (not imported)
@@ -119,7 +119,7 @@ def _load_python_model(load_uri: str):
 def executor_stage_dir(master: str, lakehouse_root: str) -> Path | None:
     """Where the driver stages the encoder for executors: `<lakehouse>/_encoders` on a cluster
     with a filesystem lakehouse; None (workers load the MLflow URI) locally or on object storage."""
-    from etl.core.catalog import is_remote
+    from core.catalog import is_remote
 
     if master.startswith("local") or is_remote(lakehouse_root):
         return None

@@ -16,7 +16,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog, is_remote
+from core.catalog import TableCatalog, is_remote
 from features.embeddings.encoder_runtime import EncoderRef
 from features.embeddings.vectors import save_scene_vectors
 

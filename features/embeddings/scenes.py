@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
+from core.catalog import TableCatalog
 from features.embeddings import export, store
 from features.embeddings.encoder_runtime import (
     EncoderRef,

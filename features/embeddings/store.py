@@ -12,7 +12,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
+from core.catalog import TableCatalog
 
 REJECTS = "features.embedding_rejects"
 REJECT_COLUMNS = ("source", "key", "text", "reason", "encoder_version")

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import DatasetSchema
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
-from etl.core.splits import history_end
+from core.catalog import TableCatalog
+from core.dataset_schema import DatasetSchema
+from core.schema_table import SCHEMA_TABLE, read_schema
+from core.splits import history_end
 from etl.text.item_text import COMPREHENSIVE, item_text
 from etl.text.pairs import history
 from etl.text.user_text import user_texts

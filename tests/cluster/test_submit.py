@@ -33,7 +33,7 @@ def _log_encoder(lakehouse: Path, folder: Path) -> None:
     """A tiny stage-2 encoder logged into the lakehouse's store, as `larr train contrastive` does."""
     import mlflow
 
-    from etl.core.tracking import configure, experiment_for, record_model
+    from core.tracking import configure, experiment_for, record_model
 
     configure(str(lakehouse))
     experiment_for("contrastive")
@@ -121,7 +121,7 @@ def _tables(lakehouse: Path) -> list[str]:
 
 
 def test_every_table_equals_the_local_mode_run(spark, cluster_run, local_run):
-    from etl.core.catalog import TableCatalog
+    from core.catalog import TableCatalog
 
     on_cluster, local = (
         TableCatalog.resolve(str(cluster_run["lakehouse"])),
@@ -263,7 +263,7 @@ def test_ctr_trains_on_two_executors_like_one_process(spark, cluster, cluster_ru
 def test_a_worker_killed_mid_clean_is_survived_by_task_retry(spark, cluster, cluster_run, tmp_path):
     """SIGKILL one worker (and its executor) once the job's tasks run: Spark retries them on the
     other executor, the job finishes, and the tables equal the undisturbed run's."""
-    from etl.core.catalog import TableCatalog
+    from core.catalog import TableCatalog
 
     lakehouse = tmp_path / "lakehouse"
     shutil.copytree(cluster_run["lakehouse"], lakehouse)

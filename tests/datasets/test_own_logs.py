@@ -182,8 +182,8 @@ def _pipeline(
 ) -> dict:
     """Every job from the export to three trained CTR models; returns what the test checks.
     `missing_pairs`: the stage-2 pair types the dataset has no text for (weighted 0)."""
-    from etl.core.catalog import TableCatalog
-    from etl.core.schema_table import read_schema
+    from core.catalog import TableCatalog
+    from core.schema_table import read_schema
     from features.embeddings.export import EXPORT_DIR
     from training.lm.backbone import save_backbone
     from training.lm.tiny import tiny_llama, tiny_tokenizer
@@ -255,7 +255,7 @@ def test_a_declared_dataset_goes_from_export_to_a_scored_pyfunc(dataset, tmp_pat
     dictionary = catalog.read(spark, "features.scene_dictionary")
     assert {r[0] for r in dictionary.select("feature").distinct().collect()} == set(schema.scene_names)
     # the stage-2 encoder's tokenizer holds this dataset's slice tokens, none of the synthetic world's
-    from etl.core.tracking import resolve_latest
+    from core.tracking import resolve_latest
     from etl.text.slices import token_slices
 
     model_uri = resolve_latest("latest:contrastive")

@@ -4,10 +4,10 @@ import math
 import pytest
 from pyspark.sql import functions as F
 
+from core.randomness import uniform
+from core.schema_table import write_schema
 from etl.clean import job
 from etl.clean.config import CleanConfig
-from etl.core.randomness import uniform
-from etl.core.schema_table import write_schema
 from etl.synthetic.raw_schema import RAW_SCHEMAS
 from tests.etl.text_fixtures import SCHEMA
 

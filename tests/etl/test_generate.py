@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
-from etl.core.schema_table import SCHEMA_TABLE, read_schema
+from core.schema_table import SCHEMA_TABLE, read_schema
 from etl.synthetic import job
 from etl.synthetic.impressions import RAW_IMPRESSION_COLUMNS
 

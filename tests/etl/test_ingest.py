@@ -4,10 +4,10 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
+from core.raw_schema import raw_struct
+from core.schema_table import SchemaMismatchError, read_schema
 from etl.clean import job as clean
 from etl.clean.config import CleanConfig
-from etl.core.raw_schema import raw_struct
-from etl.core.schema_table import SchemaMismatchError, read_schema
 from etl.ingest import job
 from etl.ingest.mapping import MappingError, load_mapping
 from tests.conftest import REPO_ROOT

@@ -3,7 +3,7 @@
 import pytest
 from pyspark.sql import functions as F
 
-from etl.core.schema_table import write_schema
+from core.schema_table import write_schema
 from etl.synthetic.job import world_schema
 from etl.text import corpus, pairs
 from etl.tokens import unwrap_text

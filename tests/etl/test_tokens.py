@@ -1,8 +1,8 @@
 import pytest
 from pyspark.sql import functions as F
 
+from core.dataset_schema import parse_schema
 from etl import tokens
-from etl.core.dataset_schema import parse_schema
 from etl.text.slices import item_slices, profile_slices, token_slices
 from etl.tokens import (
     UnknownSliceError,

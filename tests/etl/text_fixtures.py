@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from etl.core.dataset_schema import load_schema_file
-from etl.core.schema_table import write_schema
+from core.dataset_schema import load_schema_file
+from core.schema_table import write_schema
 from etl.synthetic.job import SCHEMA_FILE
 
 # the synthetic world's declared schema: these rows follow it

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from etl.core import tracking
+from core import tracking
 from etl.tokens import wrap_text
 from features.embeddings import scenes
 from features.embeddings.encoder_runtime import EmbedError, get_encoder, resolve_encoder

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from etl.core.schema_table import write_schema
+from core.schema_table import write_schema
 from features import recall
 from features.embeddings import texts
 from features.embeddings.encoder_runtime import resolve_encoder

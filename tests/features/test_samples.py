@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
-from etl.core.randomness import uniform
-from etl.core.schema_table import write_schema
+from core.randomness import uniform
+from core.schema_table import write_schema
 from etl.synthetic.job import world_schema
 from features import samples, stats
 from features.samples import SamplesConfig
@@ -174,7 +174,7 @@ def test_fields_and_point_in_time_statistics_are_joined_and_zero_filled(spark, c
 
 @pytest.mark.parametrize("mode", ["impressions", "positive_only"])
 def test_same_result_under_any_partitioning_and_when_run_twice(spark, tmp_path, mode):
-    from etl.core.catalog import TableCatalog
+    from core.catalog import TableCatalog
 
     tables = []
     for partitions in (1, 5):

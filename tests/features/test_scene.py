@@ -91,7 +91,7 @@ def test_config_file_loads():
 
 def test_the_dictionary_follows_another_declared_schema(spark, catalog):
     """Four features of another dataset: a templated column, a bucketed numeric, two derivations."""
-    from etl.core.dataset_schema import parse_schema
+    from core.dataset_schema import parse_schema
 
     schema = parse_schema(
         {

@@ -9,8 +9,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from etl.core.catalog import TableCatalog
-from etl.core.spark import DELTA_CONFS, delta_jars
+from core.catalog import TableCatalog
+from core.spark import DELTA_CONFS, delta_jars
 from jobs.cli import main
 from tests.conftest import REPO_ROOT
 

@@ -21,7 +21,7 @@ from databricks.bundles.jobs import Job
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from etl.core.catalog import TableCatalog
+from core.catalog import TableCatalog
 from jobs.cli import build_parser
 from jobs.commands import COMMANDS, Command
 from jobs.config import default_config_path, load_config
@@ -303,9 +303,9 @@ def test_clusters_are_unity_catalog_ml_runtimes_and_gpu_work_runs_on_gpus(job_id
 # -- the command registry's tables --------------------------------------------------------------------
 def _tables_in_the_code() -> dict[str, tuple[set[str], set[str]]]:
     """(reads, writes) of each command, from the constants its job module reads and writes with."""
+    from core.raw_schema import TABLES as RAW
+    from core.schema_table import SCHEMA_TABLE
     from etl.clean import job as clean
-    from etl.core.raw_schema import TABLES as RAW
-    from etl.core.schema_table import SCHEMA_TABLE
     from etl.ingest import job as ingest
     from etl.synthetic import job as generate
     from etl.text import corpus, pairs
@@ -362,7 +362,7 @@ def test_the_wheel_requires_nothing_a_databricks_ml_runtime_provides_and_allows_
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, source / name)
-    for package in ("etl", "features", "training", "jobs"):
+    for package in ("core", "etl", "features", "training", "jobs", "benchmarks"):
         shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "dist"
     subprocess.run(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from etl.core import tracking
+from core import tracking
 from etl.text.slices import token_slices
 from etl.tokens import special_tokens, wrap_text
 from tests.etl.text_fixtures import SCHEMA

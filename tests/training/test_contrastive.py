@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from etl.core import tracking
-from etl.core.schema_table import write_schema
+from core import tracking
+from core.schema_table import write_schema
 from etl.text.slices import token_slices
 from etl.tokens import wrap_text
 from tests.etl.text_fixtures import SCHEMA

@@ -10,8 +10,8 @@ import mlflow
 import pytest
 import torch
 
-from etl.core import tracking
-from etl.core.schema_table import write_schema
+from core import tracking
+from core.schema_table import write_schema
 from etl.text.slices import token_slices
 from etl.tokens import special_tokens, wrap_text
 from tests.conftest import REPO_ROOT

@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from etl.core import tracking
+from core import tracking
 from tests.conftest import REPO_ROOT
-from tests.training.ctr.conftest import ctr_world  # noqa: F401 - fixture
 from tests.training.test_contrastive import _config as contrastive_config
 from tests.training.test_contrastive import backbone_dir, base_dir, pairs  # noqa: F401 - fixtures
 from tests.training.test_cpt import _config as cpt_config

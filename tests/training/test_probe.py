@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from etl.core.schema_table import write_schema
+from core.schema_table import write_schema
 from etl.text.slices import token_slices
 from tests.etl.text_fixtures import SCHEMA
 from tests.features.builders import clean_world

@@ -88,7 +88,7 @@ def delta_snapshot(spark, catalog, table: str, columns: list[str], where: str | 
 
     Args:
         spark: the SparkSession.
-        catalog: the `etl.core.catalog.TableCatalog` that resolves `table`.
+        catalog: the `core.catalog.TableCatalog` that resolves `table`.
         table: logical name, e.g. `pairs.contrastive`.
         columns: the columns to read.
         where: an optional Spark SQL predicate over partition columns only.

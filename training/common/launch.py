@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from etl.core.strict import ConfigError
+from core.strict import ConfigError
 from training.common.data import DataError, DeltaSnapshot
 
 LAUNCHERS = ("none", "torch_distributor", "deepspeed_distributor")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from etl.core.tracking import is_primary_process
+from core.tracking import is_primary_process
 
 
 def active() -> bool:

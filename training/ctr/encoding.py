@@ -1,6 +1,6 @@
 """Sample rows -> `CtrInputs`: one encoding for training batches and for the scoring model.
 
-The fields come from the dataset schema (`etl.core.dataset_schema.sample_fields`, read from the
+The fields come from the dataset schema (`core.dataset_schema.sample_fields`, read from the
 lakehouse by the trainer and saved with the model in its `FeatureLayout`). Categorical fields are
 hashed into per-field embedding tables (`id mod buckets`): user and POI ids, the xxhash64 ids of
 the declared string fields, the declared integer fields (and the list position) by value, and
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from etl.core.dataset_schema import SampleFields
+from core.dataset_schema import SampleFields
 from features.embeddings.vectors import SceneVectors
 from training.ctr.inputs import CtrInputs, FeatureLayout
 

@@ -26,7 +26,7 @@ class FeatureLayout:
     user_field: int  # index of user_id in field_names (LARR's alignment target)
     poi_field: int  # index of poi_id in field_names
     scene_features: tuple[str, ...] = ()  # the n scene features of CtrInputs.scene_rows (LARR)
-    # from the dataset schema (etl.core.dataset_schema.sample_fields), so scoring rebuilds the inputs
+    # from the dataset schema (core.dataset_schema.sample_fields), so scoring rebuilds the inputs
     hashed_fields: tuple[str, ...] = ()  # string columns behind the `<name>_id` fields
     small_int_fields: tuple[str, ...] = ()  # integer columns embedded by value
     log1p_numeric: tuple[str, ...] = ()  # numeric columns that enter as log1p

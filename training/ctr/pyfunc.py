@@ -37,7 +37,7 @@ SETTINGS_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
 SCENE_FILE = "scene_vectors.npz"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CODE_PACKAGES = ("training", "features", "etl")
+CODE_PACKAGES = ("core", "training", "features", "etl")
 
 
 def _tuple_fields(data: dict) -> dict:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from etl.core.catalog import TableCatalog, is_remote
-from etl.core.tracking import configure, experiment_name
+from core.catalog import TableCatalog, is_remote
+from core.tracking import configure, experiment_name
 
 MODEL_TAG, ABLATION_TAG, SEED_TAG, SWEEP_TAG = "larr.ctr_model", "larr.ablation", "larr.seed", "larr.sweep"
 SAMPLES_TAG = "larr.samples_version"

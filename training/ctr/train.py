@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from etl.core.dataset_schema import SAMPLE_WEIGHT, SampleFields, sample_fields
+from core.dataset_schema import SAMPLE_WEIGHT, SampleFields, sample_fields
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import (
     all_reduce_sum,
@@ -229,7 +229,7 @@ def find_scene_export(catalog, encoder_uri: str) -> str:
 
 def resolve_scene_vectors(catalog, cfg: CtrConfig) -> tuple[str, str]:
     """(export path, encoder URI) for LARR."""
-    from etl.core.tracking import TrackingError, resolve_latest
+    from core.tracking import TrackingError, resolve_latest
     from features.embeddings.vectors import load_scene_meta
 
     if cfg.scene_vectors:
@@ -250,7 +250,7 @@ def bayes_aucs(spark, catalog, table: str, test_version: int) -> dict:
     event_id); a world without truth, or positive_only samples, gives none."""
     from pyspark.sql import functions as sf
 
-    from etl.core.metrics import binned_auc
+    from core.metrics import binned_auc
 
     if catalog.version(spark, "truth.impressions") is None:
         return {}
@@ -273,7 +273,7 @@ def bayes_aucs(spark, catalog, table: str, test_version: int) -> dict:
 def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
     from pyspark.sql import functions as sf
 
-    from etl.core.schema_table import read_schema
+    from core.schema_table import read_schema
 
     schema = read_schema(spark, catalog)
     fields, scene_features = sample_fields(schema), schema.scene_names
@@ -474,7 +474,7 @@ def _predict_batch(
 
 
 def checkpoint_folder(catalog, cfg: CtrConfig, data: CtrData, seed: int) -> str:
-    from etl.core.catalog import is_remote
+    from core.catalog import is_remote
 
     if cfg.checkpoint_dir:
         return str(Path(cfg.checkpoint_dir) / f"seed-{seed}")
@@ -587,7 +587,7 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
             "larr.encoder_uri": data.encoder_uri or "",
         }
     )
-    from etl.core.tracking import flatten, log_params
+    from core.tracking import flatten, log_params
 
     params = flatten(cfg) | {
         "align_temperature": cfg.network.align_temperature,

@@ -396,8 +396,8 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
     pairs, collect the held-out pairs and the probe set."""
     from pyspark.sql import functions as F
 
-    from etl.core.schema_table import read_schema
-    from etl.core.tracking import resolve_latest
+    from core.schema_table import read_schema
+    from core.tracking import resolve_latest
     from etl.text.slices import token_slices
 
     backbone = resolve_latest(cfg.backbone)
@@ -453,7 +453,7 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
 
 def default_checkpoint_dir(catalog, cfg: ContrastiveConfig) -> str:
     """`checkpoint_dir`, or one per config key (with the backbone already resolved) in the lakehouse."""
-    from etl.core.catalog import is_remote
+    from core.catalog import is_remote
 
     if cfg.checkpoint_dir:
         return cfg.checkpoint_dir
@@ -665,7 +665,7 @@ def run(spark, catalog, cfg: ContrastiveConfig, log=print) -> dict:
 def train_and_log(cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log=print) -> dict:
     """Every rank: check the ranks pinned the same pairs, train, and (rank 0, inside an MLflow run)
     log the curve, the metrics and the encoder; returns the summary."""
-    from etl.core.tracking import record_model
+    from core.tracking import record_model
     from training.embedding.pyfunc import log_encoder
 
     info = dist_info()

@@ -51,7 +51,7 @@ def probe_set(
     (module docstring) and label; None when the lakehouse has no `truth.pois` or `clean.pois`."""
     from pyspark.sql import functions as F
 
-    from etl.core.schema_table import read_schema
+    from core.schema_table import read_schema
     from etl.text.item_text import item_text
 
     if attribute not in ATTRIBUTES:

@@ -52,7 +52,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from etl.core.tracking import record_model
+from core.tracking import record_model
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import (
     all_reduce_sum,
@@ -339,7 +339,7 @@ def prepare(spark, catalog, cfg: CptConfig) -> CptData:
     """
     from pyspark.sql import functions as F
 
-    from etl.core.schema_table import read_schema
+    from core.schema_table import read_schema
     from etl.text.slices import token_slices
 
     whole = delta_snapshot(spark, catalog, TABLE, [*COLUMNS, "split"])
@@ -369,7 +369,7 @@ def prepare(spark, catalog, cfg: CptConfig) -> CptData:
 
 
 def default_checkpoint_dir(catalog, cfg: CptConfig) -> str:
-    from etl.core.catalog import is_remote
+    from core.catalog import is_remote
 
     if cfg.checkpoint_dir:
         return cfg.checkpoint_dir

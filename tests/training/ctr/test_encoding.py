@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etl.core.dataset_schema import sample_fields
+from core.dataset_schema import sample_fields
 from tests.etl.text_fixtures import SCHEMA
 from training.ctr import encoding
 from training.ctr.encoding import EncodingConfig, FeatureError, SceneTable, build_layout, encode

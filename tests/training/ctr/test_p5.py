@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from etl.core.dataset_schema import sample_fields
+from core.dataset_schema import sample_fields
 from tests.etl.text_fixtures import SCHEMA
 from training.ctr.encoding import EncodingConfig, build_layout
 from training.ctr.inputs import CtrInputs

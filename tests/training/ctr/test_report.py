@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from etl.core import tracking
+from core import tracking
 from training.ctr.report import ReportConfig, ReportError, fmt, run
 
 T0 = 1_700_000_000_000  # ms

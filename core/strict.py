@@ -2,7 +2,7 @@
 
 An unknown key or a wrong type is a `ConfigError` that names the dotted key; a dataclass's own
 `__post_init__` check becomes one too. Job configs (jobs/config.py) and the dataset schema
-(etl/core/dataset_schema.py) are both built here, so every declared object is checked alike.
+(core/dataset_schema.py) are both built here, so every declared object is checked alike.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The raw tables: their names, keys and partitions (the platform's), and their columns and types
-(a dataset schema's, `etl.core.dataset_schema.DatasetSchema.raw_columns`).
+(a dataset schema's, `core.dataset_schema.DatasetSchema.raw_columns`).
 
 The validated `clean.*` tables have the raw tables' columns and types, minus the rejected rows.
 """
@@ -21,7 +21,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from etl.core.dataset_schema import DatasetSchema
+from core.dataset_schema import DatasetSchema
 
 TABLES: tuple[str, ...] = ("users", "pois", "impressions")
 KEYS: dict[str, str] = {"users": "user_id", "pois": "poi_id", "impressions": "event_id"}

@@ -1,6 +1,6 @@
 """Benchmark plumbing that needs no Spark: the scaling plot of `larr bench etl`."""
 
-from jobs.bench import _plot_scaling
+from benchmarks.etl import _plot_scaling
 
 
 def test_scaling_plot_is_a_png(tmp_path):

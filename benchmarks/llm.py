@@ -2,7 +2,7 @@
 written); one row of `cases` per (model, stage, train_layers, device); a PNG under
 <lakehouse>/_bench/llm/.
 
-Each case runs in its own Python process (`python -m jobs.bench_llm --case '<json>'`), so its
+Each case runs in its own Python process (`python -m benchmarks.llm --case '<json>'`), so its
 peak memory is its own: the process's peak RSS (`ru_maxrss`; `rss_before_model_mb` is the floor
 after the imports) and, on CUDA, `torch.cuda.max_memory_allocated`. A case builds the model as the
 trainers do (stage 1: `load_backbone` + `add_special_tokens` + `select_trainable`; stage 2:
@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from etl.core.catalog import TableCatalog, is_remote
+from core.catalog import TableCatalog, is_remote
 from etl.synthetic import vocab
 from etl.synthetic.entities import STREETS
 from etl.synthetic.job import declared_schema
@@ -494,7 +494,7 @@ def run_case(case: Case) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench_llm", "--case", json.dumps(asdict(case))],
+        [sys.executable, "-m", "benchmarks.llm", "--case", json.dumps(asdict(case))],
         capture_output=True,
         text=True,
         env=env,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from jobs.bench_llm import BenchLlmConfig, cpt_texts, pair_texts, run
+from benchmarks.llm import BenchLlmConfig, cpt_texts, pair_texts, run
 from training.embedding.contrastive import PAIR_TYPES
 
 

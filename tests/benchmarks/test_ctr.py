@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.bench_ctr import BenchCtrConfig, run
+from benchmarks.ctr import BenchCtrConfig, run
 
 
 def test_bench_reports_rates_ratio_loader_and_scoring_latency(spark, ctr_world):

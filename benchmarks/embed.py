@@ -20,12 +20,12 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
+from benchmarks.etl import _drop, _etl_steps, _scratch, _timed, _world_of_size
+from core.catalog import TableCatalog
 from etl.synthetic import job as generate_job
 from etl.text.slices import token_slices
 from features.embeddings.encoder_runtime import resolve_encoder
 from features.embeddings.udf import embedding_udf, length_sorted
-from jobs.bench import _drop, _etl_steps, _scratch, _timed, _world_of_size
 
 DICTIONARY = "features.scene_dictionary"
 TARGET_RATIO = 0.8

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JARS_DIR = REPO_ROOT / ".jars"
 
 SUBMIT_ENTRY = "spark_submit.py"  # spark-submit names an application after its entry file
 # what executors must import: the project (a wheel on --py-files, or installed) and the UDFs' needs
-EXECUTOR_MODULES = ("etl", "features", "training", "jobs", "pandas", "pyarrow")
+EXECUTOR_MODULES = ("core", "etl", "features", "training", "jobs", "pandas", "pyarrow")
 
 DELTA_CONFS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from etl.core.dataset_schema import (
+from core.dataset_schema import (
     DatasetSchema,
     SchemaError,
     load_schema_file,

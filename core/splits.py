@@ -9,7 +9,7 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from etl.core.dataset_schema import DatasetSchema
+from core.dataset_schema import DatasetSchema
 
 
 class SplitError(ValueError):

@@ -1,7 +1,7 @@
 import math
 
+from benchmarks.embed import BenchEmbedConfig, bench_embed
 from etl.tokens import scene_slice, wrap_text
-from jobs.bench_embed import BenchEmbedConfig, bench_embed
 from tests.features.builders import tiny_encoder_model
 
 

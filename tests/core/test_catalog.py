@@ -3,7 +3,7 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
-from etl.core.catalog import CatalogError, TableCatalog
+from core.catalog import CatalogError, TableCatalog
 
 
 def test_locations_and_unity_catalog_names(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from etl.core.catalog import is_remote
+from core.catalog import is_remote
 
 EXPERIMENT_PREFIX = "larr"
 # Databricks names experiments by workspace path: LARR_EXPERIMENT_PREFIX=/Users/<me>/larr there

@@ -13,8 +13,8 @@ import json
 
 from pyspark.sql import SparkSession
 
-from etl.core.catalog import TableCatalog
-from etl.core.dataset_schema import (
+from core.catalog import TableCatalog
+from core.dataset_schema import (
     SCHEMA_VERSION,
     DatasetSchema,
     SchemaError,

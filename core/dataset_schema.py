@@ -1,8 +1,8 @@
 """The dataset schema: what a team's logs hold, declared once and read by every job.
 
-A typed frozen dataclass, built strictly (etl/core/strict.py) from the `schema:` section of an
+A typed frozen dataclass, built strictly (core/strict.py) from the `schema:` section of an
 ingest mapping or from the synthetic world's etl/synthetic/schema.yaml, and stored in the
-lakehouse as `raw.dataset_schema` (etl/core/schema_table.py). Later jobs read it from there,
+lakehouse as `raw.dataset_schema` (core/schema_table.py). Later jobs read it from there,
 never from a constant. The reference of every key is docs/dataset_schema.md.
 
 The platform's own columns are fixed: `event_id`, `ts`, `user_id`, `poi_id` (the item id: the
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from etl.core.strict import ConfigError, build
+from core.strict import ConfigError, build
 
 SCHEMA_VERSION = 1
 COLUMN_TYPES = ("string", "double", "long", "int", "boolean", "timestamp", "date")

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.core.catalog import TableCatalog
-from etl.core.randomness import randint
+from benchmarks.etl import _timed
+from core.catalog import TableCatalog
+from core.randomness import randint
 from features.samples import draw_negatives
-from jobs.bench import _timed
 
 
 @dataclass(frozen=True)

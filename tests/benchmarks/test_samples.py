@@ -1,6 +1,6 @@
 """`larr bench samples` at tiny sizes: one group of every item, events x k negatives per size."""
 
-from jobs.bench_samples import BenchSamplesConfig, bench_samples
+from benchmarks.samples import BenchSamplesConfig, bench_samples
 
 
 def test_each_size_draws_events_x_k_negatives_and_reports_its_ratio_to_the_smallest(spark, catalog):

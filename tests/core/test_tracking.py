@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import mlflow
 import pytest
 
-from etl.core import tracking
+from core import tracking
 
 
 @dataclass(frozen=True)

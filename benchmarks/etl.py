@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from etl.core.catalog import TableCatalog, is_remote
+from core.catalog import TableCatalog, is_remote
 from etl.synthetic import job as generate_job
 from etl.synthetic.config import GenerateConfig, WorldConfig
 
