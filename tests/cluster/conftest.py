@@ -1,6 +1,6 @@
 """A real standalone Spark cluster (a master and two 1-core workers from the venv's pyspark,
 `jobs/spark/cluster.sh`) for the whole `cluster` test session, on free ports in a temp folder,
-and the README's cluster recipe as a bash script."""
+and the cluster recipe of docs/cluster.md as a bash script."""
 
 from __future__ import annotations
 
@@ -76,10 +76,11 @@ def cluster(tmp_path_factory) -> Cluster:
 
 
 def recipe_lines() -> list[str]:
-    """The bash lines of README's cluster recipe (the fenced block after the `cluster-recipe` mark)."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    start = readme.index("<!-- cluster-recipe")
-    block = re.search(r"```bash\n(.*?)\n\s*```", readme[start:], re.S)
+    """The bash lines of docs/cluster.md's cluster recipe (the fenced block after the `cluster-recipe`
+    mark)."""
+    page = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    start = page.index("<!-- cluster-recipe")
+    block = re.search(r"```bash\n(.*?)\n\s*```", page[start:], re.S)
     return [line.strip() if line.startswith("  ") else line for line in block.group(1).splitlines()]
 
 

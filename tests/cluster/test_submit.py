@@ -1,4 +1,4 @@
-"""The README's cluster recipe, run as written on a real standalone cluster (two executors):
+"""The cluster recipe of docs/cluster.md, run as written on a real standalone cluster (two executors):
 every application ran tasks on both executors (event logs), every table equals the local-mode
 run's row for row, the embedding UDF loaded the encoder once per Python worker from the staged
 copy on the lakehouse, and cluster faults end in one line or in Spark's task retry."""
