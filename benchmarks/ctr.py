@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.ctr.names import CTR_MODELS, LARR, P5, PLE
+
 
 class BenchCtrError(ValueError):
     pass
@@ -29,7 +31,7 @@ class BenchCtrError(ValueError):
 
 @dataclass(frozen=True)
 class BenchCtrConfig:
-    models: tuple[str, ...] = ("wide_deep", "deepfm", "ple", "larr", "p5")
+    models: tuple[str, ...] = CTR_MODELS
     batch_size: int = 2400
     steps: int = 5
     warmup: int = 2
@@ -93,11 +95,9 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
     from training.ctr.encoding import build_layout, raw_columns
     from training.ctr.pyfunc import save_scoring_model
 
-    base = train.CtrConfig(model="larr", scene_vectors=cfg.scene_vectors, batch_size=cfg.batch_size)
+    base = train.CtrConfig(model=LARR, scene_vectors=cfg.scene_vectors, batch_size=cfg.batch_size)
     data = train.prepare(spark, catalog, base, log=log)
-    p5_data = (
-        train.prepare(spark, catalog, replace(base, model="p5"), log=log) if "p5" in cfg.models else None
-    )
+    p5_data = train.prepare(spark, catalog, replace(base, model=P5), log=log) if P5 in cfg.models else None
 
     # the loader alone: one pass over the train split at the training batch size
     started, loaded = time.perf_counter(), 0
@@ -118,14 +118,14 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
 
     built = {}
     for name in cfg.models:
-        model_cfg = replace(base, model=name, scene_vectors=cfg.scene_vectors if name == "larr" else "")
-        model, layout, scene = train.build(model_cfg, data if name != "p5" else p5_data)
+        model_cfg = replace(base, model=name, scene_vectors=cfg.scene_vectors if name == LARR else "")
+        model, layout, scene = train.build(model_cfg, data if name != P5 else p5_data)
         built[name] = (model_cfg, model, layout, scene)
     rates: dict[str, list[float]] = {name: [] for name in cfg.models}
     for round_index in range(cfg.rounds):
         for name in cfg.models:
             model_cfg, model, layout, scene = built[name]
-            is_p5 = name == "p5"
+            is_p5 = name == P5
             if is_p5 and round_index > 0:
                 continue  # one round of the LLM is enough to know it is orders of magnitude slower
             batches = p5_batches if is_p5 else in_memory
@@ -144,13 +144,13 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
         "batch_size": cfg.batch_size,
         "loader_rows_per_s": round(loader_rate, 1),
     }
-    if "larr" in samples_per_s and "ple" in samples_per_s:
-        figures["larr_ple_time_ratio"] = round(samples_per_s["ple"] / samples_per_s["larr"], 3)
+    if LARR in samples_per_s and PLE in samples_per_s:
+        figures["larr_ple_time_ratio"] = round(samples_per_s[PLE] / samples_per_s[LARR], 3)
         # the two run back to back in each round: the per-round ratios show how noisy the median is
         figures["larr_ple_time_ratio_per_round"] = [
-            round(ple / larr, 3) for ple, larr in zip(rates["ple"], rates["larr"], strict=True)
+            round(ple / larr, 3) for ple, larr in zip(rates[PLE], rates[LARR], strict=True)
         ]
-    id_models = [samples_per_s[n] for n in samples_per_s if n != "p5"]
+    id_models = [samples_per_s[n] for n in samples_per_s if n != P5]
     if id_models:
         figures["loader_headroom"] = round(loader_rate / max(id_models), 3)
 
@@ -164,7 +164,7 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
     )
     latency = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("ple", "larr"):
+        for name in (PLE, LARR):
             if name not in built:
                 continue
             model_cfg, model, layout, _ = built[name]

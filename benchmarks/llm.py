@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from core.catalog import TableCatalog, is_remote
+from core.tracking import FULL_METHOD, NO_CPT
 from etl.synthetic import vocab
 from etl.synthetic.entities import STREETS
 from etl.synthetic.job import declared_schema
@@ -347,7 +348,7 @@ def _build(case: Case):
         return model, model, tokenizer, no_decay, cfg, (lambda m, b: cpt.lm_loss(m, b, device)), batches
     cfg = ContrastiveConfig(
         backbone=case.path,
-        ablation="none" if _has_special_tokens(case.path) else "no_cpt",  # provenance only: same speed
+        ablation=FULL_METHOD if _has_special_tokens(case.path) else NO_CPT,  # provenance only: same speed
         max_length=case.max_length,
         batch_size=case.batch_size // 2,
         train_layers=case.train_layers,
@@ -389,8 +390,14 @@ def measure(case: Case) -> dict:
         settings = LoopSettings(max_steps=len(part), progress=False)
         _sync(device)
         started = time.perf_counter()
-        result = train_loop(
-            engine, lambda epoch, skip: part[skip:], loss_fn, settings, config=cfg, log=lambda _: None
+        result = train_loop(  # no per-step MLflow metrics: their calls would be timed too
+            engine,
+            lambda epoch, skip: part[skip:],
+            loss_fn,
+            settings,
+            config=cfg,
+            log=lambda _: None,
+            step_metrics=False,
         )
         _sync(device)
         return result.tokens, time.perf_counter() - started, result.losses[-1]

@@ -74,15 +74,17 @@ STAGE_DESCRIPTIONS = {
     "features": "Feature jobs (`larr features scene|stats`): the scene dictionary and the "
     "point-in-time statistics.",
     "cpt": "Stage 1, continual pretraining with the dataset's special tokens (`larr train cpt`): "
-    "train_loss per optimizer step, held-out perplexity, the backbone.",
+    "train_loss, lr and tokens_per_s per optimizer step (live), held-out perplexity, the backbone.",
     "contrastive": "Stage 2, contrastive fine-tuning into a 128-d text encoder (`larr train "
-    "contrastive`): train_loss per step, retrieval recall and MRR, the `encoder` pyfunc model.",
+    "contrastive`): train_loss, lr and tokens_per_s per step (live), retrieval recall and MRR, "
+    "the `encoder` pyfunc model.",
     "embed": "Stage 3 offline: scene and text embeddings with the frozen encoder (`larr embed "
     "scenes|texts`).",
     "ctr": "Stage 3, the CTR / CTCVR models (`larr train ctr`, `larr sweep`): one run per command "
     "with a nested run per seed, tagged larr.ctr_model, larr.ablation, larr.seed; select seed runs "
-    "to compare their train_loss curves and ctr_auc, or read `larr report`.",
-    "report": "Tables 2 and 3 (`larr report`) from the ctr experiment's seed runs.",
+    "to compare their train_loss, lr and samples_per_s curves and ctr_auc, or read `larr report`.",
+    "report": "Tables 2 and 3 (`larr report`) from the ctr experiment's seed runs: the markdown "
+    "report and tables, the AUC-per-model and sweep plots as artifacts, the cells as metrics.",
     "recall": "The case study (`larr recall`): a free-text scene to the top POIs by cosine.",
     "bench": "Benchmarks (`larr bench ...`): throughput against a baseline measured in the same run.",
 }
@@ -164,9 +166,13 @@ def stage_run(
 MODEL_URI_TAG = "larr.model_uri"
 VARIANT_TAG = "larr.variant"
 LATEST = "latest:"
+# The variants a model run is tagged with (VARIANT_TAG), the ablations of the text stages:
+# the full method, stage 2 trained from the base model (no stage 1), stage 1's model without stage 2.
+FULL_METHOD, NO_CPT, NO_FT = "none", "no_cpt", "no_ft"
+VARIANTS = (FULL_METHOD, NO_CPT, NO_FT)
 
 
-def record_model(uri: str, variant: str = "none") -> None:
+def record_model(uri: str, variant: str = FULL_METHOD) -> None:
     """Tag the active run with the URI of the model it logged, so `latest:<stage>` can find it."""
     import mlflow
 
@@ -182,7 +188,7 @@ def resolve_latest(source: str) -> str:
     import mlflow
 
     stage, _, variant = source.removeprefix(LATEST).partition("/")
-    variant = variant or "none"
+    variant = variant or FULL_METHOD
     name = experiment_name(stage)
     experiment = mlflow.MlflowClient().get_experiment_by_name(name)
     runs = []

@@ -97,10 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def log_figures(figures: dict) -> None:
-    """Numbers as MLflow metrics; table versions as params (lineage); everything as summary.json."""
+    """Numbers as MLflow metrics (but for those the job already logged: a per-step curve such as
+    tokens_per_s keeps its history); table versions as params (lineage); everything as summary.json."""
     import mlflow
 
-    mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    numbers = {k: float(v) for k, v in figures.items() if isinstance(v, int | float) and k not in held}
+    mlflow.log_metrics(numbers)
     for key in ("table_versions", "input_versions", "output_versions"):
         for table, version in (figures.get(key) or {}).items():
             mlflow.log_param(f"{key}.{table}", version)
@@ -110,14 +113,19 @@ def log_figures(figures: dict) -> None:
             mlflow.log_artifact(value)
 
 
-def run_command(command: Command, args: argparse.Namespace) -> dict:
-    started = time.perf_counter()
+def command_config(command: Command, args: argparse.Namespace):
+    """The command's typed config: its YAML (or --config), then --set overrides and flags."""
     config_path = args.config or (default_config_path(command.config_file) if command.config_file else None)
     # a flag's value is a string as typed (JSON-quoted, so YAML reads no list or mapping into it)
     flagged = [
         f"{k}={json.dumps(v)}" for k in command.flags if (v := getattr(args, f"flag_{k}", None)) is not None
     ]
-    cfg = load_config(command.config_cls, config_path, [*args.overrides, *flagged])
+    return load_config(command.config_cls, config_path, [*args.overrides, *flagged])
+
+
+def run_command(command: Command, args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    cfg = command_config(command, args)
     catalog = TableCatalog.resolve(args.lakehouse, args.unity_catalog)
     catalog.check_writable()
     configure(catalog.root)  # an unreachable store fails here, before any Spark work

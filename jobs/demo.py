@@ -4,15 +4,15 @@
     python -m jobs.demo study [--lakehouse DIR] [--restart]
 
 Each step is one `larr` command run as its own process, as a user would type it. A step that
-finished is recorded in `<lakehouse>/_demo/<profile>.json`, so an interrupted demo re-run continues
-with the first step not yet done (a training step that was cut short resumes from its last
+finished is recorded in `<lakehouse>/_demo/steps.json`, so an interrupted demo re-run continues
+with the first step not yet done, and the study after the demo skips the steps they share (a training step that was cut short resumes from its last
 checkpoint, as every trainer does); running a step again forgets the steps after it, whose inputs
 it has just rewritten. `--restart` forgets them all. The demo ends with each step's share of the
 time, a short table of the CTR models against the Bayes ceiling and where to look next.
 
 The demo runs the defaults of `jobs/*.yaml` except where a step says otherwise: stage 2 skips
-the base model's evaluation, and the CTR models train one seed. The study is the demo's data plus
-the ablation encoders, every CTR model and ablation over the configured seeds, P5, the sweeps, the
+the base model's evaluation, and the CTR models train one seed. The study is the demo's data and
+LLM stages (skipped when the demo has run) plus the ablation encoders, every CTR model and ablation over the configured seeds, P5, the sweeps, the
 bring-your-own-logs example and the report.
 """
 
@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.paths import BASE_MODEL, REPO_ROOT, default_lakehouse
+from core.tracking import FULL_METHOD
+from training.ctr.names import CTR_ABLATIONS, DEEPFM, ID_MODELS, LARR, P5, PLE
 
 SCENE = "a user visiting Chengdu on vacation"
-DEMO_MODELS = ("deepfm", "ple", "larr")
+DEMO_MODELS = (DEEPFM, PLE, LARR)
 # Spark's and the JVM's start-up chatter; the commands' own lines and their JSON pass through
 NOISE = re.compile(r"^(WARNING|Using Spark|Setting default|To adjust|\s*$|[0-9/]+ [0-9:]+ (WARN|INFO))")
 
@@ -78,15 +80,15 @@ DEMO = [
 ]
 STUDY = [
     *DATA,
-    *_steps("train cpt", "train contrastive", "embed scenes", "embed texts --set sides=[poi]"),
+    *LLM,
     *_steps(
         f"train contrastive --set ablation=no_cpt --set backbone={BASE_MODEL}",
         "train contrastive --set ablation=no_ft",
         "embed scenes --set encoder=latest:contrastive/no_cpt",
         "embed scenes --set encoder=latest:contrastive/no_ft",
-        *(f"train ctr --model {model}" for model in ("wide_deep", "deepfm", "ple", "larr")),
-        *(f"train ctr --model larr --ablation {ablation}" for ablation in ("no_cpt", "no_ft", "no_al")),
-        "train ctr --model p5",
+        *(f"train ctr --model {model}" for model in ID_MODELS),
+        *(f"train ctr --model {LARR} --ablation {a}" for a in CTR_ABLATIONS if a != FULL_METHOD),
+        f"train ctr --model {P5}",
         "sweep --set seeds=[1]",
     ),
     Step(("etl", "ingest", "--set", "mapping=tests/data/byo/mapping.yaml"), lakehouse="byo", quiet=True),
@@ -96,19 +98,22 @@ STUDY = [
 ]
 PROFILES = {"demo": DEMO, "study": STUDY}
 # measured on this project's 2-core machine (docs/benchmarks.md); said up front, not promised
-EXPECTED_MINUTES = {"demo": 15, "study": 60}
+EXPECTED = {
+    "demo": "about 15 minutes on 2 cores after set-up",
+    "study": "about 45 minutes on 2 cores after `make demo`, whose data and LLM stages it reuses",
+}
 
 
 @dataclass
 class Progress:
-    """The steps of one profile that finished, kept in the lakehouse beside the tables they wrote."""
+    """The steps that finished (either profile), kept in the lakehouse beside the tables they wrote."""
 
     path: Path
     done: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, lakehouse: Path, profile: str) -> Progress:
-        path = lakehouse / "_demo" / f"{profile}.json"
+    def load(cls, lakehouse: Path) -> Progress:
+        path = lakehouse / "_demo" / "steps.json"
         done = json.loads(path.read_text())["done"] if path.is_file() else {}
         return cls(path, done)
 
@@ -218,13 +223,12 @@ def where_next(profile: str, lakehouse: Path) -> str:
 
 def run(profile: str, lakehouse: Path, restart: bool = False) -> int:
     steps = PROFILES[profile]
-    progress = Progress.load(lakehouse, profile)
+    progress = Progress.load(lakehouse)
     if restart:
         progress.forget_after(steps, 0)
     done = [s for s in steps if s.key in progress.done]
     print(
-        f"larr {profile}: {len(steps)} steps into {lakehouse}, about {EXPECTED_MINUTES[profile]} minutes "
-        "on 2 cores after set-up",
+        f"larr {profile}: {len(steps)} steps into {lakehouse}, {EXPECTED[profile]}",
         flush=True,
     )
     if done:

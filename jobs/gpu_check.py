@@ -75,7 +75,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("embed", "cpt", "contrastive", "zero2", "zero3", "ctr")
-CTR_MODELS = ("wide_deep", "deepfm", "ple", "larr", "p5")
 DEFAULT_BUDGET_S = 450.0  # `make gpu-check` must finish within 8 minutes
 PART_CAP_S = {"embed": 150, "cpt": 75, "contrastive": 75, "zero2": 90, "zero3": 90, "ctr": 120}
 ARROW_BATCH = 10_000  # spark.sql.execution.arrow.maxRecordsPerBatch's default: one UDF batch
@@ -181,7 +180,7 @@ def need(module: str, why: str) -> None:
 
 
 def need_project() -> None:
-    need("pyspark", "the project's modules import it; carry it as README's GPU check says")
+    need("pyspark", "the project's modules import it; carry it as docs/cluster.md's GPU check says")
 
 
 def java_version() -> str | None:
@@ -673,6 +672,7 @@ def part_zero(ctx: Context, stage_number: int) -> dict:
             LoopSettings(max_steps=len(part), progress=False),
             config=cfg,
             log=lambda _: None,
+            step_metrics=False,  # timed: no per-step MLflow calls
         )
         return result.tokens, result.losses[-1]
 
@@ -779,6 +779,7 @@ def part_ctr(ctx: Context) -> dict:
     from training.common.seed import seed_everything
     from training.ctr import train as ctr_train
     from training.ctr.encoding import EncodingConfig
+    from training.ctr.names import CTR_MODELS, LARR, P5
 
     sizes = ctx.sizes
     device = ctx.device()
@@ -802,7 +803,7 @@ def part_ctr(ctx: Context) -> dict:
     for name in CTR_MODELS:
         started = time.perf_counter()
         try:
-            is_p5 = name == "p5"
+            is_p5 = name == P5
             p5 = ctr_train.P5Config()
             if is_p5:  # P5 on the check LLM (SmolLM2 in production)
                 p5 = replace(
@@ -817,7 +818,7 @@ def part_ctr(ctx: Context) -> dict:
                 encoding=EncodingConfig(id_buckets=sizes.ctr_id_buckets),
             )
             model_data = (
-                replace(data, scene_vectors=export, encoder_uri="gpu-check") if name == "larr" else data
+                replace(data, scene_vectors=export, encoder_uri="gpu-check") if name == LARR else data
             )
             ctx.reset_peak()
             seed_everything(SEED)
@@ -836,8 +837,14 @@ def part_ctr(ctx: Context) -> dict:
 
             def train(part, engine=engine, loss_fn=loss_fn, cfg=cfg):
                 settings = LoopSettings(max_steps=len(part), progress=False)
-                return train_loop(
-                    engine, lambda e, s: part[s:], loss_fn, settings, config=cfg, log=lambda _: None
+                return train_loop(  # timed: no per-step MLflow calls
+                    engine,
+                    lambda e, s: part[s:],
+                    loss_fn,
+                    settings,
+                    config=cfg,
+                    log=lambda _: None,
+                    step_metrics=False,
                 )
 
             train(batches[: sizes.warmup] or batches[:1])
@@ -1071,7 +1078,7 @@ LEFT_OUT = ("pyspark/jars/", "pyspark/examples/", "pyspark/tests/", "mlflow/serv
 
 def pack_deps(target: Path) -> dict:
     """`target`/larr-gpu-deps.tar.gz (the CARRY distributions as installed here, pure Python, with
-    their dist-info) and `target`/<BINARY>-cp312 wheels; what to run there is in README's GPU check."""
+    their dist-info) and `target`/<BINARY>-cp312 wheels; what to run there is in docs/cluster.md (the GPU check)."""
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "larr-gpu-deps.tar.gz"
     packed, missing = [], []

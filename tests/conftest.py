@@ -12,8 +12,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# fixtures that start a JVM: a test using one (directly or through another fixture) is `slow`
+SPARK_FIXTURES = {"spark", "world_catalog", "ctr_world"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` are skipped where torch sees no CUDA device."""
+    """Tests that need Spark are marked `slow` (`make test-fast` leaves them out); tests marked
+    `gpu` are skipped where torch sees no CUDA device."""
+    for item in items:
+        if SPARK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

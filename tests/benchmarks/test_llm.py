@@ -8,6 +8,7 @@ from benchmarks.llm import BenchLlmConfig, cpt_texts, pair_texts, run
 from training.embedding.contrastive import PAIR_TYPES
 
 
+@pytest.mark.slow  # trains both LLM stages of a tiny model
 def test_both_stages_of_the_tiny_model_report_throughput_memory_and_a_plot(catalog):
     cfg = BenchLlmConfig(models="tiny", device="cpu", max_length=64, warmup_steps=1, steps=2)
     lines = []

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from jobs.gpu_check import CTR_MODELS, PARTS
+from jobs.gpu_check import PARTS
 from tests.conftest import REPO_ROOT
+from training.ctr.names import CTR_MODELS
 
 LLM_PARTS = ("cpt", "contrastive", "zero2", "zero3")
 

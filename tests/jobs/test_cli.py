@@ -65,6 +65,7 @@ def test_unwritable_lakehouse_and_unreachable_tracking(tmp_path, capsys, monkeyp
     assert not (tmp_path / "lh" / "raw").exists()
 
 
+@pytest.mark.slow  # spark-submit starts its own JVM
 def test_generate_runs_under_spark_submit(tmp_path):
     lakehouse = tmp_path / "lakehouse"
     spark_submit = Path(sys.executable).parent / "spark-submit"
@@ -95,3 +96,19 @@ def test_every_user_error_class_exists_and_a_bug_is_not_one():
 
     assert is_user_error(CptError("bad"))
     assert not is_user_error(KeyError("a bug"))
+
+
+def test_figures_leave_the_per_step_curves_a_job_logged_alone(lakehouse):
+    from core import tracking
+    from jobs.cli import log_figures
+    from training.common.tracking import StepLogger
+
+    with tracking.stage_run("unit", str(lakehouse), {"x": 1}) as run:
+        steps = StepLogger()
+        for step in (1, 2, 3):
+            steps.log(step, {"tokens_per_s": 100.0 * step})
+        steps.flush()
+        log_figures({"tokens_per_s": 150.0, "steps": 3, "model": "ple"})
+    client = mlflow.MlflowClient()
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "tokens_per_s")) == [1, 2, 3]
+    assert client.get_run(run.info.run_id).data.metrics == {"tokens_per_s": 300.0, "steps": 3.0}

@@ -12,6 +12,7 @@ from etl.text.slices import token_slices
 from etl.tokens import wrap_text
 from tests.etl.text_fixtures import SCHEMA
 from training.common.data import DeltaBatches
+from training.common.schedule import warmup_cosine
 from training.common.text import TextCounts
 from training.embedding.contrastive import (
     PAIR_TYPES,
@@ -109,8 +110,15 @@ def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, ba
     with tracking.stage_run("contrastive", pairs.root, cfg) as mlflow_run:
         summary = run(spark, pairs, cfg, log=lambda _: None)
     assert summary["steps"] == 3 and math.isfinite(summary["final_loss"]) and summary["tokens_per_s"] > 0
-    history = mlflow.MlflowClient().get_metric_history(mlflow_run.info.run_id, "train_loss")
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(mlflow_run.info.run_id, "train_loss")
     assert len(history) == 3 and all(math.isfinite(m.value) for m in history)
+    for key in ("train_loss", "lr", "tokens_per_s"):  # per step while training, once each
+        assert sorted(m.step for m in client.get_metric_history(mlflow_run.info.run_id, key)) == [1, 2, 3]
+    lrs = sorted(client.get_metric_history(mlflow_run.info.run_id, "lr"), key=lambda m: m.step)
+    assert [m.value for m in lrs] == pytest.approx(
+        [cfg.lr * warmup_cosine(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio) for s in range(3)]
+    )
     for key in (
         "recall_at_10_user_poi",
         "recall_at_10_user_poi_base",

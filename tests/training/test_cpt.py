@@ -136,28 +136,34 @@ def test_one_step_through_petastorm_trains_only_the_chosen_weights(spark, corpus
     assert not torch.equal(old[embed][special], new[embed][special])  # special-token rows trained
 
     client = mlflow.MlflowClient()
-    assert len(client.get_metric_history(mlflow_run.info.run_id, "train_loss")) == 1
+    for key in ("train_loss", "lr", "tokens_per_s"):  # per step while training, once each
+        assert [m.step for m in client.get_metric_history(mlflow_run.info.run_id, key)] == [1], key
     assert "train_loss.png" in {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
 
 
 KILLED_RUN = """
 import os, pickle, signal, sys, json
+import mlflow
 import torch
 torch.set_num_threads(1)
 from training.lm.cpt import train
 
-cfg, data, kill_at = pickle.loads(open(sys.argv[1], "rb").read())
+cfg, data, kill_at, tracking_uri, run_id = pickle.loads(open(sys.argv[1], "rb").read())
 def hook(step, path, model):
     if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
-out = train(cfg, data, cfg.checkpoint_dir, log=lambda _: None, on_checkpoint=hook)
+mlflow.set_tracking_uri(tracking_uri)
+with mlflow.start_run(run_id=run_id):  # both processes log into one run, as a relaunched job would
+    out = train(cfg, data, cfg.checkpoint_dir, log=lambda _: None, on_checkpoint=hook)
 print(json.dumps({"resumed_from": out.summary["resumed_from_step"], "losses": out.losses}))
 """
 
 
-def _subprocess(tmp_path: Path, cfg: CptConfig, data, kill_at: int) -> subprocess.CompletedProcess:
+def _subprocess(
+    tmp_path: Path, cfg: CptConfig, data, kill_at: int, run_id: str
+) -> subprocess.CompletedProcess:
     job = tmp_path / f"job-{kill_at}.pkl"
-    job.write_bytes(pickle.dumps((cfg, data, kill_at)))
+    job.write_bytes(pickle.dumps((cfg, data, kill_at, mlflow.get_tracking_uri(), run_id)))
     return subprocess.run(
         [sys.executable, "-c", KILLED_RUN, str(job)],
         cwd=REPO_ROOT,
@@ -171,19 +177,33 @@ def test_a_killed_run_resumes_to_the_state_of_an_uninterrupted_run(spark, corpus
     killed_dir = tmp_path / "killed"
     cfg = _config(backbone_dir, killed_dir)  # 6 steps x 2 micro-batches: 12 batches, 10 per epoch
     data = prepare(spark, corpus, cfg)
+    tracking.configure(corpus.root)
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(tracking.experiment_for("cpt")).info.run_id
 
-    first = _subprocess(tmp_path, cfg, data, kill_at=2)
+    first = _subprocess(tmp_path, cfg, data, kill_at=2, run_id=run_id)
     assert first.returncode == -9, first.stderr[-2000:]
     assert [p.name for p in checkpoints(killed_dir)] == ["step-000002"]
     (killed_dir / f"{TMP_PREFIX}step-000004").mkdir()  # as if killed while writing the next one
     (killed_dir / f"{TMP_PREFIX}step-000004" / "model.pt").write_bytes(b"half")
 
-    second = _subprocess(tmp_path, cfg, data, kill_at=0)
+    second = _subprocess(tmp_path, cfg, data, kill_at=0, run_id=run_id)
     assert second.returncode == 0, second.stderr[-2000:]
     resumed = json.loads(second.stdout.strip().splitlines()[-1])
     assert resumed["resumed_from"] == 2
     assert [p.name for p in checkpoints(killed_dir)] == ["step-000004", "step-000006"]  # keep 2
     assert not list(killed_dir.glob(f"{TMP_PREFIX}*"))
+    # the run charted every step once while training: 1-2 before the kill, 3-6 after the resume
+    history = {
+        key: sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        for key in ("train_loss", "lr", "tokens_per_s")
+    }
+    for key, points in history.items():
+        assert [m.step for m in points] == [1, 2, 3, 4, 5, 6], key
+    assert [m.value for m in history["train_loss"]] == pytest.approx(resumed["losses"])
+    schedule = [warmup_cosine(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio) for s in range(6)]
+    assert [m.value for m in history["lr"]] == pytest.approx([cfg.lr * r for r in schedule])
+    assert all(m.value > 0 for m in history["tokens_per_s"])
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -39,10 +39,10 @@ from training.lm.backbone import save_backbone
 stage, cfg, data, out = pickle.loads(open(sys.argv[1], "rb").read())
 module = __import__(f"training.{stage}", fromlist=["train"])
 trained = module.train(cfg, data, cfg.checkpoint_dir, log=lambda _: None)
-model = trained.model if stage == "lm.cpt" else trained.encoder
+model = trained.model
 with full_weights(model.parameters()):
     backbone = model if stage == "lm.cpt" else model.backbone
-    save_backbone(backbone, trained.tokenizer, out)
+    save_backbone(backbone, trained.preprocessor, out)
     projection = None if stage == "lm.cpt" else model.projection.weight.detach().clone().tolist()
 print(json.dumps({"losses": trained.losses, "summary": trained.summary, "projection": projection}))
 """
@@ -129,5 +129,5 @@ def test_contrastive_under_zero2_matches_plain_torch(spark, pairs, backbone_dir,
     result, saved = _deepspeed_run(tmp_path, "embedding.contrastive", ds_cfg, data)
     assert torch.allclose(torch.tensor(result["losses"]), torch.tensor(plain.losses), atol=1e-4)
     assert result["summary"]["recall_at_10_user_poi"] == pytest.approx(plain.summary["recall_at_10_user_poi"])
-    assert torch.allclose(torch.tensor(result["projection"]), plain.encoder.projection.weight, atol=2e-5)
-    _assert_same_weights(saved, plain.encoder.backbone, backbone_dir)
+    assert torch.allclose(torch.tensor(result["projection"]), plain.model.projection.weight, atol=2e-5)
+    _assert_same_weights(saved, plain.model.backbone, backbone_dir)

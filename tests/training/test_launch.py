@@ -226,6 +226,9 @@ def test_ctr_on_two_ranks_equals_one_process_and_rank_0_alone_logs(spark, ctr_wo
     assert two["seed_runs"] == [child_two.info.run_id]
     curve_one, curve_two = _history(child_one.info.run_id), _history(child_two.info.run_id)
     assert len(curve_two) == 6 and np.abs(np.subtract(curve_two, curve_one)).max() < TOLERANCE
+    assert _history(child_two.info.run_id, "lr") == pytest.approx(_history(child_one.info.run_id, "lr"))
+    assert _history(child_two.info.run_id, "lr") == pytest.approx([single.learning_rate] * 6)
+    assert len(_history(child_two.info.run_id, "samples_per_s")) == 6  # rank 0 logged while training
     print(
         "ctr 1 vs 2 processes: max |d loss| over the curve "
         f"{np.abs(np.subtract(curve_two, curve_one)).max():.2e}, |d ctr_auc| "

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from core.paths import repo_path
 from training.common.device import dist_info, is_distributed
 
 
@@ -156,9 +157,10 @@ class DeepSpeedEngine:
 def deepspeed_settings(
     config_path: str, *, micro_batch_size: int, grad_accum: int, clip_norm: float, device: torch.device
 ) -> dict:
-    """The ZeRO JSON with its batch, accumulation, clipping and precision keys set from the trainer."""
+    """The ZeRO JSON with its batch, accumulation, clipping and precision keys set from the trainer.
+    A relative `config_path` the working folder lacks is the checkout's (`jobs/deepspeed/zero2.json`)."""
     try:
-        settings = json.loads(Path(config_path).read_text())
+        settings = json.loads(repo_path(config_path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"deepspeed_config {config_path}: {err}") from None
     settings.pop("train_batch_size", None)

@@ -17,11 +17,17 @@
 - With a `checkpoint_dir` holding checkpoints and `resume` set, the newest is loaded first:
   weights, optimizer, scheduler, RNG states, data position and the loss curve so far.
 - The loss curve (one mean loss per optimizer step, averaged over ranks) comes back in the
-  result; the trainer logs it to MLflow on rank 0 (`training/common/tracking.py`).
+  result; the trainer logs its PNG to MLflow on rank 0 (`training/common/tracking.py`).
+- While it trains, rank 0 inside an active MLflow run logs `train_loss`, `lr` and the throughput
+  (`throughput`: `tokens_per_s`, or `samples_per_s` where StepOutput.tokens counts samples; all
+  ranks' tokens over the step's wall time, data loading included, checkpoints not) at every
+  optimizer step, buffered and sent in batches (`tracking.StepLogger`); a resumed loop goes on
+  from its checkpoint's step. `step_metrics=False` logs nothing (benchmarks time the loop itself).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ import torch
 from training.common.checkpoint import latest, load_checkpoint, save_checkpoint
 from training.common.device import all_reduce_sum, dist_info
 from training.common.guard import check_finite
+from training.common.tracking import StepLogger
 
 
 class LoopError(RuntimeError):
@@ -101,6 +108,8 @@ def train_loop(
     tokenizer=None,
     on_checkpoint: Callable[[int, Path, torch.nn.Module], None] | None = None,
     log: Callable[[str], None] = print,
+    throughput: str = "tokens_per_s",
+    step_metrics: bool = True,
 ) -> LoopResult:
     from tqdm.auto import tqdm
 
@@ -122,17 +131,18 @@ def train_loop(
     device = getattr(engine, "device", torch.device("cpu"))
     losses: list[float] = list(state["losses"])
     tokens = 0
+    metrics = StepLogger(start_step=step, enabled=step_metrics)
     bar = tqdm(
         total=settings.max_steps,
         initial=step,
         disable=not (settings.progress and info.is_primary),
         desc="train",
     )
-    started = time.perf_counter()
+    started = mark = time.perf_counter()
     try:
         while step < settings.max_steps:
             engine.module.train()
-            step_loss = 0.0
+            step_loss, step_tokens = 0.0, 0
             for micro in range(settings.grad_accum):
                 epoch, index, batch = next(stream)
                 boundary = micro == settings.grad_accum - 1
@@ -141,7 +151,8 @@ def train_loop(
                     check_finite(out.loss, step + 1, last)
                     engine.backward(out.loss, boundary)
                 step_loss += float(out.loss.detach()) / settings.grad_accum
-                tokens += out.tokens
+                step_tokens += out.tokens
+            tokens += step_tokens
             norm = engine.clip()
             if norm is not None:
                 check_finite(norm, step + 1, last, what="gradient norm")
@@ -150,12 +161,17 @@ def train_loop(
             if getattr(engine, "last_norm", None) is not None:
                 check_finite(engine.last_norm, step + 1, last, what="gradient norm")
             step += 1
-            losses.append(all_reduce_sum([step_loss], device)[0] / info.world_size)
+            loss_sum, tokens_sum = all_reduce_sum([step_loss, float(step_tokens)], device)
+            losses.append(loss_sum / info.world_size)
+            elapsed = time.perf_counter() - mark
+            rate = tokens_sum / elapsed if elapsed > 0 else math.nan
+            metrics.log(step, {"train_loss": losses[-1], "lr": lr, throughput: rate})
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             state = {"epoch": epoch, "position": index + 1, "losses": losses}
             due = settings.checkpoint_every and step % settings.checkpoint_every == 0
             if settings.checkpoint_dir and (due or step == settings.max_steps):
+                metrics.flush()  # the run holds every step up to the checkpoint
                 last = save_checkpoint(
                     settings.checkpoint_dir,
                     step,
@@ -167,7 +183,9 @@ def train_loop(
                 )
                 if on_checkpoint is not None:
                     on_checkpoint(step, last, engine.model)
+            mark = time.perf_counter()  # the next step's time leaves out checkpoints and logging
     finally:
+        metrics.flush()
         bar.close()
         stream.close()  # closes the Petastorm reader of an unfinished epoch
     seconds = time.perf_counter() - started

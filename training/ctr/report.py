@@ -1,6 +1,11 @@
 """`larr report`: the paper's Table 2 (models) and Table 3 (ablations), and the Figure 4 sweeps,
 as mean ± std over seeds, from the CTR runs in MLflow (no Spark).
 
+Inside an MLflow run (`larr report` opens one in experiment larr-report) the run gets the markdown
+report, each table as `tables/<name>.md`, the plots (AUC per model against the Bayes ceiling, the
+sweeps) and every cell as a metric (`table2/<model>/<metric>`, `table3/<variant>/<metric>`, with
+`_std` and `seeds`), so MLflow's UI shows the report without the file.
+
 Each `larr train ctr` seed is a nested run of experiment larr-ctr tagged larr.ctr_model,
 larr.ablation, larr.seed and larr.sweep. A cell is the mean ± sample std (ddof 1) over seeds of
 the newest finished run per seed, so a re-run seed replaces the old one instead of counting twice.
@@ -18,26 +23,38 @@ from pathlib import Path
 import pandas as pd
 
 from core.catalog import TableCatalog, is_remote
-from core.tracking import configure, experiment_name
-
-MODEL_TAG, ABLATION_TAG, SEED_TAG, SWEEP_TAG = "larr.ctr_model", "larr.ablation", "larr.seed", "larr.sweep"
-SAMPLES_TAG = "larr.samples_version"
+from core.tracking import FULL_METHOD, NO_CPT, NO_FT, configure, experiment_name
+from training.ctr.names import (
+    ABLATION_TAG,
+    DEEPFM,
+    LARR,
+    MODEL_TAG,
+    NEG_RATIO_SWEEP,
+    NO_AL,
+    P5,
+    PLE,
+    SAMPLES_TAG,
+    SEED_TAG,
+    SWEEP_TAG,
+    TEMPERATURE_SWEEP,
+    WIDE_DEEP,
+)
 
 # (key, label) of Table 2, every model with ablation "none"
 MODELS = (
-    ("wide_deep", "Wide&Deep"),
-    ("deepfm", "DeepFM"),
-    ("p5", "P5-style"),
-    ("ple", "PLE"),
-    ("larr", "LARR"),
+    (WIDE_DEEP, "Wide&Deep"),
+    (DEEPFM, "DeepFM"),
+    (P5, "P5-style"),
+    (PLE, "PLE"),
+    (LARR, "LARR"),
 )
 # (key, label, model, ablation) of Table 3
 ABLATIONS = (
-    ("ple_only", "PLE only", "ple", "none"),
-    ("no_cpt", "no CPT", "larr", "no_cpt"),
-    ("no_ft", "no contrastive FT", "larr", "no_ft"),
-    ("no_al", "no alignment", "larr", "no_al"),
-    ("complete", "complete LARR", "larr", "none"),
+    ("ple_only", "PLE only", PLE, FULL_METHOD),
+    (NO_CPT, "no CPT", LARR, NO_CPT),
+    (NO_FT, "no contrastive FT", LARR, NO_FT),
+    (NO_AL, "no alignment", LARR, NO_AL),
+    ("complete", "complete LARR", LARR, FULL_METHOD),
 )
 TABLE2_METRICS = (
     ("ctr_auc", "CTR AUC"),
@@ -60,10 +77,10 @@ RUN_METRICS = (
 )
 # sweep tag -> (param, axis label, log x): the sweeps of LARR's alignment (Figure 4)
 SWEEPS = {
-    "temperature": ("align_temperature", "alignment temperature", True),
-    "neg_ratio": ("align_negatives_ratio", "alignment negatives ratio", False),
+    TEMPERATURE_SWEEP: ("align_temperature", "alignment temperature", True),
+    NEG_RATIO_SWEEP: ("align_negatives_ratio", "alignment negatives ratio", False),
 }
-SWEEP_MODEL = "larr"
+SWEEP_MODEL = LARR
 
 
 class ReportError(ValueError):
@@ -118,7 +135,7 @@ def load_runs(experiment: str | None = None) -> pd.DataFrame:
             "run_id": r.info.run_id,
             "start_time": r.info.start_time,
             "model": r.data.tags.get(MODEL_TAG),
-            "ablation": r.data.tags.get(ABLATION_TAG) or "none",
+            "ablation": r.data.tags.get(ABLATION_TAG) or FULL_METHOD,
             "seed": r.data.tags.get(SEED_TAG),
             "sweep": r.data.tags.get(SWEEP_TAG) or "",
             "samples_version": r.data.tags.get(SAMPLES_TAG),
@@ -194,7 +211,7 @@ def table2(runs: pd.DataFrame, min_seeds: int) -> tuple[dict, str]:
     """Table 2: every model (ablation none) plus the Bayes-optimal AUCs of the same evaluation rows."""
     metrics = [m for m, _ in TABLE2_METRICS]
     table = _table_runs(runs)
-    table = table[table["ablation"] == "none"]
+    table = table[table["ablation"] == FULL_METHOD]
     summary = summarise(table, ["model"], metrics)
     numbers = {key: _cell_numbers(summary, key, metrics) for key, _ in MODELS}
     rows = [_row(label, numbers[key], metrics, min_seeds) for key, label in MODELS]
@@ -264,6 +281,40 @@ def _sweep_section(sweep: str, table: pd.DataFrame, folder: Path) -> tuple[str, 
     return markdown + f"\n\n![AUC vs {axis}]({Path(plot).name})", plot
 
 
+def _models_plot(numbers: dict, folder: Path) -> str | None:
+    """Table 2's AUCs per model that ran (mean ± std) against the Bayes-optimal AUCs; None when no
+    model ran."""
+    from training.ctr.plots import plot_auc_bars
+
+    ran = [(key, label) for key, label in MODELS if numbers[key] is not None]
+    if not ran:
+        return None
+
+    def values(metric: str) -> list[float]:
+        return [math.nan if numbers[key][metric] is None else numbers[key][metric] for key, _ in ran]
+
+    return plot_auc_bars(
+        "AUC per model (mean ± std over seeds)",
+        [label for _, label in ran],
+        {label: values(m) for m, label in AUC_METRICS},
+        {label: values(f"{m}_std") for m, label in AUC_METRICS},
+        {label: numbers["bayes"][f"bayes_auc_{m.removesuffix('_auc')}"] for m, label in AUC_METRICS},
+        folder / "ctr_auc_models.png",
+    )
+
+
+def cell_metrics(table2_numbers: dict, table3_numbers: dict) -> dict[str, float]:
+    """Every cell of both tables as an MLflow metric: `table2/<model>/<metric>` (and `_std`,
+    `seeds`), `table2/bayes/...`, `table3/<variant>/...`; rows not run and empty cells left out."""
+    out = {}
+    for table, numbers in (("table2", table2_numbers), ("table3", table3_numbers)):
+        for row, cells in numbers.items():
+            for name, value in (cells or {}).items():
+                if value is not None and math.isfinite(value):
+                    out[f"{table}/{row}/{name}"] = float(value)
+    return out
+
+
 # -- the job -------------------------------------------------------------------------------------------
 def _output_path(catalog: TableCatalog, cfg: ReportConfig, log) -> Path:
     if cfg.output:
@@ -283,8 +334,8 @@ def short_of_seeds(table2_numbers: dict, table3_numbers: dict, min_seeds: int) -
 
 
 def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
-    """Write the markdown report (and sweep plots beside it), log it to the active MLflow run,
-    print the tables and return their numbers."""
+    """Write the markdown report (and its plots beside it), log them, the tables and the cells to
+    the active MLflow run, print the tables and return their numbers."""
     import mlflow
 
     from training.common.tracking import active
@@ -300,6 +351,11 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
     numbers2, markdown2 = table2(runs, cfg.min_seeds)
     numbers3, markdown3 = table3(runs, cfg.min_seeds)
     short = short_of_seeds(numbers2, numbers3, cfg.min_seeds)
+    figures: dict = {}
+    tables = {"table2": markdown2, "table3": markdown3}
+    models_plot = _models_plot(numbers2, path.parent)
+    if models_plot:
+        figures["models_plot"] = models_plot
     versions = sorted({str(v) for v in _table_runs(runs)["samples_version"].dropna()})
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
@@ -307,14 +363,15 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
         f"{len(runs)} finished seed runs of experiment `{experiment_name('ctr')}` ({uri}), {stamp}. "
         "Each cell: mean ± sample std over seeds, newest finished run per seed; "
         f"a row marked `(n seeds)` has fewer than {cfg.min_seeds}.",
-        "## Table 2: models (test split)\n\n" + markdown2,
+        "## Table 2: models (test split)\n\n"
+        + markdown2
+        + (f"\n\n![AUC per model]({Path(models_plot).name})" if models_plot else ""),
         "## Table 3: ablations\n\n" + markdown3,
     ]
     if len(versions) > 1:
         sections.insert(
             2, f"**Warning:** the runs used different samples.ctr versions ({', '.join(versions)})."
         )
-    figures: dict = {}
     sweeps: dict = {}
     for sweep in SWEEPS:  # the sweeps that have runs
         table = sweep_table(runs, sweep)
@@ -322,6 +379,7 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
             continue
         markdown, figures[f"{sweep}_plot"] = _sweep_section(sweep, table, path.parent)
         sections.append(f"## Sweep: {sweep}\n\n" + markdown)
+        tables[f"sweep_{sweep}"] = markdown
         sweeps[sweep] = [
             {k: int(v) if k == "seeds" else _number(v) for k, v in row.items()}
             for row in table.to_dict("records")
@@ -329,6 +387,13 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
     path.write_text("\n\n".join(sections) + "\n")
     if active():
         mlflow.log_artifact(str(path))
+        for name, markdown in tables.items():
+            mlflow.log_text(markdown + "\n", f"tables/{name}.md")
+        for plot in figures.values():
+            mlflow.log_artifact(plot)  # `larr`'s own logging of *_plot figures rewrites the same file
+        mlflow.log_metrics(cell_metrics(numbers2, numbers3))
+        if versions:
+            mlflow.log_param("samples_versions", ",".join(versions))
     log(markdown2)
     log(markdown3)
     return {

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from training.ctr.names import LARR, NEG_RATIO_SWEEP, TEMPERATURE_SWEEP
 from training.ctr.train import CtrConfig
 from training.ctr.train import run as train_run
 
@@ -21,11 +22,11 @@ class SweepConfig:
     temperatures: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
     neg_ratios: tuple[int, ...] = (0, 1, 4, 16)  # extra sampled negatives per sample (0 = in-batch only)
     seeds: tuple[int, ...] = (1, 2, 3)
-    train: CtrConfig = field(default_factory=lambda: CtrConfig(model="larr"))
+    train: CtrConfig = field(default_factory=lambda: CtrConfig(model=LARR))
     plot_dir: str = ""  # "" = a temporary folder (the PNGs go to MLflow)
 
     def __post_init__(self) -> None:
-        if self.train.model != "larr":
+        if self.train.model != LARR:
             raise ValueError(
                 f"train.model must be larr (the sweeps vary LARR's alignment), got {self.train.model}"
             )
@@ -51,8 +52,8 @@ def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
     plot_dir.mkdir(parents=True, exist_ok=True)
     figures: dict = {"seeds": list(cfg.seeds)}
     sweeps = (
-        ("temperature", "alignment temperature", cfg.temperatures, "align_temperature"),
-        ("neg_ratio", "extra negatives per sample", cfg.neg_ratios, "align_negatives_ratio"),
+        (TEMPERATURE_SWEEP, "alignment temperature", cfg.temperatures, "align_temperature"),
+        (NEG_RATIO_SWEEP, "extra negatives per sample", cfg.neg_ratios, "align_negatives_ratio"),
     )
     for name, label, values, key in sweeps:
         if not values:
@@ -69,7 +70,7 @@ def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
                 [p["ctr_auc"] for p in points],
                 [p["ctr_auc_std"] for p in points],
                 plot_dir / f"sweep_{name}.png",
-                log_x=name == "temperature",  # 0.05 .. 1.0: evenly spaced on a log axis
+                log_x=name == TEMPERATURE_SWEEP,  # 0.05 .. 1.0: evenly spaced on a log axis
             )
         )
         best = max(zip(values, points, strict=True), key=lambda vp: vp[1]["ctr_auc"])

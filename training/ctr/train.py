@@ -32,18 +32,17 @@ split is predicted in batches dealt round-robin over the ranks and gathered on r
 computes the metrics and alone logs to MLflow.
 
 Every seed is a nested MLflow run (tags `larr.ctr_model`, `larr.ablation`, `larr.seed`,
-`larr.sweep`, `larr.samples_version`) with the metrics of `metrics.evaluate`, the loss curve,
-the input versions, the encoder URI and the scoring model (`pyfunc.py`). The command's summary
-holds the mean over seeds of the headline metrics.
+`larr.sweep`, `larr.samples_version`) with `train_loss`, `lr` and `samples_per_s` at every
+optimizer step while it trains (the test split is evaluated once, after training), the metrics of
+`metrics.evaluate`, the loss curve PNG, the input versions, the encoder URI and the scoring model
+(`pyfunc.py`). The command's summary holds the mean over seeds of the headline metrics.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,32 +50,28 @@ import torch
 import torch.nn.functional as F
 
 from core.dataset_schema import SAMPLE_WEIGHT, SampleFields, sample_fields
+from core.tracking import FULL_METHOD, NO_CPT, NO_FT
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
-from training.common.device import (
-    all_reduce_sum,
-    autocast,
-    broadcast_object,
-    dist_info,
-    init_distributed,
-    pick_device,
-)
+from training.common.device import all_reduce_sum, autocast, dist_info
 from training.common.engine import TorchEngine
-from training.common.launch import (
-    LaunchConfig,
-    agree_on_snapshots,
-    check_launch,
-    run_distributed,
-    wants_launch,
-)
-from training.common.loop import LoopSettings, StepOutput, train_loop
+from training.common.launch import LaunchConfig, agree_on_snapshots, check_launch
+from training.common.loop import StepOutput, train_loop
 from training.common.schedule import build_optimizer, build_scheduler
 from training.common.seed import seed_everything
+from training.common.trainer import (
+    Trained,
+    checkpoint_folder,
+    config_key,
+    join,
+    loop_settings,
+    prepare_on_rank0,
+    run_ranks,
+)
+from training.ctr import names
 from training.ctr.encoding import EncodingConfig, SceneTable, build_layout, encode, training_columns
 from training.ctr.inputs import ModelConfig
 
 TABLE = "samples.ctr"
-MODELS = ("wide_deep", "deepfm", "ple", "larr", "p5")
-ABLATIONS = ("none", "no_cpt", "no_ft", "no_al")
 SAMPLE_WEIGHTS = ("log", "count", "none")  # how samples.ctr's `weight` enters the loss
 HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
 
@@ -100,9 +95,9 @@ class P5Config:
 
 @dataclass(frozen=True)
 class CtrConfig:
-    model: str = "ple"  # wide_deep | deepfm | ple | larr | p5
+    model: str = names.PLE  # wide_deep | deepfm | ple | larr | p5
     table: str = TABLE  # the CTR samples (features/samples.py)
-    ablation: str = "none"  # LARR only: none | no_cpt | no_ft | no_al
+    ablation: str = FULL_METHOD  # LARR only: none | no_cpt | no_ft | no_al
     seeds: tuple[int, ...] = (1, 2, 3)
     batch_size: int = 2400
     learning_rate: float = 8e-4
@@ -129,11 +124,13 @@ class CtrConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)  # distributed training (DDP)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}")
-        if self.ablation != "none" and self.model != "larr":
+        if self.model not in names.CTR_MODELS:
+            raise ValueError(f"model must be one of {', '.join(names.CTR_MODELS)}, got {self.model!r}")
+        if self.ablation not in names.CTR_ABLATIONS:
+            raise ValueError(
+                f"ablation must be one of {', '.join(names.CTR_ABLATIONS)}, got {self.ablation!r}"
+            )
+        if self.ablation != FULL_METHOD and self.model != names.LARR:
             raise ValueError(f"ablation {self.ablation} applies to model larr only, got model {self.model}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
@@ -165,17 +162,17 @@ class CtrConfig:
 
     @property
     def is_p5(self) -> bool:
-        return self.model == "p5"
+        return self.model == names.P5
 
     def network_config(self) -> ModelConfig:
-        return replace(self.network, align=False) if self.ablation == "no_al" else self.network
+        return replace(self.network, align=False) if self.ablation == names.NO_AL else self.network
 
     def default_encoder(self) -> str:
         if self.encoder:
             return self.encoder
         return (
             f"latest:contrastive/{self.ablation}"
-            if self.ablation in ("no_cpt", "no_ft")
+            if self.ablation in (NO_CPT, NO_FT)
             else "latest:contrastive"
         )
 
@@ -183,14 +180,13 @@ class CtrConfig:
         """A short hash of what shapes the weights (model, data, hyper-parameters), not of bookkeeping."""
         from training.ctr.models import MODEL_REVISIONS
 
-        skip = {"seeds", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
-        skip |= {"log_model", "sweep", "eval_batch_size", "eval_rows", "device", "launch"}
-        data = {k: v for k, v in asdict(self).items() if k not in skip} | {"data": data_key}
-        if data["sample_weight"] == "log":  # the default: older checkpoints keep their keys
-            del data["sample_weight"]
+        skip = ["seeds", "log_model", "sweep", "eval_batch_size", "eval_rows", "device"]
+        if self.sample_weight == "log":  # the default: older checkpoints keep their keys
+            skip.append("sample_weight")
+        extra = {"data": data_key}
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
-            data["revision"] = MODEL_REVISIONS[self.model]
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            extra["revision"] = MODEL_REVISIONS[self.model]
+        return config_key(self, skip=skip, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -292,7 +288,9 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
     rate = (
         catalog.read(spark, cfg.table, version=train.version).where("split = 'train'").agg(sf.avg("neg_rate"))
     )
-    scene_vectors, encoder_uri = resolve_scene_vectors(catalog, cfg) if cfg.model == "larr" else (None, None)
+    scene_vectors, encoder_uri = (
+        resolve_scene_vectors(catalog, cfg) if cfg.model == names.LARR else (None, None)
+    )
     bayes = bayes_aucs(spark, catalog, cfg.table, test.version)
     log(
         f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, {test.num_rows} test rows"
@@ -473,26 +471,23 @@ def _predict_batch(
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def checkpoint_folder(catalog, cfg: CtrConfig, data: CtrData, seed: int) -> str:
-    from core.catalog import is_remote
-
-    if cfg.checkpoint_dir:
-        return str(Path(cfg.checkpoint_dir) / f"seed-{seed}")
-    if is_remote(catalog.root):
-        raise CtrError(f"lakehouse {catalog.root} is remote: set checkpoint_dir to a local or FUSE path")
-    return str(Path(catalog.root) / "_checkpoints" / "ctr" / cfg.key(data.key()) / f"seed-{seed}")
+def seed_checkpoint_dir(catalog, cfg: CtrConfig, data: CtrData, seed: int) -> str:
+    """`<checkpoint_dir or lakehouse/_checkpoints/ctr/<config key>>/seed-<seed>`."""
+    key = cfg.key(data.key())
+    return checkpoint_folder(
+        catalog.root, "ctr", key, cfg.checkpoint_dir, under=f"seed-{seed}", error=CtrError
+    )
 
 
-def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, log=print) -> dict:
-    """Train and evaluate one seed; returns metrics, the loss curve and the trained parts.
+def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, log=print) -> Trained:
+    """Train and evaluate one seed: the metrics as the summary, the loss curve, the model and its
+    feature layout.
 
-    Distributed (every rank calls it): DDP over slices of the same global batches; `metrics` is
+    Distributed (every rank calls it): DDP over slices of the same global batches; the summary is
     None on every rank but 0."""
     from training.ctr.metrics import evaluate
 
-    info = dist_info()
-    device = pick_device(cfg.device, info.local_rank)
-    init_distributed(info, device)
+    info, device = join(cfg.device)
     batch_size = cfg.train_batch_size
     if batch_size % info.world_size:
         raise CtrError(
@@ -521,26 +516,15 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
         unknown_total = unknown_total + unknown
         return StepOutput(loss, len(batch["click"]) // info.world_size)
 
-    settings = LoopSettings(
-        max_steps=max_steps,
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=cfg.keep_checkpoints,
-        checkpoint_dir=checkpoint_dir,
-        resume=cfg.resume,
-        progress=cfg.progress,
+    settings = loop_settings(cfg, checkpoint_dir, max_steps)
+    result = train_loop(
+        engine, loader.epoch, loss_fn, settings, config=cfg, log=log, throughput="samples_per_s"
     )
-    result = train_loop(engine, loader.epoch, loss_fn, settings, config=cfg, log=log)
     unknown_train = int(all_reduce_sum([float(unknown_total.sum())], device)[0])
     started = time.perf_counter()
     predictions = predict_test(model, cfg, data, layout, scene, device)
     if predictions is None:  # not rank 0: rank 0 evaluates the gathered predictions
-        return {
-            "metrics": None,
-            "losses": result.losses,
-            "model": model,
-            "layout": layout,
-            "resumed": result.resumed_from,
-        }
+        return Trained(None, result.losses, model, layout, result.resumed_from)
     metrics = evaluate(
         predictions["user_id"],
         predictions["click"],
@@ -557,13 +541,7 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     metrics["train_steps"] = result.steps
     metrics["train_samples_per_s"] = result.tokens_per_s  # StepOutput counts samples here
     metrics["unknown_scene_values_train"] = unknown_train
-    return {
-        "metrics": metrics,
-        "losses": result.losses,
-        "model": model,
-        "layout": layout,
-        "resumed": result.resumed_from,
-    }
+    return Trained(metrics, result.losses, model, layout, result.resumed_from)
 
 
 def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
@@ -579,12 +557,12 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
     run = mlflow.start_run(run_name=f"{cfg.model}-{cfg.ablation}-seed{seed}", nested=True)
     mlflow.set_tags(
         {
-            "larr.ctr_model": cfg.model,
-            "larr.ablation": cfg.ablation,
-            "larr.seed": str(seed),
-            "larr.sweep": cfg.sweep,
-            "larr.samples_version": str(data.train.version),
-            "larr.encoder_uri": data.encoder_uri or "",
+            names.MODEL_TAG: cfg.model,
+            names.ABLATION_TAG: cfg.ablation,
+            names.SEED_TAG: str(seed),
+            names.SWEEP_TAG: cfg.sweep,
+            names.SAMPLES_TAG: str(data.train.version),
+            names.ENCODER_TAG: data.encoder_uri or "",
         }
     )
     from core.tracking import flatten, log_params
@@ -606,23 +584,20 @@ def run(spark, catalog, cfg: CtrConfig, log=print) -> dict:
     With `launch.launcher` set, the seeds train on `launch.num_processes` ranks started by
     pyspark's TorchDistributor (the data pinned here, once); under `torchrun` rank 0 pins it for
     every rank."""
-    info = dist_info()
-    if wants_launch(cfg.launch):
-        data = prepare(spark, catalog, cfg, log=log)
-        folders = {seed: checkpoint_folder(catalog, cfg, data, seed) for seed in cfg.seeds}
-        log(
-            f"train ctr: {cfg.launch.launcher}, {cfg.launch.num_processes} processes "
-            f"({'driver' if cfg.launch.local_mode else 'executors'}, {'GPU' if cfg.launch.use_gpu else 'CPU'}), "
-            f"{cfg.train_batch_size // cfg.launch.num_processes} rows of each batch of {cfg.train_batch_size} per rank"
-        )
-        return run_distributed(train_seeds, cfg.launch, cfg, data, folders)
-    if info.distributed:  # torchrun: rank 0 pins the data and hands it to the others
-        init_distributed(info, pick_device(cfg.device, info.local_rank))
-        data = broadcast_object(prepare(spark, catalog, cfg, log=log) if info.is_primary else None)
-    else:
-        data = prepare(spark, catalog, cfg, log=log)
-    folders = {seed: checkpoint_folder(catalog, cfg, data, seed) for seed in cfg.seeds}
-    return train_seeds(cfg, data, folders, log=log)
+    data = prepare_on_rank0(lambda: prepare(spark, catalog, cfg, log=log), cfg.device, cfg.launch)
+    folders = {seed: seed_checkpoint_dir(catalog, cfg, data, seed) for seed in cfg.seeds}
+    launch = cfg.launch
+    return run_ranks(
+        train_seeds,
+        launch,
+        cfg,
+        data,
+        folders,
+        announce=f"train ctr: {launch.launcher}, {launch.num_processes} processes "
+        f"({'driver' if launch.local_mode else 'executors'}, {'GPU' if launch.use_gpu else 'CPU'}), "
+        f"{cfg.train_batch_size // launch.num_processes} rows of each batch of {cfg.train_batch_size} per rank",
+        log=log,
+    )
 
 
 def train_seeds(cfg: CtrConfig, data: CtrData, folders: dict[int, str], log=print) -> dict:
@@ -631,32 +606,31 @@ def train_seeds(cfg: CtrConfig, data: CtrData, folders: dict[int, str], log=prin
     that all of them pinned the same samples snapshot."""
     from training.common.tracking import log_loss_curve, log_metrics
 
-    info = dist_info()
-    init_distributed(info, pick_device(cfg.device, info.local_rank))
+    info, _ = join(cfg.device)
     agree_on_snapshots([data.train, data.test])
     per_seed, run_ids = [], []
     for seed in cfg.seeds:
         with _seed_run(cfg, data, seed) as seed_run:
             trained = train_seed(cfg, data, seed, folders[seed], log=log)
-            metrics = trained["metrics"]
+            metrics = trained.summary
             if metrics is None:
                 continue
             finite = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
             log(f"train ctr: {cfg.model}/{cfg.ablation} seed {seed}: " + _headline(metrics))
             if seed_run is not None:
-                log_loss_curve(trained["losses"])
+                log_loss_curve(trained.losses)
                 log_metrics(finite)
                 if cfg.log_model and not cfg.is_p5:
                     from training.ctr.pyfunc import log_scoring_model
 
-                    log_scoring_model(cfg, data, trained["model"], trained["layout"])
+                    log_scoring_model(cfg, data, trained.model, trained.preprocessor)
                 run_ids.append(seed_run.info.run_id)
             per_seed.append(
                 {
                     "seed": seed,
                     **finite,
-                    "final_loss": trained["losses"][-1],
-                    "resumed_from_step": trained["resumed"],
+                    "final_loss": trained.losses[-1],
+                    "resumed_from_step": trained.resumed_from,
                 }
             )
     summary = {"model": cfg.model, "ablation": cfg.ablation, "seeds": list(cfg.seeds)}

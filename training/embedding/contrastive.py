@@ -57,33 +57,37 @@ DeepSpeed ZeRO-2/3 with `deepspeed_config`, as in stage 1.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from core.tracking import FULL_METHOD, NO_CPT, NO_FT, VARIANTS
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
-from training.common.device import autocast, broadcast_object, dist_info, init_distributed, pick_device
-from training.common.engine import build_engine, deepspeed_settings, full_weights, zero_stage
-from training.common.launch import (
-    LaunchConfig,
-    agree_on_snapshots,
-    check_launch,
-    run_distributed,
-    wants_launch,
-)
-from training.common.loop import LoopSettings, StepOutput, train_loop
-from training.common.schedule import build_optimizer, build_scheduler
+from training.common.device import autocast, dist_info
+from training.common.engine import full_weights, zero_stage
+from training.common.launch import LaunchConfig, agree_on_snapshots, check_launch
+from training.common.loop import StepOutput, train_loop
 from training.common.seed import seed_everything
 from training.common.text import TextCounts
-from training.common.tracking import active, log_loss_curve, log_metrics
+from training.common.tracking import STEP_METRICS, active, log_loss_curve, log_metrics
+from training.common.trainer import (
+    Trained,
+    checkpoint_folder,
+    config_key,
+    deepspeed_setup,
+    join,
+    loop_settings,
+    prepare_on_rank0,
+    run_ranks,
+    trainable_params,
+    trainer_engine,
+)
 from training.embedding.encoder import EMBEDDING_DIM, TextEncoder, encode_texts, pad, pad_id, tokenize_texts
 from training.embedding.losses import info_nce
 from training.embedding.probe import ATTRIBUTES, ProbeSet, linear_probe, probe_set
@@ -97,7 +101,6 @@ PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
 EVAL_TYPES = (USER_POI, POI_POI)  # user -> POI and POI -> POI retrieval
 COLUMNS = ["text_a", "text_b", "split"]
 EPOCH_STRIDE = 1_000_000  # a type's data epochs inside loop epoch e are e * EPOCH_STRIDE + r
-ABLATIONS = ("none", "no_cpt", "no_ft")
 
 
 class ContrastiveError(ValueError):
@@ -107,7 +110,7 @@ class ContrastiveError(ValueError):
 @dataclass(frozen=True)
 class ContrastiveConfig:
     backbone: str = "latest:cpt"  # stage 1's model: latest:cpt, runs:/<id>/backbone or an HF folder
-    ablation: str = "none"  # none | no_cpt (stage 2 from the base model) | no_ft (stage 1 model, no stage 2)
+    ablation: str = FULL_METHOD  # none | no_cpt (stage 2 from the base model) | no_ft (stage 1's, as is)
     base_model: str = (
         ".models/smollm2-135m-instruct"  # the untouched model the `_base` figures evaluate; "" = none
     )
@@ -152,8 +155,8 @@ class ContrastiveConfig:
         for name in ("temperature", "lr"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if self.ablation not in VARIANTS:
+            raise ValueError(f"ablation must be one of {VARIANTS}, got {self.ablation!r}")
         if self.probe_text not in PROBE_TEXTS:
             raise ValueError(f"probe_text must be one of {PROBE_TEXTS}, got {self.probe_text!r}")
         if self.probe_attribute not in ("", *ATTRIBUTES):
@@ -175,12 +178,9 @@ class ContrastiveConfig:
         }
 
     def key(self) -> str:
-        """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
-        skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress"}
-        skip |= {"eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois", "probe_text"}
-        skip |= {"base_model", "launch"}
-        data = {k: v for k, v in asdict(self).items() if k not in skip}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of the settings that shape the trained weights (not of evaluation or bookkeeping)."""
+        evaluation = ("eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois", "probe_text")
+        return config_key(self, skip=(*evaluation, "base_model"))
 
 
 @dataclass(frozen=True)
@@ -211,13 +211,6 @@ class ContrastiveBatch(NamedTuple):
     size: int  # pairs: rows [0, size) are the a texts, [size, 2 size) the b texts
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-
-
-class Trained(NamedTuple):
-    summary: dict
-    losses: list[float]
-    encoder: TextEncoder
-    tokenizer: object
 
 
 # -- batches ---------------------------------------------------------------------------------------
@@ -453,25 +446,19 @@ def prepare(spark, catalog, cfg: ContrastiveConfig) -> ContrastiveData:
 
 def default_checkpoint_dir(catalog, cfg: ContrastiveConfig) -> str:
     """`checkpoint_dir`, or one per config key (with the backbone already resolved) in the lakehouse."""
-    from core.catalog import is_remote
-
-    if cfg.checkpoint_dir:
-        return cfg.checkpoint_dir
-    if is_remote(catalog.root):
-        raise ContrastiveError(
-            f"lakehouse {catalog.root} is remote: set checkpoint_dir to a shared local/FUSE path"
-        )
-    return str(Path(catalog.root) / "_checkpoints" / "contrastive" / cfg.key())
+    return checkpoint_folder(
+        catalog.root, "contrastive", cfg.key(), cfg.checkpoint_dir, error=ContrastiveError
+    )
 
 
 def check_provenance(cfg: ContrastiveConfig, source: str, added: int) -> None:
     """A backbone that needed the special tokens added has not been through stage 1."""
-    if cfg.ablation in ("none", "no_ft") and added:
+    if cfg.ablation in (FULL_METHOD, NO_FT) and added:
         raise ContrastiveError(
             f"backbone {source} has not been through stage 1 (its tokenizer lacked {added} special tokens): "
             "pass the stage-1 model (latest:cpt or runs:/<id>/backbone), or set ablation: no_cpt"
         )
-    if cfg.ablation == "no_cpt" and not added:
+    if cfg.ablation == NO_CPT and not added:
         raise ContrastiveError(
             f"ablation no_cpt trains stage 2 from the base model, but backbone {source} already has "
             "the special tokens of stage 1: pass the base model folder"
@@ -493,7 +480,7 @@ def build_encoder(
 
 
 def base_source(cfg: ContrastiveConfig) -> str:
-    return cfg.backbone if cfg.ablation == "no_cpt" else cfg.base_model
+    return cfg.backbone if cfg.ablation == NO_CPT else cfg.base_model
 
 
 def base_encoder(cfg: ContrastiveConfig, device, slices: Sequence[str]) -> tuple[TextEncoder, object]:
@@ -533,46 +520,30 @@ def train(
     cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log: Callable[[str], None] = print
 ) -> Trained:
     """Everything after the snapshot (no Spark: runs on every rank). `no_ft` evaluates and returns."""
-    info = dist_info()
-    device = pick_device(cfg.device, info.local_rank)
-    init_distributed(info, device)
+    info, device = join(cfg.device)
     seed_everything(cfg.seed)
-    settings = None
-    if cfg.deepspeed_config and cfg.ablation != "no_ft":
-        settings = deepspeed_settings(
-            cfg.deepspeed_config,
-            micro_batch_size=cfg.batch_size,
-            grad_accum=1,
-            clip_norm=cfg.clip_norm,
-            device=device,
-        )
-        if zero_stage(settings) == 3 and cfg.train_layers:
-            raise ContrastiveError(
-                "train_layers > 0 (the CPU demo setting) cannot run under ZeRO-3: set train_layers: 0"
-            )
+    settings = deepspeed_setup(
+        cfg.deepspeed_config if cfg.ablation != NO_FT else "",  # no_ft does not train
+        micro_batch_size=cfg.batch_size,
+        grad_accum=1,
+        clip_norm=cfg.clip_norm,
+        device=device,
+        train_layers=cfg.train_layers,
+        error=ContrastiveError,
+    )
     encoder, tokenizer, no_decay = build_encoder(cfg, data.slices, data.backbone, settings)
     if zero_stage(settings) != 3:
         encoder.to(device)
-    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in encoder.parameters() if p.requires_grad)
+    trainable = trainable_params(encoder)
     counts = TextCounts()
     result = None
     # ZeRO-3 forwards gather weights from every rank, so every rank evaluates; otherwise rank 0
     evaluates = info.is_primary or zero_stage(settings) == 3
-    if cfg.ablation == "no_ft":
+    if cfg.ablation == NO_FT:
         before = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
         after = before
     else:
-        optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay, no_decay=no_decay)
-        scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-        engine = build_engine(
-            encoder,
-            optimizer,
-            scheduler,
-            grad_accum=1,
-            clip_norm=cfg.clip_norm,
-            device=device,
-            settings=settings,
-        )
+        engine = trainer_engine(encoder, cfg, device, settings, no_decay=no_decay)
         encoder = engine.model
         before = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
         # unsharded: every rank reads the global batches and keeps its slice (contrastive_batches)
@@ -581,30 +552,23 @@ def train(
             for t, snapshot in data.snapshots.items()
         }
         length = epoch_length(cfg, data.train_rows, info.world_size)
-        loop_settings = LoopSettings(
-            max_steps=cfg.max_steps,
-            checkpoint_every=cfg.checkpoint_every,
-            keep_checkpoints=cfg.keep_checkpoints,
-            checkpoint_dir=checkpoint_dir,
-            resume=cfg.resume,
-            progress=cfg.progress,
-        )
+        loop = loop_settings(cfg, checkpoint_dir, cfg.max_steps)
         result = train_loop(
             engine,
             lambda epoch, skip: contrastive_batches(
                 loaders, tokenizer, cfg, length, epoch, skip, counts, info.rank, info.world_size
             ),
             lambda module, batch: pair_loss(module, batch, cfg, device),
-            loop_settings,
+            loop,
             config=cfg,
             tokenizer=tokenizer,
             log=log,
         )
         encoder = engine.model
         after = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
-    base = before if cfg.ablation == "no_cpt" else {}  # no_cpt starts from the base model
+    base = before if cfg.ablation == NO_CPT else {}  # no_cpt starts from the base model
     # under ZeRO-3 a second whole model does not fit beside a partitioned 7B one: no base figures
-    if cfg.ablation != "no_cpt" and cfg.base_model and evaluates:
+    if cfg.ablation != NO_CPT and cfg.base_model and evaluates:
         base = (
             {}
             if zero_stage(settings) == 3
@@ -613,7 +577,7 @@ def train(
     if info.is_primary:
         log("contrastive: base model " + json.dumps(base))
         log("contrastive: start " + json.dumps(before))
-        if cfg.ablation != "no_ft":
+        if cfg.ablation != NO_FT:
             log("contrastive: fine-tuned " + json.dumps(after))
     summary = {
         "ablation": cfg.ablation,
@@ -634,7 +598,9 @@ def train(
         "checkpoint": str(result.last_checkpoint) if result and result.last_checkpoint else None,
         "input_versions": {TABLE: data.version},
     }
-    return Trained(summary, result.losses if result else [], encoder, tokenizer)
+    return Trained(
+        summary, result.losses if result else [], encoder, tokenizer, result.resumed_from if result else None
+    )
 
 
 def run(spark, catalog, cfg: ContrastiveConfig, log=print) -> dict:
@@ -645,21 +611,19 @@ def run(spark, catalog, cfg: ContrastiveConfig, log=print) -> dict:
     pins them and hands them to the others."""
     from dataclasses import replace
 
-    info = dist_info()
-    if wants_launch(cfg.launch):
-        data = prepare(spark, catalog, cfg)
-        checkpoint_dir = default_checkpoint_dir(catalog, replace(cfg, backbone=data.backbone))
-        log(
-            f"contrastive: {cfg.launch.launcher}, {cfg.launch.num_processes} processes, "
-            f"global batch {cfg.batch_size * cfg.launch.num_processes} pairs"
-        )
-        return run_distributed(
-            train_and_log, cfg.launch, cfg, data, checkpoint_dir, deepspeed_config=cfg.deepspeed_config
-        )
-    init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
-    data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
+    data = prepare_on_rank0(lambda: prepare(spark, catalog, cfg), cfg.device, cfg.launch)
     checkpoint_dir = default_checkpoint_dir(catalog, replace(cfg, backbone=data.backbone))
-    return train_and_log(cfg, data, checkpoint_dir, log=log)
+    return run_ranks(
+        train_and_log,
+        cfg.launch,
+        cfg,
+        data,
+        checkpoint_dir,
+        deepspeed_config=cfg.deepspeed_config,
+        announce=f"contrastive: {cfg.launch.launcher}, {cfg.launch.num_processes} processes, "
+        f"global batch {cfg.batch_size * cfg.launch.num_processes} pairs",
+        log=log,
+    )
 
 
 def train_and_log(cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir: str, log=print) -> dict:
@@ -668,16 +632,17 @@ def train_and_log(cfg: ContrastiveConfig, data: ContrastiveData, checkpoint_dir:
     from core.tracking import record_model
     from training.embedding.pyfunc import log_encoder
 
-    info = dist_info()
-    init_distributed(info, pick_device(cfg.device, info.local_rank))
+    info, _ = join(cfg.device)
     agree_on_snapshots(data.snapshots.values())
-    summary, losses, encoder, tokenizer = train(cfg, data, checkpoint_dir, log=log)
+    summary, losses, encoder, tokenizer, _ = train(cfg, data, checkpoint_dir, log=log)
     summary["model_uri"] = None
     with full_weights(encoder.parameters()):  # ZeRO-3: every rank gathers the weights, rank 0 writes
         if info.is_primary and active():
             if losses:
                 log_loss_curve(losses)
-            log_metrics({k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)})
+            # tokens_per_s: the per-step curve the loop logged (the run's mean stays in the summary)
+            final = {k: v for k, v in summary.items() if k not in STEP_METRICS}
+            log_metrics({k: v for k, v in final.items() if isinstance(v, float) and math.isfinite(v)})
             summary["model_uri"] = log_encoder(
                 encoder.backbone, tokenizer, encoder.projection, cfg.max_length
             )

@@ -40,41 +40,35 @@ a finished run re-run returns its result, another config starts fresh).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.tracking import record_model
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
-from training.common.device import (
-    all_reduce_sum,
-    autocast,
-    broadcast_object,
-    dist_info,
-    init_distributed,
-    pick_device,
-)
-from training.common.engine import build_engine, deepspeed_settings, full_weights, zero_stage
-from training.common.launch import (
-    LaunchConfig,
-    agree_on_snapshots,
-    check_launch,
-    run_distributed,
-    wants_launch,
-)
-from training.common.loop import LoopSettings, StepOutput, train_loop
-from training.common.schedule import build_optimizer, build_scheduler
+from training.common.device import all_reduce_sum, autocast, dist_info
+from training.common.engine import full_weights, zero_stage
+from training.common.launch import LaunchConfig, agree_on_snapshots, check_launch
+from training.common.loop import StepOutput, train_loop
 from training.common.seed import seed_everything
 from training.common.text import IGNORE, TextCounts, pad_right, truncate_middle
 from training.common.tracking import active, log_loss_curve, log_metrics
+from training.common.trainer import (
+    Trained,
+    checkpoint_folder,
+    config_key,
+    deepspeed_setup,
+    join,
+    loop_settings,
+    prepare_on_rank0,
+    run_ranks,
+    trainable_params,
+    trainer_engine,
+)
 from training.lm.backbone import add_special_tokens, load_backbone, log_backbone, save_backbone
 
 TABLE = "corpus.cpt"
@@ -131,17 +125,7 @@ class CptConfig:
 
     def key(self) -> str:
         """A short hash of the settings that shape the trained weights (not of bookkeeping)."""
-        skip = {"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "progress", "output_dir"}
-        skip |= {"launch"}
-        data = {k: v for k, v in asdict(self).items() if k not in skip}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-class Trained(NamedTuple):
-    summary: dict
-    losses: list[float]  # the loss curve, one value per optimizer step
-    model: torch.nn.Module
-    tokenizer: object
+        return config_key(self, skip=("output_dir",))
 
 
 @dataclass(frozen=True)
@@ -369,13 +353,7 @@ def prepare(spark, catalog, cfg: CptConfig) -> CptData:
 
 
 def default_checkpoint_dir(catalog, cfg: CptConfig) -> str:
-    from core.catalog import is_remote
-
-    if cfg.checkpoint_dir:
-        return cfg.checkpoint_dir
-    if is_remote(catalog.root):
-        raise CptError(f"lakehouse {catalog.root} is remote: set checkpoint_dir to a shared local/FUSE path")
-    return str(Path(catalog.root) / "_checkpoints" / "cpt" / cfg.key())
+    return checkpoint_folder(catalog.root, "cpt", cfg.key(), cfg.checkpoint_dir, error=CptError)
 
 
 def train(
@@ -386,42 +364,26 @@ def train(
     on_checkpoint=None,
 ) -> Trained:
     """Everything after the snapshot (no Spark: runs on every rank)."""
-    info = dist_info()
-    device = pick_device(cfg.device, info.local_rank)
-    init_distributed(info, device)
+    info, device = join(cfg.device)
     seed_everything(cfg.seed)
-    settings = None
-    if cfg.deepspeed_config:
-        settings = deepspeed_settings(
-            cfg.deepspeed_config,
-            micro_batch_size=cfg.batch_size,
-            grad_accum=cfg.grad_accum,
-            clip_norm=cfg.clip_norm,
-            device=device,
-        )
-        if zero_stage(settings) == 3 and cfg.train_layers:
-            raise CptError(
-                "train_layers > 0 (the CPU demo setting) cannot run under ZeRO-3: set train_layers: 0"
-            )
+    settings = deepspeed_setup(
+        cfg.deepspeed_config,
+        micro_batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        clip_norm=cfg.clip_norm,
+        device=device,
+        train_layers=cfg.train_layers,
+        error=CptError,
+    )
     # fp32 master weights (bf16 autocast on GPUs)
     model, tokenizer = load_backbone(cfg.backbone, dtype=torch.float32, deepspeed_settings=settings)
     added = add_special_tokens(model, tokenizer, data.slices)
     no_decay = select_trainable(model, tokenizer, cfg.train_layers, data.slices)
     if zero_stage(settings) != 3:
         model.to(device)
-    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+    trainable = trainable_params(model)
 
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, no_decay=no_decay)
-    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-    engine = build_engine(
-        model,
-        optimizer,
-        scheduler,
-        grad_accum=cfg.grad_accum,
-        clip_norm=cfg.clip_norm,
-        device=device,
-        settings=settings,
-    )
+    engine = trainer_engine(model, cfg, device, settings, no_decay=no_decay, grad_accum=cfg.grad_accum)
     heldout = heldout_batches(data, tokenizer, cfg)
     ppl_before, heldout_tokens = perplexity(engine.model, heldout, device)
     if info.is_primary:
@@ -430,15 +392,7 @@ def train(
     loader = DeltaBatches(
         data.train, cfg.batch_size, shuffle_seed=cfg.seed, rank=info.rank, world_size=info.world_size
     )
-    settings = LoopSettings(
-        max_steps=cfg.max_steps,
-        grad_accum=cfg.grad_accum,
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=cfg.keep_checkpoints,
-        checkpoint_dir=checkpoint_dir,
-        resume=cfg.resume,
-        progress=cfg.progress,
-    )
+    settings = loop_settings(cfg, checkpoint_dir, cfg.max_steps, cfg.grad_accum)
     result = train_loop(
         engine,
         lambda epoch, skip: length_batches(loader, tokenizer, cfg, epoch, skip, counts=counts),
@@ -471,7 +425,7 @@ def train(
         "checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
         "input_versions": {TABLE: data.train.version},
     }
-    return Trained(summary, result.losses, model, tokenizer)
+    return Trained(summary, result.losses, model, tokenizer, result.resumed_from)
 
 
 def run(spark, catalog, cfg: CptConfig, log=print, on_checkpoint=None) -> dict:
@@ -480,35 +434,30 @@ def run(spark, catalog, cfg: CptConfig, log=print, on_checkpoint=None) -> dict:
     With `launch.launcher` set, the corpus is pinned here once and the training runs on
     `launch.num_processes` ranks started by the distributor; under `torchrun` / `deepspeed` rank 0
     pins it and hands it to the others."""
-    info = dist_info()
-    if wants_launch(cfg.launch):
-        data = prepare(spark, catalog, cfg)
-        if data.train_rows == 0:
-            raise CptError(f"{TABLE} has no rows where {TRAIN_WHERE}: run `larr etl corpus` first")
-        log(f"cpt: {cfg.launch.launcher}, {cfg.launch.num_processes} processes")
-        return run_distributed(
-            train_and_log,
-            cfg.launch,
-            cfg,
-            data,
-            default_checkpoint_dir(catalog, cfg),
-            on_checkpoint,
-            deepspeed_config=cfg.deepspeed_config,
-        )
-    init_distributed(info, pick_device(cfg.device, info.local_rank))  # before the broadcast
-    data = broadcast_object(prepare(spark, catalog, cfg) if info.is_primary else None)
+    data = prepare_on_rank0(lambda: prepare(spark, catalog, cfg), cfg.device, cfg.launch)
     if data.train_rows == 0:
         raise CptError(f"{TABLE} has no rows where {TRAIN_WHERE}: run `larr etl corpus` first")
-    return train_and_log(cfg, data, default_checkpoint_dir(catalog, cfg), on_checkpoint, log=log)
+    return run_ranks(
+        train_and_log,
+        cfg.launch,
+        cfg,
+        data,
+        default_checkpoint_dir(catalog, cfg),
+        on_checkpoint,
+        deepspeed_config=cfg.deepspeed_config,
+        announce=f"cpt: {cfg.launch.launcher}, {cfg.launch.num_processes} processes",
+        log=log,
+    )
 
 
 def train_and_log(cfg: CptConfig, data: CptData, checkpoint_dir: str, on_checkpoint=None, log=print) -> dict:
     """Every rank: check the ranks pinned the same corpus, train, and (rank 0) save and log the
     backbone; returns the summary."""
-    info = dist_info()
-    init_distributed(info, pick_device(cfg.device, info.local_rank))
+    info, _ = join(cfg.device)
     agree_on_snapshots([data.train, data.heldout])
-    summary, losses, model, tokenizer = train(cfg, data, checkpoint_dir, log=log, on_checkpoint=on_checkpoint)
+    summary, losses, model, tokenizer, _ = train(
+        cfg, data, checkpoint_dir, log=log, on_checkpoint=on_checkpoint
+    )
     with full_weights(model.parameters()):  # ZeRO-3: every rank gathers the weights, rank 0 writes
         if info.is_primary:
             if cfg.output_dir:

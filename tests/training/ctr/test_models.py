@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from training.ctr.inputs import CtrInputs, FeatureLayout, ModelConfig
 from training.ctr.layers import CGCLayer, FMInteraction, LinearTerms, mix_experts
-from training.ctr.models import MODELS, build_model
+from training.ctr.models import build_model
 from training.ctr.models.larr import SceneAggregator, distinct_rows, table_weighted_values, weighted_values
+from training.ctr.names import ID_MODELS
 
 BATCH, FIELDS, BUCKETS, NUMERIC, SCENE_FEATURES, TABLE_ROWS, SCENE_DIM = 8, 5, 50, 3, 10, 40, 16
 LAYOUT = FeatureLayout(
@@ -69,7 +70,7 @@ def objective(out, click, ctcvr) -> torch.Tensor:
     return loss if out.align_loss is None else loss + 0.05 * out.align_loss
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ID_MODELS)
 def test_forward_gives_finite_logits_for_both_tasks(name):
     inputs, _, _ = batch()
     out = model(name)(inputs)
@@ -82,7 +83,7 @@ def test_forward_gives_finite_logits_for_both_tasks(name):
         assert out.align_loss is None
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ID_MODELS)
 def test_adamw_changes_every_trainable_parameter_and_fits_the_batch(name):
     net = model(name)
     inputs, click, ctcvr = batch()

@@ -1,6 +1,7 @@
 """`larr report` against a real sqlite MLflow store in a temp lakehouse, runs made as the CTR
 trainer makes them: nested seed runs (tag mlflow.parentRunId) of experiment larr-ctr."""
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -156,7 +157,42 @@ def test_the_report_is_an_artifact_of_the_active_run(store, catalog, tmp_path):
         result = run(None, catalog, ReportConfig(min_seeds=2, output=str(output)), log=lambda _: None)
     assert result["report"] == str(output) and output.is_file()
     assert result["short_of_seeds"] == ["larr/no_cpt"]
-    assert "report.md" in [a.path for a in mlflow.MlflowClient().list_artifacts(active.info.run_id)]
+    client = mlflow.MlflowClient()
+    run_id = active.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"report.md", "ctr_auc_models.png", "ctr_sweep_temperature.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run_id, "tables")} == {
+        "tables/table2.md", "tables/table3.md", "tables/sweep_temperature.md"
+    }  # fmt: skip
+    table2 = Path(client.download_artifacts(run_id, "tables/table2.md", str(tmp_path))).read_text()
+    assert "| LARR | 0.8133 ± 0.0153 |" in table2 and "| LARR | 0.8133" in output.read_text()
+    with open(result["models_plot"], "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "![AUC per model](ctr_auc_models.png)" in output.read_text()
+    # the cells as metrics: LARR over 3 seeds, the Bayes ceiling over the 5 table-2 runs, no CPT
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["table2/larr/ctr_auc"] == pytest.approx(0.813333, abs=1e-6)
+    assert metrics["table2/larr/ctr_auc_std"] == pytest.approx(0.0152753, abs=1e-6)
+    assert metrics["table2/larr/seeds"] == 3 and metrics["table2/bayes/bayes_auc_ctr"] == 0.85
+    assert metrics["table3/no_cpt/ctr_auc"] == 0.805 and "table3/no_cpt/ctr_auc_std" not in metrics
+    assert not any(key.startswith("table2/deepfm/") for key in metrics)  # not run
+    assert client.get_run(run_id).data.params["samples_versions"] == "4"
+
+
+def test_larr_report_logs_the_tables_plots_and_cells_to_its_run_once(store, catalog, lakehouse, capsys):
+    from jobs.cli import main
+
+    assert main(["report", "--lakehouse", str(lakehouse)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    client = mlflow.MlflowClient()
+    run = client.get_run(summary["mlflow_run_id"])
+    assert mlflow.get_experiment(run.info.experiment_id).name == "larr-report"
+    root = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert sorted(root) == [
+        "config.json", "ctr_auc_models.png", "ctr_report.md", "ctr_sweep_temperature.png", "summary.json",
+        "tables",
+    ]  # fmt: skip
+    assert run.data.metrics["table3/complete/ctr_auc"] == pytest.approx(0.813333, abs=1e-6)
 
 
 def test_no_runs_yet(catalog):
@@ -182,3 +218,15 @@ def test_plot_sweep_checks_lengths(tmp_path):
         "t", "temperature", [0.2, 0.05], [0.8, 0.81], [0.01, float("nan")], tmp_path / "p.png", True
     )
     assert path == str(tmp_path / "p.png") and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_plot_auc_bars_checks_lengths(tmp_path):
+    from training.ctr.plots import plot_auc_bars
+
+    with pytest.raises(ValueError, match="CTR AUC: 2 labels, 1 means"):
+        plot_auc_bars("t", ["PLE", "LARR"], {"CTR AUC": [0.8]}, {"CTR AUC": [0.01]}, {}, tmp_path / "b.png")
+    path = plot_auc_bars(
+        "t", ["PLE", "LARR"], {"CTR AUC": [0.8, 0.81]}, {"CTR AUC": [0.01, float("nan")]},
+        {"CTR AUC": 0.85}, tmp_path / "b.png",
+    )  # fmt: skip
+    assert path == str(tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 0

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core import tracking
 from training.common.guard import NonFiniteLossError
 from training.ctr import train
 from training.ctr.encoding import FeatureError
@@ -53,15 +54,35 @@ def test_every_model_trains_and_is_evaluated_against_the_bayes_optimum(spark, ct
 def test_a_rerun_resumes_from_the_checkpoint_and_gives_the_same_figures(spark, ctr_world, tmp_path):
     catalog, _ = ctr_world
     cfg = _cfg(tmp_path, model="ple", max_steps=4)
-    first = train.run(spark, catalog, cfg, log=QUIET)
+
+    def tracked(cfg: CtrConfig, log) -> dict:  # as `larr train ctr` runs it: a seed run per seed
+        with tracking.stage_run("ctr", catalog.root, cfg):
+            return train.run(spark, catalog, cfg, log=log)
+
+    first = tracked(cfg, QUIET)
     messages = []
-    again = train.run(spark, catalog, cfg, log=messages.append)
+    again = tracked(cfg, messages.append)
     assert again["ctr_auc"] == first["ctr_auc"] and again["logloss"] == first["logloss"]
     assert any("resuming from" in m and "step-000004" in m for m in messages)  # nothing left to train
     messages.clear()
-    longer = train.run(spark, catalog, replace(cfg, max_steps=6), log=messages.append)
+    longer = tracked(replace(cfg, max_steps=6), messages.append)
     assert longer["per_seed"][0]["train_steps"] == 6
     assert any("(step 4," in m for m in messages)  # went on from step 4, not from scratch
+
+    client = mlflow.MlflowClient()
+
+    def steps(summary: dict, key: str) -> list[int]:
+        (seed_run,) = summary["seed_runs"]
+        return sorted(m.step for m in client.get_metric_history(seed_run, key))
+
+    # every step once, logged while training; a resumed run goes on from the checkpoint's step and
+    # takes the loss of the steps before it from the checkpoint's curve
+    assert steps(first, "train_loss") == steps(first, "lr") == steps(first, "samples_per_s") == [1, 2, 3, 4]
+    assert steps(again, "train_loss") == [1, 2, 3, 4] and steps(again, "lr") == []
+    assert steps(longer, "train_loss") == [1, 2, 3, 4, 5, 6]
+    assert steps(longer, "lr") == steps(longer, "samples_per_s") == [5, 6]
+    rates = client.get_metric_history(longer["seed_runs"][0], "samples_per_s")
+    assert all(m.value > 0 for m in rates)
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
@@ -147,7 +168,7 @@ def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown
     cfg = _cfg(tmp_path, model="larr", scene_vectors=export, max_steps=3)
     data = train.prepare(spark, catalog, cfg, log=QUIET)
     trained = train.train_seed(cfg, data, 1, str(tmp_path / "ckpt"), log=QUIET)
-    model, layout = trained["model"], trained["layout"]
+    model, layout = trained.model, trained.preprocessor
     path = save_scoring_model(cfg, data, model, layout, tmp_path / "scoring")
     scorer = mlflow.pyfunc.load_model(str(path))
 

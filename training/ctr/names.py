@@ -1,0 +1,29 @@
+"""The names stage 3 is run and reported by, defined once: the CTR models, LARR's ablations, the
+sweeps of its alignment and the MLflow tags of a seed run (`larr train ctr` writes them,
+`larr report` reads them). The text stages' ablations (`none`, `no_cpt`, `no_ft`) are the model
+variants of core/tracking.py, which `latest:contrastive/<ablation>` resolves.
+"""
+
+from __future__ import annotations
+
+from core.tracking import VARIANTS
+
+# -- models (`larr train ctr --model`) ---------------------------------------------------------------
+WIDE_DEEP, DEEPFM, PLE, LARR, P5 = "wide_deep", "deepfm", "ple", "larr", "p5"
+ID_MODELS = (WIDE_DEEP, DEEPFM, PLE, LARR)  # built by training.ctr.models.build_model
+CTR_MODELS = (*ID_MODELS, P5)  # P5 is an LLM scoring a prompt (training/ctr/models/p5.py)
+
+# -- ablations of LARR (`--ablation`): the encoder's variants, and no alignment loss ----------------
+NO_AL = "no_al"
+CTR_ABLATIONS = (*VARIANTS, NO_AL)
+
+# -- sweeps of LARR's alignment (`larr sweep`, the paper's Figure 4): the values of SWEEP_TAG -------
+TEMPERATURE_SWEEP, NEG_RATIO_SWEEP = "temperature", "neg_ratio"
+
+# -- MLflow tags of a seed run -----------------------------------------------------------------------
+MODEL_TAG = "larr.ctr_model"
+ABLATION_TAG = "larr.ablation"
+SEED_TAG = "larr.seed"
+SWEEP_TAG = "larr.sweep"  # non-empty: a sweep point, kept out of Tables 2 and 3
+SAMPLES_TAG = "larr.samples_version"
+ENCODER_TAG = "larr.encoder_uri"
