@@ -1,7 +1,10 @@
 """`larr`: the one entry point, for a terminal, spark-submit (jobs/spark_submit.py) and a
 Databricks wheel task (the console script).
 
-    larr [--lakehouse PATH] <command> [--config FILE] [--set section.key=value ...]
+    larr [options] <command> [options]
+
+options: --lakehouse PATH, --unity-catalog CATALOG.SCHEMA, --config FILE, --set section.key=value
+(repeatable); before or after the command.
 
 Each command loads its typed config strictly, checks the lakehouse and the MLflow store before
 any Spark work, runs inside an MLflow run of its stage (config logged), and ends by printing one
@@ -62,20 +65,42 @@ def is_user_error(err: BaseException) -> bool:
     return False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="larr", description=__doc__.split("\n\n")[0])
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--lakehouse", help="lakehouse root (default $LARR_LAKEHOUSE or ./lakehouse)")
-    common.add_argument("--unity-catalog", help="use Unity Catalog tables under 'catalog.schema'")
-    common.add_argument("--config", help="YAML config (default: the job's file in jobs/)")
-    common.add_argument(
+COMMON_OPTIONS = ("lakehouse", "unity_catalog", "config")
+GLOBAL = "global_"  # the dest prefix of the common options given before the command
+
+
+def _add_common_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--lakehouse, --unity-catalog, --config and --set, before or after the command; given before
+    it they land under `global_*` and `parse_args` merges them (argparse's subparsers would
+    otherwise overwrite them with their own defaults)."""
+    parser.add_argument(
+        "--lakehouse",
+        dest=f"{prefix}lakehouse",
+        help="lakehouse root (default $LARR_LAKEHOUSE or the checkout's lakehouse/)",
+    )
+    parser.add_argument(
+        "--unity-catalog",
+        dest=f"{prefix}unity_catalog",
+        help="use Unity Catalog tables under 'catalog.schema'",
+    )
+    parser.add_argument(
+        "--config", dest=f"{prefix}config", help="YAML config (default: the job's file in jobs/)"
+    )
+    parser.add_argument(
         "--set",
-        dest="overrides",
+        dest=f"{prefix}overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override a config key",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="larr", description=__doc__.split("\n\n")[0])
+    _add_common_options(parser, GLOBAL)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common)
     groups: dict[str, argparse._SubParsersAction] = {}
     top = parser.add_subparsers(dest="command", required=True, metavar="command")
     for command in COMMANDS.values():
@@ -142,8 +167,18 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
     return emit(command.name, figures, catalog.root, ctx.spark_if_started)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line with the common options merged: after the command wins, --set adds up."""
     args = build_parser().parse_args(argv)
+    for name in COMMON_OPTIONS:
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(args, GLOBAL + name))
+    args.overrides = [*args.global_overrides, *args.overrides]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         run_command(args._command, args)
     except Exception as err:

@@ -112,3 +112,14 @@ def test_figures_leave_the_per_step_curves_a_job_logged_alone(lakehouse):
     client = mlflow.MlflowClient()
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "tokens_per_s")) == [1, 2, 3]
     assert client.get_run(run.info.run_id).data.metrics == {"tokens_per_s": 300.0, "steps": 3.0}
+
+
+def test_common_options_work_before_and_after_the_command():
+    from jobs.cli import parse_args
+
+    args = parse_args(["--lakehouse", "mine", "--set", "world.users=5", "generate", "--set", "world.pois=7"])
+    assert args.lakehouse == "mine" and args.config is None
+    assert args.overrides == ["world.users=5", "world.pois=7"]  # before the command first
+    args = parse_args(["--lakehouse", "before", "etl", "clean", "--lakehouse", "after"])
+    assert args.lakehouse == "after"
+    assert parse_args(["etl", "clean"]).lakehouse is None

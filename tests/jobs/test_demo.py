@@ -8,13 +8,13 @@ import json
 import pytest
 
 from jobs import demo
-from jobs.cli import build_parser, command_config
+from jobs.cli import command_config, parse_args
 
 
 @pytest.mark.parametrize("profile", sorted(demo.PROFILES))
 def test_every_step_parses_and_its_config_loads(profile, tmp_path):
     for step in demo.PROFILES[profile]:
-        args = build_parser().parse_args([*step.args, "--lakehouse", str(tmp_path)])
+        args = parse_args([*step.args, "--lakehouse", str(tmp_path)])
         command_config(args._command, args)  # a typo in a --set key or a bad value fails here
 
 
