@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from benchmarks.etl import _drop, _etl_steps, _scratch, _timed, _world_of_size
 from core.catalog import TableCatalog
+from core.paths import BASE_MODEL
 from etl.synthetic import job as generate_job
 from etl.text.slices import token_slices
 from features.embeddings.encoder_runtime import resolve_encoder
@@ -34,7 +35,7 @@ TARGET_RATIO = 0.8
 @dataclass(frozen=True)
 class BenchEmbedConfig:
     encoder: str = ""  # "" = SmolLM2 (`backbone`) + a seeded 128-d projection: the real model's cost
-    backbone: str = ".models/smollm2-135m-instruct"
+    backbone: str = BASE_MODEL
     max_length: int = 64
     texts: int = 512  # texts embedded by each path
     batch_size: int = 32

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from core.dataset_schema import SAMPLE_WEIGHT, SampleFields, sample_fields
+from core.paths import BASE_MODEL
 from core.tracking import FULL_METHOD, NO_CPT, NO_FT
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import all_reduce_sum, autocast, dist_info
@@ -84,7 +85,7 @@ class CtrError(ValueError):
 class P5Config:
     """The P5-style baseline: SmolLM2 scores a text prompt; fine-tuned on a subsample of train rows."""
 
-    source: str = ".models/smollm2-135m-instruct"  # or latest:cpt, runs:/..., a folder
+    source: str = BASE_MODEL  # or latest:cpt, runs:/..., a folder
     max_length: int = 96
     train_layers: int = 2  # last blocks (+ final norm) trained; 0 = all
     batch_size: int = 16

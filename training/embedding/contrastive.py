@@ -67,6 +67,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from core.paths import BASE_MODEL
 from core.tracking import FULL_METHOD, NO_CPT, NO_FT, VARIANTS
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, dist_info
@@ -111,9 +112,7 @@ class ContrastiveError(ValueError):
 class ContrastiveConfig:
     backbone: str = "latest:cpt"  # stage 1's model: latest:cpt, runs:/<id>/backbone or an HF folder
     ablation: str = FULL_METHOD  # none | no_cpt (stage 2 from the base model) | no_ft (stage 1's, as is)
-    base_model: str = (
-        ".models/smollm2-135m-instruct"  # the untouched model the `_base` figures evaluate; "" = none
-    )
+    base_model: str = BASE_MODEL  # the untouched model the `_base` figures evaluate; "" = none
     dim: int = EMBEDDING_DIM
     temperature: float = 0.05
     weight_user_user: float = 1.0  # a1

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.paths import BASE_MODEL
 from core.tracking import record_model
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import all_reduce_sum, autocast, dist_info
@@ -82,7 +83,7 @@ class CptError(ValueError):
 
 @dataclass(frozen=True)
 class CptConfig:
-    backbone: str = ".models/smollm2-135m-instruct"  # HF folder or MLflow URI (training.lm.backbone)
+    backbone: str = BASE_MODEL  # HF folder or MLflow URI (training.lm.backbone)
     max_length: int = 256  # tokens per sample, input + target + eos
     batch_size: int = 8  # samples per micro-batch (per rank)
     grad_accum: int = 1  # micro-batches per optimizer step
