@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Two commands do everything on a fresh machine: `make demo` (then `make study`) and `make test`.
 # Both first run `make setup`, which is idempotent and skipped once done.
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.larr-setup-done
 LAKEHOUSE ?= ./lakehouse
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo bench clean recall cluster-up cluster-down mlflow gpu-check
+.PHONY: setup test test-fast lint format demo study bench clean recall cluster-up cluster-down mlflow notebooks gpu-check
 
 setup: $(STAMP)
 
@@ -33,34 +33,20 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: setup lint
+test: setup lint  # the whole suite, as CI runs it
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# stage 3: the ablation encoders and their scene vectors, every CTR model over 3 seeds, the sweeps
-CTR_STEPS := "train contrastive --set ablation=no_cpt --set backbone=$(MODELS)/smollm2-135m-instruct" \
-	"train contrastive --set ablation=no_ft" \
-	"embed scenes --set encoder=latest:contrastive/no_cpt" "embed scenes --set encoder=latest:contrastive/no_ft" \
-	"train ctr --model wide_deep" "train ctr --model deepfm" "train ctr --model ple" "train ctr --model larr" \
-	"train ctr --model larr --ablation no_cpt" "train ctr --model larr --ablation no_ft" \
-	"train ctr --model larr --ablation no_al" "train ctr --model p5" "sweep --set seeds=[1]"
-DEMO_STEPS := generate "etl clean" "etl corpus" "etl pairs" "features scene" "features stats" "etl samples" \
-	"train cpt" "train contrastive" "embed scenes" "embed texts --set sides=[poi]" $(CTR_STEPS)
+test-fast: setup lint  # the inner loop: no Spark, no cluster, no GPU (markers set in tests/conftest.py)
+	$(BIN)/python -m pytest -m "not slow and not cluster and not gpu" $(PYTEST_ARGS)
+
+# The steps of both live in jobs/demo.py; a re-run continues after the last finished step.
+demo: setup  # every stage once on the small world, about 15 minutes on 2 cores
+	$(BIN)/python -m jobs.demo demo --lakehouse $(LAKEHOUSE)
+
+study: setup  # the full protocol: every model and ablation over 3 seeds, P5, the sweeps, the report
+	$(BIN)/python -m jobs.demo study --lakehouse $(LAKEHOUSE)
+
 SCENE ?= a user visiting Chengdu on vacation
-
-demo: setup
-	@set -e; start=$$(date +%s); for step in $(DEMO_STEPS); do \
-		echo "== larr $$step"; $(BIN)/larr $$step --lakehouse $(LAKEHOUSE) 2>&1 | grep -v -E '^(WARNING|Using Spark|Setting default|To adjust|[0-9/]+ [0-9:]+ (WARN|INFO))'; \
-		test $${PIPESTATUS[0]} -eq 0; done; \
-	echo "== larr etl ingest (bring your own logs: tests/data/byo)"; \
-	$(BIN)/larr etl ingest --lakehouse $(LAKEHOUSE)/byo --set mapping=tests/data/byo/mapping.yaml 2>&1 | tail -n 1; \
-	$(BIN)/larr etl clean --lakehouse $(LAKEHOUSE)/byo 2>&1 | tail -n 1; \
-	echo "== larr recall --scene \"$(SCENE)\""; \
-	$(BIN)/larr recall --scene "$(SCENE)" --lakehouse $(LAKEHOUSE) 2>&1 | grep -E '^ *[0-9]+\. |^recall'; \
-	echo "== larr report"; \
-	$(BIN)/larr report --lakehouse $(LAKEHOUSE) 2>&1 | grep -v -E '^(WARNING|[0-9/]+ [0-9:]+ (WARN|INFO))' | grep -v '^{'; \
-	test $${PIPESTATUS[0]} -eq 0; \
-	echo "demo finished in $$(( $$(date +%s) - start )) s"
-
 recall: setup  # the case study: make recall SCENE="a user visiting Guangzhou on vacation"
 	$(BIN)/larr recall --scene "$(SCENE)" --lakehouse $(LAKEHOUSE)
 
@@ -68,6 +54,18 @@ MLFLOW_PORT ?= 5000
 mlflow: setup  # MLflow's UI on the lakehouse's store, from any folder: make -C <repo> mlflow [LAKEHOUSE=...]
 	@echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) for $(abspath $(LAKEHOUSE))/mlflow.db (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(LAKEHOUSE))/mlflow.db --port $(MLFLOW_PORT)
+
+# the analyst notebooks (notebooks/) on a kernel of the project's venv; Jupyter itself is not pinned
+# (too heavy): `$(BIN)/pip install jupyterlab` once, or open them in VS Code with that kernel
+NOTEBOOK_ENV := $(if $(filter file undefined,$(origin LAKEHOUSE)),,env LARR_LAKEHOUSE=$(abspath $(LAKEHOUSE)))
+notebooks: setup  # make notebooks [LAKEHOUSE=...]: the kernel "LARR (project venv)", then Jupyter if installed
+	$(BIN)/python -m ipykernel install --user --name larr --display-name "LARR (project venv)"
+	@if [ -x $(BIN)/jupyter-lab ]; then $(NOTEBOOK_ENV) $(BIN)/jupyter-lab --notebook-dir=notebooks; \
+	elif [ -x $(BIN)/jupyter-notebook ]; then $(NOTEBOOK_ENV) $(BIN)/jupyter-notebook --notebook-dir=notebooks; \
+	else echo "kernel 'LARR (project venv)' registered; no Jupyter in $(VENV). Open notebooks/*.ipynb with either:"; \
+		echo "  $(BIN)/pip install jupyterlab && make notebooks    (starts JupyterLab on notebooks/)"; \
+		echo "  VS Code (Jupyter extension) or any Jupyter front end, with the kernel 'LARR (project venv)'"; \
+		echo "The notebooks read \$$LARR_LAKEHOUSE, else $(CURDIR)/lakehouse (make demo writes it)."; fi
 
 cluster-up: setup  # a standalone master + 2 workers from the venv's pyspark (jobs/spark/cluster.sh)
 	bash jobs/spark/cluster.sh up

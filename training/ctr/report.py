@@ -254,7 +254,7 @@ def sweep_table(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
     return summary.rename_axis("value").reset_index()
 
 
-def _sweep_section(sweep: str, table: pd.DataFrame, folder: Path) -> tuple[str, str]:
+def sweep_section(sweep: str, table: pd.DataFrame, folder: Path) -> tuple[str, str]:
     from training.ctr.plots import plot_sweep
 
     _, axis, log_x = SWEEPS[sweep]
@@ -281,7 +281,7 @@ def _sweep_section(sweep: str, table: pd.DataFrame, folder: Path) -> tuple[str, 
     return markdown + f"\n\n![AUC vs {axis}]({Path(plot).name})", plot
 
 
-def _models_plot(numbers: dict, folder: Path) -> str | None:
+def models_plot_file(numbers: dict, folder: Path) -> str | None:
     """Table 2's AUCs per model that ran (mean ± std) against the Bayes-optimal AUCs; None when no
     model ran."""
     from training.ctr.plots import plot_auc_bars
@@ -353,7 +353,7 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
     short = short_of_seeds(numbers2, numbers3, cfg.min_seeds)
     figures: dict = {}
     tables = {"table2": markdown2, "table3": markdown3}
-    models_plot = _models_plot(numbers2, path.parent)
+    models_plot = models_plot_file(numbers2, path.parent)
     if models_plot:
         figures["models_plot"] = models_plot
     versions = sorted({str(v) for v in _table_runs(runs)["samples_version"].dropna()})
@@ -377,7 +377,7 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
         table = sweep_table(runs, sweep)
         if table.empty:
             continue
-        markdown, figures[f"{sweep}_plot"] = _sweep_section(sweep, table, path.parent)
+        markdown, figures[f"{sweep}_plot"] = sweep_section(sweep, table, path.parent)
         sections.append(f"## Sweep: {sweep}\n\n" + markdown)
         tables[f"sweep_{sweep}"] = markdown
         sweeps[sweep] = [
