@@ -38,7 +38,11 @@ from training.ctr.names import CTR_ABLATIONS, DEEPFM, ID_MODELS, LARR, P5, PLE
 SCENE = "a user visiting Chengdu on vacation"
 DEMO_MODELS = (DEEPFM, PLE, LARR)
 # Spark's and the JVM's start-up chatter; the commands' own lines and their JSON pass through
-NOISE = re.compile(r"^(WARNING|Using Spark|Setting default|To adjust|\s*$|[0-9/]+ [0-9:]+ (WARN|INFO))")
+NOISE = re.compile(
+    r"^(WARNING|Using Spark|Setting default|To adjust|\s*$|[0-9/]+ [0-9:]+ (WARN|INFO)"
+    r"|Downloading artifacts|Loading weights|.*UserWarning|\s+color_warning\()"
+)
+LINE_END = re.compile(rb"(?<=[\r\n])")  # progress bars redraw with \r: pass them on as they come
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ LLM = _steps(
 )
 RECALL = Step(("recall", "--scene", SCENE))
 # The demo's world is half the default one (1,500 users, 360 shops, 120,000 impressions) and its LLM
-# stages take 12 steps with smaller held-out pools: sized from the steps' measured seconds
+# stages take 8 steps with smaller held-out pools: sized from the steps' measured seconds
 # (docs/commands.md) to finish in about 15 minutes on 2 cores.
 DEMO_WORLD = (
     "--set",
@@ -87,11 +91,12 @@ DEMO = [
     Step(("generate", *DEMO_WORLD)),
     *DATA[1:],
     *_steps(
-        "train cpt --set max_steps=12 --set heldout_max_rows=16",
+        "train cpt --set max_steps=8 --set heldout_max_rows=16",
         # the untouched model's figures belong to the study
-        "train contrastive --set base_model= --set max_steps=12 --set eval_max_pairs=60 --set probe_max_pois=150",
+        "train contrastive --set base_model= --set max_steps=8 --set eval_max_pairs=40 --set probe_max_pois=100",
+        "embed scenes --set partitions=1",  # 46 texts: one worker loading the encoder beats two
     ),
-    *LLM[2:],
+    *LLM[3:],
     *_steps(*(f"train ctr --model {model} --set seeds=[1]" for model in DEMO_MODELS)),
     RECALL,
     *_steps("report --set min_seeds=1"),
@@ -168,25 +173,32 @@ def run_step(step: Step, lakehouse: Path) -> float:
     """Run one `larr` command, streaming its lines without Spark's chatter; its seconds."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    last = ""
+
+    def echo(piece: bytes) -> None:
+        nonlocal last
+        text = piece.decode(errors="replace")
+        ends_a_bar = text == "\n" and last.endswith("\r")  # a finished progress bar keeps its line
+        if NOISE.match(text.strip("\r\n")) and not ends_a_bar:
+            return
+        last = text
+        if not step.quiet:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
     with subprocess.Popen(
-        _larr(step, lakehouse),
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
+        _larr(step, lakehouse), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as process:
-        last = ""
-        for line in process.stdout:
-            if NOISE.match(line):
-                continue
-            last = line
-            if not step.quiet:
-                print(line, end="", flush=True)
+        pending = b""
+        while chunk := process.stdout.read1(1 << 16):
+            *pieces, pending = LINE_END.split(pending + chunk)
+            for piece in pieces:
+                echo(piece)
+        if pending:
+            echo(pending)
         rc = process.wait()
     if step.quiet and last:
-        print(last, end="", flush=True)
+        print(last.rstrip("\r\n"), flush=True)
     if rc != 0:
         raise StepFailed(f"`larr {step.key}` failed (exit code {rc}); fix it and re-run to continue from it")
     return time.perf_counter() - started
