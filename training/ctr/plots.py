@@ -8,6 +8,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
+def _save(fig, title: str, path: str | Path) -> str:
+    """Title, layout and PNG of a finished figure; the figure is closed. Returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
 def plot_sweep(
     title: str,
     x_label: str,
@@ -43,12 +55,7 @@ def plot_sweep(
         ax.set_xticks(x[order], [f"{v:g}" for v in x[order]])
         ax.set(xlabel=x_label, ylabel=label)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, title, path)
 
 
 def plot_auc_bars(
@@ -91,9 +98,4 @@ def plot_auc_bars(
         ax.set_xticks(x, list(labels), rotation=20)
         ax.set(ylabel=series)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, title, path)
