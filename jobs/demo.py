@@ -123,7 +123,8 @@ PROFILES = {"demo": DEMO, "study": STUDY}
 # measured on this project's 2-core machine (docs/benchmarks.md); said up front, not promised
 EXPECTED = {
     "demo": "about 15 minutes on 2 cores after set-up",
-    "study": "about 50 minutes on 2 cores (its own, larger world: the demo's tables are replaced)",
+    # the same steps as the full demo of 2026-11-29, which took 2,569 s (docs/benchmarks.md)
+    "study": "about 45 minutes on 2 cores (its own, larger world: the demo's tables are replaced)",
 }
 
 
