@@ -211,12 +211,12 @@ def _minutes(seconds: float) -> str:
 
 def timing_table(steps: Sequence[Step], progress: Progress) -> str:
     total = sum(progress.done[s.key]["seconds"] for s in steps if s.key in progress.done)
-    lines = [f"{'step':<58} {'seconds':>8} {'share':>6}"]
+    lines = [f"{'seconds':>8} {'share':>6}  step"]
     for step in steps:
         if step.key in progress.done:
             seconds = progress.done[step.key]["seconds"]
-            lines.append(f"larr {step.key:<53} {seconds:>8.1f} {seconds / max(total, 1e-9):>6.1%}")
-    lines.append(f"{'all steps':<58} {total:>8.1f} {'100%':>6}")
+            lines.append(f"{seconds:>8.1f} {seconds / max(total, 1e-9):>6.1%}  larr {step.key}")
+    lines.append(f"{total:>8.1f} {'100%':>6}  all steps")
     return "\n".join(lines)
 
 
