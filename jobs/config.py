@@ -7,6 +7,7 @@ key. Only the entry point calls this module: nothing below jobs/ reads YAML or a
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -32,7 +33,20 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"config key {dotted}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    node[parts[-1]] = _override_value(dotted, raw)
+
+
+def _override_value(dotted: str, raw: str) -> Any:
+    """The YAML value of `--set key=raw`, as one line naming the key when it is not one. A date stays
+    the text it was typed as: every date in the configs is a string field (`2014-04-20`)."""
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a date YAML cannot build (2026-13-45)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"--set {dotted}: {raw!r} is not a valid value ({reason})") from None
+    return raw.strip() if isinstance(value, dt.date) else value
 
 
 def load_config(

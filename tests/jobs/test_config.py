@@ -66,6 +66,8 @@ def test_overrides_parse_values_and_reach_nested_keys(tmp_path):
         ("version: 1\n", ["inner.bogus=1"], "unknown config key inner.bogus"),
         ("version: 1\n", ["steps=1.5"], "config key steps: expected int, got float"),
         ("version: 1\n", ["steps"], "--set expects section.key=value"),
+        ("version: 1\n", ["inner.names=[1,"], "--set inner.names: '[1,' is not a valid value"),
+        ("version: 1\n", ["label=2026-13-45"], "--set label: '2026-13-45' is not a valid value"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, overrides, message):
@@ -85,3 +87,10 @@ def test_validation_in_the_dataclass_becomes_a_config_error():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_a_date_typed_into_set_stays_the_text_it_was_typed_as(tmp_path):
+    cfg = load_config(Outer, write(tmp_path, "version: 1\n"), ["label=2014-04-20"])
+    assert cfg.label == "2014-04-20"
+    cfg = load_config(GenerateConfig, None, ["world.start_date=2026-05-01"])
+    assert cfg.world.start_date == "2026-05-01"
