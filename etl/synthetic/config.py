@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from etl.synthetic.vocab import CITIES
@@ -39,6 +40,10 @@ class WorldConfig:
             )
         if not 0.0 <= self.away_rate <= 1.0:
             raise ValueError(f"world.away_rate must be in [0, 1], got {self.away_rate}")
+        try:  # checked here, before Spark starts, not when the first day is built
+            dt.date.fromisoformat(self.start_date)
+        except (TypeError, ValueError):
+            raise ValueError(f"world.start_date must be a date YYYY-MM-DD, got {self.start_date!r}") from None
 
     @property
     def requests(self) -> int:

@@ -82,6 +82,8 @@ def test_validation_in_the_dataclass_becomes_a_config_error():
         load_config(GenerateConfig, None, ["world.pois=10"])
     with pytest.raises(ConfigError, match="test_day must be within 1..world.days=8"):
         load_config(GenerateConfig, None, ["test_day=9"])
+    with pytest.raises(ConfigError, match="world.start_date must be a date YYYY-MM-DD, got '2026-13-45'"):
+        load_config(GenerateConfig, None, ['world.start_date="2026-13-45"'])  # quoted: a string to YAML
 
 
 def test_missing_file_is_named(tmp_path):
