@@ -87,9 +87,13 @@ class TorchEngine:
 
     def load(self, folder: Path) -> None:
         location = self.device
-        self.model.load_state_dict(torch.load(folder / "model.pt", map_location=location, weights_only=True))
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=location))
-        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+        # all three read before any is applied: a damaged file leaves the engine as it was
+        model = torch.load(folder / "model.pt", map_location=location, weights_only=True)
+        optimizer = torch.load(folder / "optimizer.pt", map_location=location)
+        scheduler = torch.load(folder / "scheduler.pt", weights_only=False)
+        self.model.load_state_dict(model)
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(scheduler)
 
 
 DEEPSPEED_TAG = "deepspeed"

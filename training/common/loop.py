@@ -14,8 +14,9 @@
   naming the step and the last good checkpoint (`guard.py`).
 - Every `checkpoint_every` steps and at the end: an atomic checkpoint (`checkpoint.py`), then
   `on_checkpoint(step, path, model)` (tests use it to kill the process or corrupt the weights).
-- With a `checkpoint_dir` holding checkpoints and `resume` set, the newest is loaded first:
-  weights, optimizer, scheduler, RNG states, data position and the loss curve so far.
+- With a `checkpoint_dir` holding checkpoints and `resume` set, the newest usable one is loaded
+  first: weights, optimizer, scheduler, RNG states, data position and the loss curve so far (a
+  corrupt one is reported in one line and the one before it used: `checkpoint.resume`).
 - The loss curve (one mean loss per optimizer step, averaged over ranks) comes back in the
   result; the trainer logs its PNG to MLflow on rank 0 (`training/common/tracking.py`).
 - While it trains, rank 0 inside an active MLflow run logs `train_loss`, `lr` and the throughput
@@ -36,7 +37,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from training.common.checkpoint import latest, load_checkpoint, save_checkpoint
+from training.common.checkpoint import resume, save_checkpoint
 from training.common.device import all_reduce_sum, dist_info
 from training.common.guard import check_finite
 from training.common.tracking import StepLogger
@@ -116,8 +117,12 @@ def train_loop(
     info = dist_info()
     state = {"epoch": 0, "position": 0, "losses": []}
     resumed_from, last = None, None
-    if settings.checkpoint_dir and settings.resume and (last := latest(settings.checkpoint_dir)) is not None:
-        state = load_checkpoint(last, engine)
+    if (
+        settings.checkpoint_dir
+        and settings.resume
+        and (found := resume(settings.checkpoint_dir, engine, log))
+    ):
+        last, state = found
         resumed_from = state["step"]
         if info.is_primary:
             log(

@@ -64,6 +64,8 @@ def test_a_rerun_resumes_from_the_checkpoint_and_gives_the_same_figures(spark, c
     again = tracked(cfg, messages.append)
     assert again["ctr_auc"] == first["ctr_auc"] and again["logloss"] == first["logloss"]
     assert any("resuming from" in m and "step-000004" in m for m in messages)  # nothing left to train
+    assert not any("unusable" in m for m in messages)
+    assert (tmp_path / "ckpt" / "seed-1" / "step-000004" / "checksums.json").is_file()
     messages.clear()
     longer = tracked(replace(cfg, max_steps=6), messages.append)
     assert longer["per_seed"][0]["train_steps"] == 6
