@@ -5,14 +5,16 @@ partitioned by `dt`, derived from `ts` as the UTC day when the source has no dt)
 (mapping.py) declares the dataset schema (stored as raw.dataset_schema: every later job reads it),
 renames source columns and gives constants for declared columns the export lacks; the one-row
 raw.ingest_mapping records where the tables came from. Everything is checked before anything is
-written: a lakehouse that holds another schema (unless `replace_schema`), a missing required or
-declared column, or a value that cannot be cast to its raw type is a one-line error naming the
-file and the column. Rows that parse but are malformed (unknown ids, values out of range) are
-left for `etl clean`.
+written: a lakehouse that holds another schema (unless `replace_schema`), an empty or binary file,
+a source without rows (unless its `allow_empty`), a missing required or declared column, or a
+value that cannot be cast to its raw type is a one-line error naming the file and the column.
+Rows that parse but are malformed (unknown ids, values out of range) are left for `etl clean`.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,10 @@ from etl.ingest.mapping import (
 MAPPING_TABLE = "raw.ingest_mapping"
 JAVA_CHARSETS = "spark.sql.legacy.javaCharsets"  # Spark 4: CSV in any JDK charset, not only SPARK_ENCODINGS
 SECONDS_PER_DAY = 86400
+SNIFF_BYTES = 4096  # a file's head: enough to tell text from binary
+SNIFF_FILES = 8  # files of a folder whose head is checked: a cheap guard, not a scan
+COMPRESSED = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst")  # Spark decompresses these by name
+NOT_PARQUET = re.compile(r"(\S+) is not a Parquet file")  # Spark's footer error names the file
 
 
 class IngestError(ValueError):
@@ -185,7 +191,73 @@ def csv_reader_options(options: CsvOptions) -> dict[str, str]:
     }
 
 
-def read_source(spark: SparkSession, source: SourceTable) -> DataFrame:
+def data_files(path: Path) -> list[Path]:
+    """The files Spark reads from a file or folder: hidden and _-prefixed ones (_SUCCESS, .crc) are not."""
+    if path.is_file():
+        return [path]
+    hidden = ("_", ".")
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(s.startswith(hidden) for s in p.relative_to(path).parts)
+    )
+
+
+def not_csv(table: str, path: str | Path, encoding: str, binary: bool) -> IngestError:
+    """A CSV source that is binary, or text in another encoding than the mapping's (with a hint)."""
+    hint = "" if binary else f" in {encoding} (if it is one, set {table}.csv.encoding)"
+    return IngestError(f"ingest: {table} source {path} is not a CSV file{hint}")
+
+
+def sniff_csv(table: str, file: Path, head: bytes, encoding: str) -> None:
+    """A CSV file's head must decode in its encoding without a NUL: gzip, PNG, Parquet and random bytes do not."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:  # a JDK charset Python lacks: Spark alone can read it
+        return
+    if name in ("utf-16", "utf-32") and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        name += "-be"  # as Java reads them without a byte order mark
+    try:
+        # final=False: the head may end mid-character
+        text = codecs.getincrementaldecoder(name)().decode(head, final=False)
+    except UnicodeDecodeError:
+        raise not_csv(table, file, encoding, binary=b"\x00" in head) from None
+    if "\x00" in text:
+        raise not_csv(table, file, encoding, binary=True)
+
+
+def check_local_files(table: str, source: SourceTable) -> None:
+    """An empty or binary local CSV / Parquet file is one line naming it, before Spark reads it (and would echo
+    its bytes as column names or in a stack trace). Remote files are left to read_source."""
+    files = data_files(Path(source.path))
+    if not any(f.stat().st_size for f in files):
+        what = "file" if Path(source.path).is_file() else "folder"
+        raise IngestError(f"ingest: {table} source {source.path} is an empty {what}")
+    for file in files[:SNIFF_FILES]:
+        with file.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+        if not head and source.format == "parquet":  # Spark skips an empty CSV among others, not a Parquet
+            raise IngestError(f"ingest: {table} source {file} is an empty file")
+        if not head or file.suffix in COMPRESSED:
+            continue
+        if source.format == "parquet" and not head.startswith(b"PAR1"):
+            raise IngestError(f"ingest: {table} source {file} is not a Parquet file")
+        if source.format == "csv":
+            sniff_csv(table, file, head, source.csv.encoding)
+
+
+def read_parquet(spark: SparkSession, table: str, path: str) -> DataFrame:
+    """A Parquet source; a file that is not Parquet (remote ones are not sniffed) is named, not dumped."""
+    try:
+        return spark.read.parquet(path)
+    except Exception as err:  # py4j and Spark Connect raise different classes: the text tells
+        bad = NOT_PARQUET.search(str(err))
+        if bad is None:
+            raise
+        raise IngestError(f"ingest: {table} source {bad.group(1)} is not a Parquet file") from None
+
+
+def read_source(spark: SparkSession, source: SourceTable, table: str) -> DataFrame:
     """A source as a DataFrame: a CSV / Parquet file or folder, a Delta table folder, or a table by name."""
     if source.format == "table":
         try:
@@ -195,14 +267,17 @@ def read_source(spark: SparkSession, source: SourceTable) -> DataFrame:
         if not exists:
             raise IngestError(f"ingest: table {source.path} does not exist")
         return spark.read.table(source.path)
-    if "://" not in source.path and not Path(source.path).exists():
+    local = "://" not in source.path
+    if local and not Path(source.path).exists():
         raise IngestError(f"ingest: source file {source.path} does not exist")
+    if local and source.format in ("csv", "parquet"):
+        check_local_files(table, source)
     if source.format == "delta":
         if not DeltaTable.isDeltaTable(spark, source.path):
             raise IngestError(f"ingest: {source.path} is not a Delta table (format: delta)")
         return spark.read.format("delta").load(source.path)
     if source.format == "parquet":
-        return spark.read.parquet(source.path)
+        return read_parquet(spark, table, source.path)
     encoding = source.csv.encoding
     if encoding not in SPARK_ENCODINGS.values() and spark.conf.get(JAVA_CHARSETS, "false").lower() != "true":
         raise IngestError(
@@ -217,6 +292,11 @@ def read_source(spark: SparkSession, source: SourceTable) -> DataFrame:
         raise IngestError(
             f"ingest: {source.path}: csv.encoding {encoding} is not a charset that Java knows"
         ) from None
+    if not df.columns:  # a remote empty file (local ones were refused above)
+        raise IngestError(f"ingest: {table} source {source.path} is an empty file")
+    names = "".join(df.columns)
+    if "\x00" in names or "\ufffd" in names:  # a remote binary file read as text: do not echo its bytes
+        raise not_csv(table, source.path, encoding, binary="\x00" in names)
     if source.csv.header:
         return df
     if len(df.columns) != len(source.csv.names):
@@ -225,6 +305,16 @@ def read_source(spark: SparkSession, source: SourceTable) -> DataFrame:
             f" {len(source.csv.names)} ({', '.join(source.csv.names)})"
         )
     return df.toDF(*source.csv.names)
+
+
+def check_rows(df: DataFrame, table: str, source: SourceTable) -> None:
+    """A source without rows (often an export that failed half-way) is refused unless its allow_empty."""
+    if source.allow_empty or not df.isEmpty():  # isEmpty: Spark reads up to one row
+        return
+    what = "has a header but no rows" if source.format == "csv" and source.csv.header else "has no rows"
+    raise IngestError(
+        f"ingest: {table} source {source.path} {what} (set {table}.allow_empty: true to ingest it empty)"
+    )
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: IngestConfig, log=print) -> dict:
@@ -236,8 +326,9 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: IngestConfig, log=print
     frames = {}
     for table in TABLES:
         source = mapping.table(table)
-        df = read_source(spark, source)
+        df = read_source(spark, source, table)
         check_source_columns(df.columns, table, source, schema)
+        check_rows(df, table, source)
         frames[table] = df
     for table, df in frames.items():
         source = mapping.table(table)

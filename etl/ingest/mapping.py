@@ -9,7 +9,7 @@ table`, `path` is a table name and is kept as written). Example: tests/data/byo/
     schema: {...}               # the dataset schema (docs/dataset_schema.md), or a path to its YAML
     users:      {path: users.csv, format: csv, columns: {uid: user_id, ...}, defaults: {device: ios}}
     pois:       {path: pois.csv, csv: {multi_line: true, escape: '"'}, ...}   # CSV options: CsvOptions
-    impressions: {...}
+    impressions: {...}          # allow_empty: true accepts a source without rows (else an error)
 
 `columns` renames source columns onto the platform's own (`event_id`, `ts`, `user_id`, `poi_id`,
 `clicked`, `ordered`, `dt`) and the schema's declared columns; `defaults` gives constants for
@@ -88,6 +88,7 @@ class SourceTable:
     columns: dict[str, str] = field(default_factory=dict)  # source column -> raw column
     defaults: dict[str, Any] = field(default_factory=dict)  # raw column -> constant, when not in the source
     csv: CsvOptions = field(default_factory=CsvOptions)  # format csv only
+    allow_empty: bool = False  # true: a source without rows is ingested as an empty table, not refused
 
     def source_of(self, raw_column: str) -> str:
         """The source column that feeds a raw column (a renamed one, else the same name)."""
@@ -111,7 +112,8 @@ class IngestMapping:
 
 
 _TOP_KEYS = {"users", "pois", "impressions", "schema"}
-_TABLE_KEYS = {"path", "format", "columns", "defaults", "csv", "delimiter"}  # delimiter: deprecated csv.sep
+# delimiter: the deprecated name of csv.sep
+_TABLE_KEYS = {"path", "format", "columns", "defaults", "csv", "delimiter", "allow_empty"}
 _CSV_KEYS = {"sep", "quote", "escape", "multi_line", "encoding", "header", "names", "null_value"}
 
 
@@ -183,6 +185,9 @@ def _parse_table(data: Any, name: str, path: Path, schema: DatasetSchema, fail) 
         if key in data and fmt != "csv":
             raise fail(f"key {name}.{key}: CSV options need format csv, not {fmt}")
     csv = _parse_csv(data.get("csv"), data.get("delimiter"), "delimiter" in data, name, fail)
+    allow_empty = data.get("allow_empty", False)
+    if not isinstance(allow_empty, bool):
+        raise fail(f"key {name}.allow_empty must be true or false, got {allow_empty!r}")
     if "delimiter" in data:
         warnings.warn(
             f"ingest mapping {path}: key {name}.delimiter is deprecated, use {name}.csv.sep",
@@ -224,7 +229,7 @@ def _parse_table(data: Any, name: str, path: Path, schema: DatasetSchema, fail) 
         resolved = source
     else:
         resolved = str((path.parent / source).resolve())
-    return SourceTable(resolved, fmt, dict(columns), dict(defaults), csv)
+    return SourceTable(resolved, fmt, dict(columns), dict(defaults), csv, allow_empty)
 
 
 def _parse_csv(data: Any, delimiter: Any, has_delimiter: bool, name: str, fail) -> CsvOptions:

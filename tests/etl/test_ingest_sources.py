@@ -1,14 +1,16 @@
 """Ingest sources beyond plain CSV: CSV options (quotes, escapes, line breaks, separators,
-encodings, header-less files, null text), Delta folders, Parquet and tables by name."""
+encodings, header-less files, null text), Delta folders, Parquet and tables by name; empty,
+row-less and binary sources."""
 
 import dataclasses
+import gzip
 
 import pytest
 import yaml
 from pyspark.sql import functions as F
 
 from etl.ingest import job
-from etl.ingest.mapping import CsvOptions, MappingError, load_mapping
+from etl.ingest.mapping import CsvOptions, MappingError, SourceTable, load_mapping
 from jobs.cli import main
 from tests.etl.test_ingest import BYO, EVENT_COLUMNS, EXAMPLE_EVENTS, POI_COLUMNS, RAW, copy_example, table
 
@@ -95,8 +97,15 @@ def test_quoted_multiline_latin1_and_headerless_csv_through_etl_ingest(spark, la
     # the same files with Spark's default CSV options are misread: proof that the options matter
     mapping = load_mapping(path)
     plain = {name: dataclasses.replace(mapping.table(name), csv=CsvOptions()) for name in ("pois", "users")}
-    assert job.read_source(spark, plain["pois"]).count() != 3
-    assert job.read_source(spark, plain["users"]).columns == ["uid;nick;sex;age;city;platform"]
+    assert job.read_source(spark, plain["pois"], "pois").count() != 3
+    latin1 = dataclasses.replace(mapping.users, csv=CsvOptions(encoding="ISO-8859-1"))
+    assert job.read_source(spark, latin1, "users").columns == ["uid;nick;sex;age;city;platform"]
+    with pytest.raises(job.IngestError) as err:  # and Latin-1 is not UTF-8
+        job.read_source(spark, plain["users"], "users")
+    assert str(err.value) == (
+        f"ingest: users source {folder / 'users.csv'} is not a CSV file in UTF-8"
+        " (if it is one, set users.csv.encoding)"
+    )
 
 
 @pytest.fixture()
@@ -231,6 +240,10 @@ def test_unreadable_source_is_one_line_naming_it_and_nothing_is_written(
         ({"users": {"csv": {"escape": ""}}}, "key users.csv.escape must be one character"),
         ({"users": {"csv": {"null_value": 0}}}, "key users.csv.null_value must be a string"),
         (
+            {"impressions": {"allow_empty": "yes"}},
+            "key impressions.allow_empty must be true or false, got 'yes'",
+        ),
+        (
             {"users": {"format": "parquet", "csv": {"sep": ";"}}},
             "key users.csv: CSV options need format csv, not parquet",
         ),
@@ -307,8 +320,95 @@ def test_jdk_charset_with_the_legacy_setting(spark, tmp_path):
     folder = copy_example(tmp_path)
     (folder / "users.csv").write_bytes("uid,nick\n1,Zoé €uro\n".encode("cp1252"))
     path = edit_mapping(folder, users={"csv": {"encoding": "cp1252"}})
-    rows = job.read_source(spark, load_mapping(path).users).collect()
+    rows = job.read_source(spark, load_mapping(path).users, "users").collect()
     assert [tuple(r) for r in rows] == [("1", "Zoé €uro")]
     unknown = dataclasses.replace(load_mapping(path).users, csv=CsvOptions(encoding="mac-roman"))
     with pytest.raises(job.IngestError, match="csv.encoding mac-roman is not a charset that Java knows"):
-        job.read_source(spark, unknown)
+        job.read_source(spark, unknown, "users")
+
+
+HEADER = (BYO / "impressions.csv").read_text().split("\n", 1)[0] + "\n"
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+RANDOM = bytes(range(256)) * 16  # NUL bytes, and not UTF-8
+
+
+def test_header_only_csv_is_refused_unless_allow_empty(spark, lakehouse, catalog, tmp_path, capsys):
+    folder = copy_example(tmp_path)
+    (folder / "impressions.csv").write_text(HEADER)
+    path = folder / "mapping.yaml"
+
+    assert main(["etl", "ingest", "--lakehouse", str(lakehouse), "--set", f"mapping={path}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (  # after MLflow's own log lines
+        f"larr etl ingest: error: ingest: impressions source {folder / 'impressions.csv'} has a header but no rows"
+        " (set impressions.allow_empty: true to ingest it empty)"
+    )
+    assert not any(catalog.exists(spark, name) for name in RAW)
+
+    edit_mapping(folder, impressions={"allow_empty": True})
+    figures = job.run(spark, catalog, job.IngestConfig(mapping=str(path)), log=lambda _: None)
+    assert (figures["users"], figures["pois"], figures["impressions"]) == (4, 3, 0)
+    assert catalog.read(spark, "raw.impressions").isEmpty()
+
+
+@pytest.mark.parametrize(
+    ("files", "source", "message"),
+    [
+        ({"impressions.csv": b""}, {}, "{folder}/impressions.csv is an empty file"),
+        ({"imp/_SUCCESS": b""}, {"path": "imp"}, "{folder}/imp is an empty folder"),
+        ({"impressions.csv": RANDOM}, {}, "{folder}/impressions.csv is not a CSV file"),
+        ({"impressions.csv": PNG}, {}, "{folder}/impressions.csv is not a CSV file"),
+        (
+            {"impressions.csv": gzip.compress(HEADER.encode(), mtime=0)},  # gzip, but not named .gz
+            {},
+            "{folder}/impressions.csv is not a CSV file",
+        ),
+        (
+            {"imp/part-0.csv": HEADER.encode(), "imp/part-1.csv": PNG},
+            {"path": "imp"},
+            "{folder}/imp/part-1.csv is not a CSV file",
+        ),
+        (
+            {"imp.parquet": RANDOM},
+            {"path": "imp.parquet", "format": "parquet"},
+            "{folder}/imp.parquet is not a Parquet file",
+        ),
+        ({}, {"format": "parquet"}, "{folder}/impressions.csv is not a Parquet file"),
+        (
+            {"imp/part-0.parquet": b"", "imp/part-1.parquet": b"PAR1"},  # Spark fails on an empty Parquet
+            {"path": "imp", "format": "parquet"},
+            "{folder}/imp/part-0.parquet is an empty file",
+        ),
+    ],
+)
+def test_empty_or_binary_file_is_one_line_naming_it_and_nothing_is_written(
+    spark, catalog, tmp_path, files, source, message
+):
+    folder = copy_example(tmp_path)
+    for name, data in files.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(data)
+    path = edit_mapping(folder, impressions=source)
+    with pytest.raises(job.IngestError) as err:
+        job.run(spark, catalog, job.IngestConfig(mapping=str(path)), log=lambda _: None)
+    assert str(err.value) == "ingest: impressions source " + message.format(folder=folder)
+    assert not any(catalog.exists(spark, name) for name in RAW)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b"", "csv", "{url} is an empty file"),
+        (RANDOM, "csv", "{url} is not a CSV file"),
+        # only the header is seen, and PNG's holds no NUL: it may be text in another encoding
+        (PNG, "csv", "{url} is not a CSV file in UTF-8 (if it is one, set impressions.csv.encoding)"),
+        (RANDOM, "parquet", "file:{file} is not a Parquet file"),
+    ],
+)
+def test_remote_empty_or_binary_file_is_named_without_its_bytes(spark, tmp_path, data, fmt, message):
+    """A URL is not sniffed on the driver: Spark reads it, and what it read is checked instead."""
+    file = tmp_path / f"imp.{fmt}"
+    file.write_bytes(data)
+    source = SourceTable(file.as_uri(), fmt)
+    with pytest.raises(job.IngestError) as err:
+        job.read_source(spark, source, "impressions")
+    assert str(err.value) == "ingest: impressions source " + message.format(url=file.as_uri(), file=file)
