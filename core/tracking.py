@@ -1,13 +1,17 @@
 """MLflow set-up: one tracking store per lakehouse, one experiment per stage, rank 0 logs.
 
 Default store: `sqlite:///<lakehouse>/mlflow.db` with artifacts in `<lakehouse>/mlartifacts`.
-`MLFLOW_TRACKING_URI` overrides it (a tracking server, or `databricks`).
+`MLFLOW_TRACKING_URI` overrides it (a tracking server, or `databricks`), checked first by
+core/tracking_store.py. A stage run ends honestly (KILLED, FAILED, with the reason; dead runs are
+ended at the next start of the job) through core/run_endings.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,15 +19,28 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from core.catalog import is_remote
+from core.run_endings import (
+    COMMAND_TAG,
+    HOST_TAG,
+    PID_TAG,
+    StageKilled,
+    end_dead_runs,
+    end_stage_run,
+    one_line,
+    signals_end_the_run,
+)
+from core.tracking_store import (  # noqa: F401 - TrackingError, tracking_uri: the public names stay here
+    TrackingError,
+    artifact_root,
+    check_store,
+    check_timeout_s,
+    quick_http,
+    tracking_uri,
+)
 
 EXPERIMENT_PREFIX = "larr"
 # Databricks names experiments by workspace path: LARR_EXPERIMENT_PREFIX=/Users/<me>/larr there
 PREFIX_VARIABLE = "LARR_EXPERIMENT_PREFIX"
-
-
-class TrackingError(RuntimeError):
-    pass
 
 
 def is_primary_process() -> bool:
@@ -31,34 +48,19 @@ def is_primary_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def tracking_uri(lakehouse_root: str) -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    if is_remote(lakehouse_root):
-        raise TrackingError(
-            f"lakehouse {lakehouse_root} is remote: set MLFLOW_TRACKING_URI (for example `databricks`)"
-        )
-    return f"sqlite:///{Path(lakehouse_root).resolve()}/mlflow.db"
-
-
-def artifact_root(uri: str) -> str | None:
-    """Artifacts of a local sqlite store live beside it; a tracking server decides its own."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return None
-
-
 def configure(lakehouse_root: str) -> str:
-    """Point MLflow at the store and check that it answers; returns the URI."""
+    """Point MLflow at the store and check that it answers; returns the URI. A tracking server
+    is checked before anything is created; a sqlite store gets its folder."""
     import mlflow
 
-    uri = tracking_uri(lakehouse_root)
+    uri = check_store(lakehouse_root)
+    timeout = check_timeout_s()
     mlflow.set_tracking_uri(uri)
     try:
         if uri.startswith("sqlite:///"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        with quick_http(timeout):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrackingError(f"MLflow tracking URI {uri} is unreachable: {first_line}") from None
@@ -144,6 +146,10 @@ def stage_run(
     """Start a run in the stage's experiment (with `description` as its note) and log the
     resolved config (rank 0 only).
 
+    The run is tagged with the host, pid and command (`run_name`). Before it starts, runs of the
+    same job left RUNNING by a dead process of this host end FAILED. SIGTERM / SIGINT end it
+    KILLED and exit with 128 + the signal; an exception ends it FAILED; `larr.end_reason` says why.
+
     Yields the active MLflow run, or None on other ranks.
     """
     if not is_primary_process():
@@ -152,14 +158,53 @@ def stage_run(
     import mlflow
 
     configure(lakehouse_root)
-    experiment_for(stage)
-    with mlflow.start_run(run_name=run_name, description=description) as run:
-        log_params(flatten(config))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "config.json"
-            path.write_text(json.dumps(asdict(config) if is_dataclass(config) else config, indent=2))
-            mlflow.log_artifact(str(path))
-        yield run
+    experiment_id = experiment_for(stage)
+    try:
+        end_dead_runs(experiment_id, run_name)
+    except Exception as err:  # noqa: BLE001 - tidying old runs never stops a job
+        print(f"warning: could not end dead MLflow runs of {run_name}: {one_line(err)}", file=sys.stderr)
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())} | (
+        {COMMAND_TAG: run_name} if run_name else {}
+    )
+    run = mlflow.start_run(run_name=run_name, description=description, tags=tags)
+    status, reason, killed_at = "FINISHED", None, None
+    try:
+        with signals_end_the_run():
+            try:
+                log_params(flatten(config))
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "config.json"
+                    path.write_text(json.dumps(asdict(config) if is_dataclass(config) else config, indent=2))
+                    mlflow.log_artifact(str(path))
+                yield run
+            except StageKilled as err:
+                status, reason, killed_at = "KILLED", err.reason, err.at_ms
+                print(
+                    f"{run_name or stage}: {reason}: MLflow run {run.info.run_id} ends KILLED",
+                    file=sys.stderr,
+                )
+                raise
+            except KeyboardInterrupt:  # SIGINT through another handler (Spark installs one)
+                status, reason, killed_at = "KILLED", "SIGINT", None
+                raise
+            except SystemExit as err:
+                if err.code not in (None, 0):
+                    status, reason = "FAILED", f"SystemExit: {err.code}"
+                raise
+            except BaseException as err:
+                status, reason = "FAILED", one_line(err)
+                raise
+    finally:
+        if status == "FINISHED":
+            end_stage_run(run, status, reason)
+        else:
+            try:
+                end_stage_run(run, status, reason, killed_at)
+            except Exception as err:  # noqa: BLE001 - the job's own error is the one to see
+                print(
+                    f"warning: could not end MLflow run {run.info.run_id} {status}: {one_line(err)}",
+                    file=sys.stderr,
+                )
 
 
 # -- models of earlier stages ----------------------------------------------------------------------
