@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
+from core import faults, manifest
 from core.paths import default_lakehouse
 
+# Delta's commit conflicts (its optimistic concurrency control); the classes share no base in Python
+COMMIT_CONFLICTS = (
+    delta_errors.DeltaConcurrentModificationException,
+    delta_errors.ConcurrentWriteException,
+    delta_errors.MetadataChangedException,
+    delta_errors.ProtocolChangedException,
+    delta_errors.ConcurrentAppendException,
+    delta_errors.ConcurrentDeleteReadException,
+    delta_errors.ConcurrentDeleteDeleteException,
+    delta_errors.ConcurrentTransactionException,
+)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
@@ -33,9 +48,21 @@ def is_remote(root: str) -> bool:
 
 
 @dataclass(frozen=True)
+class TableHead:
+    """A table's latest commit: its version and the `larr` run that made it (None: made outside one)."""
+
+    version: int
+    writer: manifest.RunTag | None
+
+
+@dataclass(frozen=True)
 class TableCatalog:
     root: str
     unity_prefix: str | None = None  # "catalog.schema" to use Unity Catalog tables
+    # the versions this process resolved for reading (a run records them as its inputs)
+    reads: dict[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # runs known to have completed (a completed run stays completed, so the cache never goes stale)
+    _completed: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
 
     @classmethod
     def resolve(cls, lakehouse: str | None = None, unity_prefix: str | None = None) -> TableCatalog:
@@ -53,6 +80,9 @@ class TableCatalog:
         if is_remote(self.root):
             return
         path = Path(self.root)
+        blocking = next((p for p in (path, *path.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise CatalogError(f"lakehouse {self.root} cannot be a folder: {blocking} is a file")
         try:
             path.mkdir(parents=True, exist_ok=True)
             probe = path / ".write-probe"
@@ -94,16 +124,52 @@ class TableCatalog:
                 f"table {name} does not exist at {self.unity_name(name) or self.location(name)}"
             )
         uc = self.unity_name(name)
-        reader = spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
+        if version is None:
+            version = self.version(spark, name)
+        reader = spark.read.format("delta").option("versionAsOf", version)
         return reader.table(uc) if uc else reader.load(self.location(name))
 
-    def version(self, spark: SparkSession, name: str) -> int | None:
-        """Latest Delta version of a table, or None when it does not exist yet."""
+    def head(self, spark: SparkSession, name: str) -> TableHead | None:
+        """The latest commit of a table, or None when it does not exist yet."""
         if not self.exists(spark, name):
             return None
-        return int(self.delta(spark, name).history(1).select("version").first()[0])
+        row = self.delta(spark, name).history(1).select("version", "userMetadata").first()
+        return TableHead(version=int(row["version"]), writer=manifest.RunTag.parse(row["userMetadata"]))
+
+    def latest_version(self, spark: SparkSession, name: str) -> int | None:
+        head = self.head(spark, name)
+        return None if head is None else head.version
+
+    def version(self, spark: SparkSession, name: str) -> int | None:
+        """The version readers use, or None when the table does not exist yet.
+
+        The latest, unless it was committed by a `larr` run that has not completed (killed between
+        its table commits, failed, or still running elsewhere): then the version published by the
+        last completed run, so a layer is always read as one consistent set (core/manifest.py).
+        This process's own run reads what it has just written.
+        """
+        head = self.head(spark, name)
+        if head is None:
+            return None
+        version = head.version
+        if head.writer is not None and not self._is_completed(spark, head.writer):
+            version = manifest.published_version(spark, self, name)
+            if version is None:
+                raise CatalogError(
+                    f"table {name} was last written by `larr {head.writer.job}` run {head.writer.run_id}, "
+                    f"which did not complete, and no completed run wrote it before: run "
+                    f"`larr {head.writer.job}` again"
+                )
+        self.reads[name] = version
+        return version
+
+    def _is_completed(self, spark: SparkSession, writer: manifest.RunTag) -> bool:
+        if writer.run_id in self._completed or writer == manifest.current_tag(spark):
+            return True
+        if manifest.is_completed(spark, self, writer.run_id):
+            self._completed.add(writer.run_id)
+            return True
+        return False
 
     def last_commit_rows(self, spark: SparkSession, name: str) -> int | None:
         """Rows written by the table's latest commit (from the Delta log, no extra scan)."""
@@ -124,6 +190,7 @@ class TableCatalog:
         Delta commits atomically: a write that fails leaves the previous version readable.
         Returns the new table version.
         """
+        faults.before_commit()
         writer = df.write.format("delta").mode("overwrite")
         if replace_where:
             writer = writer.option("replaceWhere", replace_where)
@@ -132,8 +199,29 @@ class TableCatalog:
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         uc = self.unity_name(name)
-        if uc:
-            writer.saveAsTable(uc)
-        else:
-            writer.save(self.location(name))
-        return self.version(df.sparkSession, name)
+        with self.committing(df.sparkSession, name):
+            if uc:
+                writer.saveAsTable(uc)
+            else:
+                writer.save(self.location(name))
+        faults.after_commit()
+        return self.latest_version(df.sparkSession, name)
+
+    @contextmanager
+    def committing(self, spark: SparkSession, name: str) -> Iterator[None]:
+        """A commit to `name` that lost a race with another writer (Delta's optimistic concurrency
+        control refused it; nothing of it is visible) becomes one line naming the other writer."""
+        try:
+            yield
+        except COMMIT_CONFLICTS as err:
+            head = self.head(spark, name)
+            other = (
+                f"`larr {head.writer.job}` run {head.writer.run_id}"
+                if head is not None and head.writer is not None
+                else "a writer outside larr"
+            )
+            raise CatalogError(
+                f"table {name}: {other} committed to it while this run was writing ({type(err).__name__}); "
+                f"nothing of this run was committed to {name}: run the command again once the other "
+                "run has finished"
+            ) from None

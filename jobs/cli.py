@@ -18,12 +18,16 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
+from uuid import uuid4
 
-from core.catalog import TableCatalog
-from core.tracking import configure, stage_run
+from core import locks
+from core.catalog import TableCatalog, is_remote
+from core.tracking import check_store, configure, stage_run
 from jobs.commands import COMMANDS, Command, Context
 from jobs.config import default_config_path, load_config
+from jobs.published import run_published
 from jobs.summary import emit
 
 # Bad input, reported as one line. Named, not imported: an error class whose module was never
@@ -31,6 +35,7 @@ from jobs.summary import emit
 USER_ERRORS = (
     "jobs.config:ConfigError",
     "core.catalog:CatalogError",
+    "core.locks:LakehouseBusyError",
     "core.tracking:TrackingError",
     "core.spark:SparkEnvError",
     "etl.ingest.job:IngestError",
@@ -65,7 +70,7 @@ def is_user_error(err: BaseException) -> bool:
     return False
 
 
-COMMON_OPTIONS = ("lakehouse", "unity_catalog", "config")
+COMMON_OPTIONS = ("lakehouse", "unity_catalog", "config", "force")
 GLOBAL = "global_"  # the dest prefix of the common options given before the command
 
 
@@ -93,6 +98,13 @@ def _add_common_options(parser: argparse.ArgumentParser, prefix: str = "") -> No
         default=[],
         metavar="KEY=VALUE",
         help="override a config key",
+    )
+    parser.add_argument(
+        "--force",
+        dest=f"{prefix}force",
+        action="store_const",
+        const=True,
+        help="re-compute even when the inputs and config are unchanged since the last completed run",
     )
 
 
@@ -152,14 +164,22 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     cfg = command_config(command, args)
     catalog = TableCatalog.resolve(args.lakehouse, args.unity_catalog)
+    check_store(catalog.root)  # the tracking URI's form and a server's answer, before any folder is made
     catalog.check_writable()
     configure(catalog.root)  # an unreachable store fails here, before any Spark work
     ctx = Context(catalog=catalog, app_name="larr-" + command.name.replace(" ", "-"))
     description = f"`larr {command.name}`: {command.help}"
-    with stage_run(
-        command.stage, catalog.root, cfg, run_name=command.name, description=description
-    ) as mlflow_run:
-        figures = command.run(ctx, cfg)
+    # one writer per table on a local lakehouse (before the MLflow run: a refused run leaves none)
+    local_writer = bool(command.writes) and not is_remote(catalog.root)
+    lock = locks.writing(catalog.root, command.name, command.writes) if local_writer else nullcontext()
+    with (
+        lock,
+        stage_run(
+            command.stage, catalog.root, cfg, run_name=command.name, description=description
+        ) as mlflow_run,
+    ):
+        run_id = mlflow_run.info.run_id if mlflow_run is not None else uuid4().hex
+        figures = run_published(command, ctx, cfg, run_id, force=bool(args.force))
         figures["seconds"] = round(time.perf_counter() - started, 2)
         if mlflow_run is not None:
             log_figures(figures)

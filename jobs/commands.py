@@ -61,6 +61,9 @@ class Command:
     flags: tuple[str, ...] = ()  # config keys also given as `--<key> VALUE` (e.g. --model larr)
     reads: tuple[str, ...] = ()  # tables that must exist: written by an earlier command
     writes: tuple[str, ...] = ()  # tables the command (over)writes
+    # False where an input is not a table version (ingest's files, embed's `latest:` model): a
+    # re-run with unchanged tables and config may still have new inputs, so it always recomputes
+    skips_when_unchanged: bool = True
 
     @property
     def config_cls(self) -> type:
@@ -77,7 +80,8 @@ _COMMANDS = (
                     "truth.users", "truth.pois", "truth.impressions")),
     Command("etl ingest", "etl", "etl.ingest.job:IngestConfig", "etl_ingest", "etl.ingest.job:run",
             "bring your own logs (CSV / Parquet) into the raw tables",
-            writes=("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions", "raw.ingest_mapping")),
+            writes=("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions", "raw.ingest_mapping"),
+            skips_when_unchanged=False),
     Command("etl clean", "etl", "etl.clean.config:CleanConfig", "etl_clean", "etl.clean.job:run",
             "validated tables and a rejects table",
             reads=("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions"),
@@ -104,6 +108,8 @@ _COMMANDS = (
                    "features.user_stats", "features.poi_stats", "features.user_poi_stats",
                    "features.global_stats"),
             writes=("samples.ctr",)),
+    Command("etl vacuum", "etl", "etl.vacuum:VacuumConfig", "etl_vacuum", "etl.vacuum:run",
+            "Delta VACUUM of every published table: removes files no version references (killed runs)"),
     Command("train cpt", "cpt", "training.lm.cpt:CptConfig", "train_cpt", "training.lm.cpt:run",
             "stage 1: continual pretraining with special tokens",
             reads=("raw.dataset_schema", "corpus.cpt")),
@@ -124,11 +130,12 @@ _COMMANDS = (
             "features.embeddings.scenes:run",
             "stage 3: embed each distinct scene value with the frozen encoder (Spark UDF) + the .npz export",
             reads=("features.scene_dictionary",),
-            writes=("features.scene_embeddings", "features.embedding_rejects")),
+            writes=("features.scene_embeddings", "features.embedding_rejects"), skips_when_unchanged=False),
     Command("embed texts", "embed", "features.embeddings.texts:EmbedTextsConfig", "embed_texts",
             "features.embeddings.texts:run", "embed POI and user comprehensive texts with the frozen encoder",
             reads=("raw.dataset_schema", "clean.users", "clean.pois", "clean.impressions"),
-            writes=("features.poi_embeddings", "features.user_embeddings", "features.embedding_rejects")),
+            writes=("features.poi_embeddings", "features.user_embeddings", "features.embedding_rejects"),
+            skips_when_unchanged=False),
     Command("bench embed", "bench", "benchmarks.embed:BenchEmbedConfig", None, "benchmarks.embed:bench_embed",
             "embedding UDF throughput against the encoder called directly, and the dedup factor"),
     Command("train ctr", "ctr", "training.ctr.train:CtrConfig", "train_ctr", "training.ctr.train:run",

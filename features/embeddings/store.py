@@ -12,6 +12,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from core import faults
 from core.catalog import TableCatalog
 
 REJECTS = "features.embedding_rejects"
@@ -42,10 +43,13 @@ def merge_rows(
     merge = catalog.delta(spark, name).alias("t").merge(rows.alias("s"), condition)
     if update_when:
         merge = merge.whenMatchedUpdateAll(condition=update_when)
-    merge.whenNotMatchedInsertAll().execute()
+    faults.before_commit()
+    with catalog.committing(spark, name):
+        merge.whenNotMatchedInsertAll().execute()
+    faults.after_commit()
     metrics = catalog.delta(spark, name).history(1).select("operationMetrics").first()[0] or {}
     changed = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
-    return catalog.version(spark, name), changed
+    return catalog.latest_version(spark, name), changed
 
 
 def write_rejects(

@@ -59,5 +59,9 @@ def test_unwritable_lakehouse_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     catalog = TableCatalog.resolve(str(blocker / "lakehouse"))
-    with pytest.raises(CatalogError, match=f"lakehouse {blocker}/lakehouse is not writable"):
+    with pytest.raises(
+        CatalogError, match=f"lakehouse {blocker}/lakehouse cannot be a folder: {blocker} is a file"
+    ):
         catalog.check_writable()
+    with pytest.raises(CatalogError, match=f"lakehouse {blocker} cannot be a folder: {blocker} is a file"):
+        TableCatalog.resolve(str(blocker)).check_writable()

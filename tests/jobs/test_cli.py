@@ -58,7 +58,9 @@ def test_unwritable_lakehouse_and_unreachable_tracking(tmp_path, capsys, monkeyp
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["generate", "--lakehouse", str(blocker / "lh")]) == 2
-    assert f"lakehouse {blocker}/lh is not writable" in capsys.readouterr().err
+    assert f"lakehouse {blocker}/lh cannot be a folder: {blocker} is a file\n" in capsys.readouterr().err
+    assert main(["generate", "--lakehouse", str(blocker)]) == 2  # the lakehouse path itself is a file
+    assert capsys.readouterr().err.endswith(f"lakehouse {blocker} cannot be a folder: {blocker} is a file\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
     assert main(["generate", "--lakehouse", str(tmp_path / "lh")]) == 2
     assert f"MLflow tracking URI sqlite:///{blocker}/mlflow.db is unreachable" in capsys.readouterr().err

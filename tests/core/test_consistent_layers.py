@@ -1,0 +1,171 @@
+"""A layer is read as one consistent set: killed runs, unfinished runs, re-runs, locks, VACUUM.
+
+The crash test runs the real `larr etl clean` in a subprocess and kills it with SIGKILL at a
+chosen table commit (core/faults.py); the tables it had committed stay on disk, and readers must
+still see the set the last completed run published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core import faults, manifest
+from core.catalog import CatalogError, TableCatalog
+from jobs.cli import main
+
+CLEAN_TABLES = ("clean.users", "clean.pois", "clean.impressions", "clean.rejects")
+RAW_TABLES = ("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _contents(spark, catalog: TableCatalog) -> dict[str, list]:
+    """Each clean table's rows as sorted tuples (tiny tables)."""
+    return {name: sorted(map(tuple, catalog.read(spark, name).collect()), key=repr) for name in CLEAN_TABLES}
+
+
+def _kill_clean_at(lakehouse: Path, commits: int) -> None:
+    env = {**os.environ, faults.VARIABLE: str(commits), "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "etl", "clean", "--lakehouse", str(lakehouse), "--force"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+
+
+@pytest.fixture()
+def raw_lakehouse(spark, world_catalog, lakehouse) -> Path:
+    catalog = TableCatalog.resolve(str(lakehouse))
+    for name in RAW_TABLES:
+        catalog.write(world_catalog.read(spark, name), name)
+    return lakehouse
+
+
+def test_a_killed_clean_leaves_the_last_completed_set_and_a_rerun_converges(spark, raw_lakehouse, capsys):
+    root = str(raw_lakehouse)
+    assert main(["etl", "clean", "--lakehouse", root]) == 0
+    catalog = TableCatalog.resolve(root)
+    published = {name: catalog.version(spark, name) for name in CLEAN_TABLES}
+    first = manifest.last_run(spark, catalog, "etl clean")
+    assert first.outputs == published
+    assert set(first.inputs) == set(RAW_TABLES)  # the exact input versions it read
+    expected = _contents(spark, catalog)
+
+    # unchanged inputs and config: nothing written, and it says so
+    capsys.readouterr()
+    assert main(["etl", "clean", "--lakehouse", root]) == 0
+    assert "etl clean: up to date" in capsys.readouterr().out
+    assert {name: catalog.latest_version(spark, name) for name in CLEAN_TABLES} == published
+
+    # killed before its first commit, after two of four tables, after all four (before the manifest)
+    for commits in (0, 2, 4):
+        _kill_clean_at(raw_lakehouse, commits)
+        fresh = TableCatalog.resolve(root)  # a new reader: nothing cached
+        latest = {name: fresh.latest_version(spark, name) for name in CLEAN_TABLES}
+        moved = [name for name in CLEAN_TABLES if latest[name] != published[name]]
+        assert len(moved) == commits, (commits, latest, published)
+        assert {name: fresh.version(spark, name) for name in CLEAN_TABLES} == published
+        assert _contents(spark, fresh) == expected
+
+    # the next job reads the published set, and records it
+    assert main(["features", "stats", "--lakehouse", root]) == 0
+    stats_run = manifest.last_run(spark, catalog, "features stats")
+    assert stats_run.inputs == {"clean.impressions": published["clean.impressions"]}
+
+    # a re-run (its outputs were written since: not up to date) converges to the uninterrupted result
+    assert main(["etl", "clean", "--lakehouse", root]) == 0
+    rerun = manifest.last_run(spark, catalog, "etl clean")
+    assert rerun.run_id != first.run_id
+    fresh = TableCatalog.resolve(root)
+    assert {name: fresh.version(spark, name) for name in CLEAN_TABLES} == rerun.outputs
+    assert all(rerun.outputs[name] > published[name] for name in CLEAN_TABLES)
+    assert _contents(spark, fresh) == expected
+
+    # the files of killed runs are VACUUM's to remove, under Delta's retention rules
+    table = Path(fresh.location("clean.users"))
+    live = sorted(table.glob("*.parquet"))
+    orphan = table / "part-99999-orphan-of-a-killed-run.snappy.parquet"
+    orphan.write_bytes(live[0].read_bytes())
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(orphan, (week_ago, week_ago))
+    assert main(["etl", "vacuum", "--lakehouse", root, "--set", "tables=[clean.users]"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not orphan.exists()
+    assert summary["files_deleted_by_table"] == {"clean.users": 1}
+    assert _contents(spark, TableCatalog.resolve(root)) == expected
+
+
+def test_a_table_only_an_unfinished_run_wrote_is_refused_in_one_line(spark, catalog):
+    frame = spark.range(3)
+    manifest.set_tag(spark, manifest.RunTag("etl corpus", "dead-run"))
+    try:
+        catalog.write(frame, "corpus.cpt")
+        assert catalog.version(spark, "corpus.cpt") == 0  # the writing run reads its own commit
+    finally:
+        manifest.set_tag(spark, None)
+    with pytest.raises(CatalogError) as refused:
+        TableCatalog.resolve(catalog.root).version(spark, "corpus.cpt")
+    assert str(refused.value) == (
+        "table corpus.cpt was last written by `larr etl corpus` run dead-run, which did not complete, "
+        "and no completed run wrote it before: run `larr etl corpus` again"
+    )
+    # a commit made outside any `larr` run (a notebook, a test) is read as it is
+    catalog.write(frame, "corpus.cpt")
+    assert TableCatalog.resolve(catalog.root).version(spark, "corpus.cpt") == 1
+
+
+def test_a_commit_conflict_names_the_table_and_the_other_run(spark, catalog):
+    from delta.exceptions.base import ConcurrentAppendException
+
+    manifest.set_tag(spark, manifest.RunTag("etl clean", "run-a"))
+    try:
+        catalog.write(spark.range(2), "clean.users")
+    finally:
+        manifest.set_tag(spark, None)
+    with pytest.raises(CatalogError) as lost, catalog.committing(spark, "clean.users"):
+        raise ConcurrentAppendException("Files were added to the root of the table by a concurrent update.")
+    assert str(lost.value) == (
+        "table clean.users: `larr etl clean` run run-a committed to it while this run was writing "
+        "(ConcurrentAppendException); nothing of this run was committed to clean.users: run the "
+        "command again once the other run has finished"
+    )
+
+
+def test_a_second_writer_of_a_table_is_refused_up_front(lakehouse, capsys):
+    """Another process holds clean.*'s locks: `larr etl clean` stops before any work, naming it."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from core import locks\n"
+            f"with locks.writing({str(lakehouse)!r}, 'etl clean', {list(CLEAN_TABLES)!r}):\n"
+            "    print('held', flush=True); time.sleep(120)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["etl", "clean", "--lakehouse", str(lakehouse)]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's store set-up lines
+        assert line.startswith(
+            "larr etl clean: error: table clean.impressions is being written by `larr etl clean` (pid "
+        )
+        assert f"pid {holder.pid} on " in line
+        assert line.endswith(
+            "in this lakehouse: wait for it to finish (or stop it), then run `larr etl clean` again"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
