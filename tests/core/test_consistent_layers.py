@@ -30,10 +30,10 @@ def _contents(spark, catalog: TableCatalog) -> dict[str, list]:
     return {name: sorted(map(tuple, catalog.read(spark, name).collect()), key=repr) for name in CLEAN_TABLES}
 
 
-def _kill_clean_at(lakehouse: Path, commits: int) -> None:
+def _kill_at(lakehouse: Path, commits: int, *command: str) -> None:
     env = {**os.environ, faults.VARIABLE: str(commits), "PYSPARK_PYTHON": sys.executable}
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "etl", "clean", "--lakehouse", str(lakehouse), "--force"],
+        [sys.executable, "-m", "jobs.cli", *command, "--lakehouse", str(lakehouse), "--force"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -69,7 +69,7 @@ def test_a_killed_clean_leaves_the_last_completed_set_and_a_rerun_converges(spar
 
     # killed before its first commit, after two of four tables, after all four (before the manifest)
     for commits in (0, 2, 4):
-        _kill_clean_at(raw_lakehouse, commits)
+        _kill_at(raw_lakehouse, commits, "etl", "clean")
         fresh = TableCatalog.resolve(root)  # a new reader: nothing cached
         latest = {name: fresh.latest_version(spark, name) for name in CLEAN_TABLES}
         moved = [name for name in CLEAN_TABLES if latest[name] != published[name]]
@@ -81,6 +81,12 @@ def test_a_killed_clean_leaves_the_last_completed_set_and_a_rerun_converges(spar
     assert main(["features", "stats", "--lakehouse", root]) == 0
     stats_run = manifest.last_run(spark, catalog, "features stats")
     assert stats_run.inputs == {"clean.impressions": published["clean.impressions"]}
+    # the same for another job: `features stats` killed after two of its four tables
+    _kill_at(raw_lakehouse, 2, "features", "stats")
+    fresh = TableCatalog.resolve(root)
+    moved = [t for t, v in stats_run.outputs.items() if fresh.latest_version(spark, t) != v]
+    assert len(moved) == 2
+    assert {t: fresh.version(spark, t) for t in stats_run.outputs} == stats_run.outputs
 
     # a re-run (its outputs were written since: not up to date) converges to the uninterrupted result
     assert main(["etl", "clean", "--lakehouse", root]) == 0
