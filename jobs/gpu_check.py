@@ -25,8 +25,8 @@ only, and its peak memory is its own) under what is left of the time budget (`--
   process group of one rank: NCCL on CUDA, gloo on the CPU (where DeepSpeed's shared-memory
   all-reduce, useless for one rank, is switched off: it is a JIT C++ build of minutes). ZeRO-3
   loads the weights partitioned.
-- `ctr`: training steps of every stage-3 model (`training/ctr/models`: wide_deep, deepfm, ple,
-  larr, and p5 on the check LLM) through `training.ctr.train.build` and `batch_loss` (its bf16
+- `ctr`: training steps of every stage-3 model (`training/ctr/models`: lr, wide_deep, deepfm,
+  ple, larr, and p5 on the check LLM) through `training.ctr.train.build` and `batch_loss` (its bf16
   autocast on CUDA), on random batches shaped by the synthetic world's dataset schema, LARR on a
   random 128-d scene-vector export.
 

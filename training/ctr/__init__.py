@@ -1,2 +1,2 @@
-"""Stage 3: the CTR / CTCVR models (Wide&Deep, DeepFM, PLE, LARR, P5-style), their trainer,
-metrics, report, sweeps and the MLflow scoring model."""
+"""Stage 3: the CTR / CTCVR models (LR, Wide&Deep, DeepFM, PLE, LARR, P5-style), their
+trainer, metrics, report, sweeps and the MLflow scoring model."""

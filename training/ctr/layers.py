@@ -2,7 +2,7 @@
 first-order terms, the FM interaction, PLE's customised gate control and the task towers.
 
 Each block is a small module from tensors to tensors; `training/ctr/models/` assembles them, so
-Wide&Deep, DeepFM, PLE and LARR differ only by the blocks they pick. Every model predicts the two
+LR, Wide&Deep, DeepFM, PLE and LARR differ only by the blocks they pick. Every model predicts the two
 tasks of `TASKS`, in that order, as the two columns of a (B, 2) logit matrix (`task_output`).
 """
 
@@ -79,9 +79,9 @@ class EmbeddedInputs(nn.Module):
 
 
 class LinearTerms(nn.Module):
-    """First-order part of Wide&Deep's wide side and of DeepFM: per task, a weight per bucket of
-    every field (linear over the one-hot encoding) + a linear map of the numeric features + a bias.
-    Each task gets its own weights (one embedding column per task): (B, T)."""
+    """First-order part of Wide&Deep's wide side and of DeepFM, and the whole of LR: per task, a
+    weight per bucket of every field (linear over the one-hot encoding) + a linear map of the
+    numeric features + a bias. Each task gets its own weights (one embedding column per task): (B, T)."""
 
     def __init__(self, layout: FeatureLayout, num_tasks: int = len(TASKS)) -> None:
         super().__init__()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from core.tracking import VARIANTS
 
 # -- models (`larr train ctr --model`) ---------------------------------------------------------------
-WIDE_DEEP, DEEPFM, PLE, LARR, P5 = "wide_deep", "deepfm", "ple", "larr", "p5"
-ID_MODELS = (WIDE_DEEP, DEEPFM, PLE, LARR)  # built by training.ctr.models.build_model
+LR, WIDE_DEEP, DEEPFM, PLE, LARR, P5 = "lr", "wide_deep", "deepfm", "ple", "larr", "p5"
+# LR first: the plain logistic regression every deep model must beat
+ID_MODELS = (LR, WIDE_DEEP, DEEPFM, PLE, LARR)  # built by training.ctr.models.build_model
 CTR_MODELS = (*ID_MODELS, P5)  # P5 is an LLM scoring a prompt (training/ctr/models/p5.py)
 
 # -- ablations of LARR (`--ablation`): the encoder's variants, and no alignment loss ----------------

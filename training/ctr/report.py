@@ -28,6 +28,7 @@ from training.ctr.names import (
     ABLATION_TAG,
     DEEPFM,
     LARR,
+    LR,
     MODEL_TAG,
     NEG_RATIO_SWEEP,
     NO_AL,
@@ -42,6 +43,7 @@ from training.ctr.names import (
 
 # (key, label) of Table 2, every model with ablation "none"
 MODELS = (
+    (LR, "LR"),  # the linear baseline every deep model must beat
     (WIDE_DEEP, "Wide&Deep"),
     (DEEPFM, "DeepFM"),
     (P5, "P5-style"),

@@ -1,4 +1,4 @@
-"""`larr train ctr`: one trainer for every stage-3 model (Wide&Deep, DeepFM, PLE, LARR, P5-style).
+"""`larr train ctr`: one trainer for every stage-3 model (LR, Wide&Deep, DeepFM, PLE, LARR, P5-style).
 
     larr train ctr --model larr [--ablation no_cpt|no_ft|no_al] [--set seeds=[1,2,3]]
 
@@ -96,7 +96,7 @@ class P5Config:
 
 @dataclass(frozen=True)
 class CtrConfig:
-    model: str = names.PLE  # wide_deep | deepfm | ple | larr | p5
+    model: str = names.PLE  # lr | wide_deep | deepfm | ple | larr | p5
     table: str = TABLE  # the CTR samples (features/samples.py)
     ablation: str = FULL_METHOD  # LARR only: none | no_cpt | no_ft | no_al
     seeds: tuple[int, ...] = (1, 2, 3)

@@ -317,6 +317,31 @@ def test_linear_terms_equal_one_hot_times_weights():
     assert torch.allclose(terms(inputs), want)
 
 
+def test_lr_is_a_linear_model_over_the_one_hot_fields_and_the_numeric_features():
+    net = model("lr").double()
+    # exactly the parameters of a linear model, per task: a weight per bucket, per numeric feature, a bias
+    assert sum(p.numel() for p in net.parameters()) == 2 * (sum(LAYOUT.field_buckets) + NUMERIC + 1)
+    wider = model("lr", embedding_dim=64, hidden=(256, 128))  # no embeddings, no hidden layer to size
+    assert sum(p.numel() for p in wider.parameters()) == sum(p.numel() for p in net.parameters())
+    for p in net.parameters():  # zeros at init: give every weight a value to compare
+        torch.nn.init.normal_(p)
+    inputs, _, _ = batch()
+    inputs = CtrInputs(inputs.categorical, inputs.numeric.double())
+    out = net(inputs)
+    got = torch.stack([out.ctr_logit, out.ctcvr_logit], dim=1)  # (B, 2)
+    linear = net.linear
+    want = linear.bias.expand(BATCH, 2).clone()
+    for field, table in enumerate(linear.fields.tables):
+        want += F.one_hot(inputs.categorical[:, field], BUCKETS).double() @ table.weight
+    want += inputs.numeric @ linear.numeric.weight.T
+    torch.testing.assert_close(got, want)
+    # affine in the numeric features: f(2x) - f(x) = f(x) - f(0)
+    zero = net(CtrInputs(inputs.categorical, torch.zeros_like(inputs.numeric))).ctr_logit
+    double = net(CtrInputs(inputs.categorical, 2 * inputs.numeric)).ctr_logit
+    torch.testing.assert_close(double - out.ctr_logit, out.ctr_logit - zero)
+    assert not torch.allclose(out.ctr_logit, zero)
+
+
 def test_cgc_layer_mixes_own_and_shared_experts_with_per_task_softmax_gates():
     torch.manual_seed(0)
     layer = CGCLayer(6, num_tasks=2, task_experts=2, shared_experts=3, expert_hidden=(5, 4)).double()

@@ -17,6 +17,7 @@ from training.common.guard import NonFiniteLossError
 from training.ctr import train
 from training.ctr.encoding import FeatureError
 from training.ctr.inputs import ModelConfig
+from training.ctr.names import ID_MODELS
 from training.ctr.train import CtrConfig, CtrError
 
 QUIET = lambda _: None  # noqa: E731
@@ -37,7 +38,7 @@ def _cfg(tmp_path, **kwargs) -> CtrConfig:
     return CtrConfig(**{**base, **kwargs})
 
 
-@pytest.mark.parametrize("model", ["wide_deep", "deepfm", "ple", "larr"])
+@pytest.mark.parametrize("model", ID_MODELS)
 def test_every_model_trains_and_is_evaluated_against_the_bayes_optimum(spark, ctr_world, tmp_path, model):
     catalog, export = ctr_world
     cfg = _cfg(tmp_path, model=model, scene_vectors=export if model == "larr" else "")

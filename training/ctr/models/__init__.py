@@ -13,6 +13,7 @@ from training.ctr import names
 from training.ctr.inputs import FeatureLayout, ModelConfig
 from training.ctr.models.deepfm import DeepFM
 from training.ctr.models.larr import LARR
+from training.ctr.models.lr import LogisticRegression
 from training.ctr.models.ple import PLE
 from training.ctr.models.wide_deep import WideDeep
 
@@ -28,6 +29,8 @@ def build_model(
     name: str, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray | None = None
 ) -> nn.Module:
     """A fresh model `name` for `layout`; LARR also needs the frozen (rows, dim) scene table."""
+    if name == names.LR:
+        return LogisticRegression(layout)  # cfg has nothing for it: no embeddings, no hidden layer
     if name == names.WIDE_DEEP:
         return WideDeep(layout, cfg)
     if name == names.DEEPFM:
