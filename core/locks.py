@@ -32,11 +32,28 @@ def _holder(path: Path) -> str:
         info = {}
     if not info:
         return "another run"
-    return f"`larr {info.get('command')}` (pid {info.get('pid')} on {info.get('host')}, started {info.get('started')})"
+    run = f", MLflow run {info['run_id']}" if info.get("run_id") else ""
+    return f"`larr {info.get('command')}` (pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}{run})"
+
+
+class HeldLocks:
+    """The lock files a run holds; `note_run` adds its MLflow run id for whoever is refused."""
+
+    def __init__(self) -> None:
+        self.handles: list = []
+
+    def note_run(self, run_id: str) -> None:
+        for handle in self.handles:
+            handle.seek(0)
+            info = json.loads(handle.read() or "{}")
+            handle.seek(0)
+            handle.truncate(0)
+            handle.write(json.dumps({**info, "run_id": run_id}))
+            handle.flush()
 
 
 @contextmanager
-def _lock(path: Path, command: str, table: str) -> Iterator[None]:
+def _lock(path: Path, command: str, table: str) -> Iterator[object]:
     handle = path.open("a+")
     try:
         try:
@@ -54,17 +71,18 @@ def _lock(path: Path, command: str, table: str) -> Iterator[None]:
             )
         )
         handle.flush()
-        yield
+        yield handle
     finally:
         handle.close()  # closing the descriptor releases the lock
 
 
 @contextmanager
-def writing(root: str, command: str, tables: Iterable[str]) -> Iterator[None]:
+def writing(root: str, command: str, tables: Iterable[str]) -> Iterator[HeldLocks]:
     """Hold the lock of every table in `tables` (sorted: a fixed order) for the block."""
     folder = Path(root) / LOCK_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
+    held = HeldLocks()
     with ExitStack() as stack:
         for table in sorted(set(tables)):
-            stack.enter_context(_lock(folder / f"{table}.lock", command, table))
-        yield
+            held.handles.append(stack.enter_context(_lock(folder / f"{table}.lock", command, table)))
+        yield held

@@ -173,12 +173,14 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
     local_writer = bool(command.writes) and not is_remote(catalog.root)
     lock = locks.writing(catalog.root, command.name, command.writes) if local_writer else nullcontext()
     with (
-        lock,
+        lock as held,
         stage_run(
             command.stage, catalog.root, cfg, run_name=command.name, description=description
         ) as mlflow_run,
     ):
         run_id = mlflow_run.info.run_id if mlflow_run is not None else uuid4().hex
+        if held is not None:
+            held.note_run(run_id)
         figures = run_published(command, ctx, cfg, run_id, force=bool(args.force))
         figures["seconds"] = round(time.perf_counter() - started, 2)
         if mlflow_run is not None:

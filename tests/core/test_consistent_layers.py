@@ -154,8 +154,8 @@ def test_a_second_writer_of_a_table_is_refused_up_front(lakehouse, capsys):
             sys.executable,
             "-c",
             "import sys, time; from core import locks\n"
-            f"with locks.writing({str(lakehouse)!r}, 'etl clean', {list(CLEAN_TABLES)!r}):\n"
-            "    print('held', flush=True); time.sleep(120)",
+            f"with locks.writing({str(lakehouse)!r}, 'etl clean', {list(CLEAN_TABLES)!r}) as held:\n"
+            "    held.note_run('run-a'); print('held', flush=True); time.sleep(120)",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -168,7 +168,7 @@ def test_a_second_writer_of_a_table_is_refused_up_front(lakehouse, capsys):
         assert line.startswith(
             "larr etl clean: error: table clean.impressions is being written by `larr etl clean` (pid "
         )
-        assert f"pid {holder.pid} on " in line
+        assert f"pid {holder.pid} on " in line and ", MLflow run run-a) in this lakehouse" in line
         assert line.endswith(
             "in this lakehouse: wait for it to finish (or stop it), then run `larr etl clean` again"
         )
