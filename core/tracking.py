@@ -32,9 +32,10 @@ from core.run_endings import (
 from core.tracking_store import (  # noqa: F401 - TrackingError, tracking_uri: the public names stay here
     TrackingError,
     artifact_root,
+    check_answers,
     check_store,
     check_timeout_s,
-    quick_http,
+    is_server,
     tracking_uri,
 )
 
@@ -53,17 +54,15 @@ def configure(lakehouse_root: str) -> str:
     is checked before anything is created; a sqlite store gets its folder."""
     import mlflow
 
-    uri = check_store(lakehouse_root)
-    timeout = check_timeout_s()
+    uri = check_store(lakehouse_root)  # a tracking server is fully checked there
     mlflow.set_tracking_uri(uri)
-    try:
+    if not is_server(uri):
         if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with quick_http(timeout):
-            mlflow.MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"MLflow tracking URI {uri} is unreachable: {first_line}") from None
+            try:
+                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise TrackingError(f"MLflow tracking URI {uri} is unreachable: {err.strerror}") from None
+        check_answers(uri, check_timeout_s())
     return uri
 
 

@@ -141,9 +141,26 @@ def check_store(lakehouse_root: str) -> str:
     timeout = check_timeout_s()
     if os.environ.get(URI_VARIABLE):
         check_uri_form(uri)
-    if _scheme(uri) in ("http", "https"):
+    if is_server(uri):
         _probe_server(uri, timeout)
+        check_answers(uri, timeout)  # a server that answers HTTP but not MLflow's API (a proxy's 404)
     return uri
+
+
+def is_server(uri: str) -> bool:
+    return _scheme(uri) in ("http", "https")
+
+
+def check_answers(uri: str, timeout: float) -> None:
+    """MLflow's own API call against the store, without retries, within `timeout` seconds."""
+    import mlflow
+
+    try:
+        with quick_http(timeout):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"MLflow tracking URI {uri} is unreachable: {first_line}") from None
 
 
 @contextmanager

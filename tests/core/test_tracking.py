@@ -144,6 +144,11 @@ def test_a_server_that_answers_but_fails_is_not_retried_for_minutes(lakehouse, m
     assert time.monotonic() - started < 15
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # only the check ran without retries
     assert not lakehouse.exists()
+    # the CLI's first check (before the lakehouse gets a folder) already refuses it
+    with pytest.raises(
+        tracking.TrackingError, match=f"MLflow tracking URI {failing_server} is unreachable: "
+    ):
+        tracking_store.check_store(str(lakehouse))
 
 
 @pytest.mark.parametrize("uri", ["not a uri at all", "localhost:5000", "http://", "databricks://", "mlruns"])
