@@ -20,6 +20,7 @@ from pathlib import Path
 from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from core import faults, manifest
 from core.paths import default_lakehouse
@@ -35,6 +36,8 @@ COMMIT_CONFLICTS = (
     delta_errors.ConcurrentDeleteDeleteException,
     delta_errors.ConcurrentTransactionException,
 )
+# commits that leave a table's rows as they were (maintenance), so a job's outputs stay "unchanged"
+SAME_ROWS_OPERATIONS = ("VACUUM START", "VACUUM END", "OPTIMIZE")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
@@ -135,6 +138,17 @@ class TableCatalog:
             return None
         row = self.delta(spark, name).history(1).select("version", "userMetadata").first()
         return TableHead(version=int(row["version"]), writer=manifest.RunTag.parse(row["userMetadata"]))
+
+    def data_changed_since(self, spark: SparkSession, name: str, version: int) -> bool:
+        """True when a commit after `version` changed the table's rows (VACUUM and OPTIMIZE commit
+        too, but the rows stay the same); also when the table is gone or `version` is unknown."""
+        head = self.head(spark, name)
+        if head is None or head.version < version:
+            return True
+        if head.version == version:
+            return False
+        later = self.delta(spark, name).history(head.version - version).where(F.col("version") > version)
+        return not later.where(~F.col("operation").isin(*SAME_ROWS_OPERATIONS)).isEmpty()
 
     def latest_version(self, spark: SparkSession, name: str) -> int | None:
         head = self.head(spark, name)
