@@ -30,7 +30,6 @@ MANIFEST = "meta.runs"
 # Delta writes this session setting into every commit's userMetadata (Delta's own mechanism)
 RUN_TAG_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 TAG_PREFIX = "larr"
-COLUMNS = ("job", "run_id", "table", "version", "committed_at", "config_hash", "input_versions")
 
 
 @dataclass(frozen=True)
