@@ -177,6 +177,37 @@ class TableCatalog:
         self.reads[name] = version
         return version
 
+    def consistent_version(self, spark: SparkSession, name: str) -> int | None:
+        """The newest version not committed by a `larr` run that did not complete (None: there is none)."""
+        limit = 16
+        while True:  # newest first; a killed run leaves a few commits, so one short read usually does
+            rows = self.delta(spark, name).history(limit).select("version", "userMetadata").collect()
+            for row in rows:
+                writer = manifest.RunTag.parse(row["userMetadata"])
+                if writer is None or self._is_completed(spark, writer):
+                    return int(row["version"])
+            if len(rows) < limit:
+                return None
+            limit *= 8
+
+    def roll_back_unfinished(self, spark: SparkSession, name: str) -> tuple[TableHead, int | None] | None:
+        """Undo the commits that runs which did not complete left on top of a table: Delta RESTORE to
+        its newest consistent version, or a DELETE of every row when it has none. Returns the head it
+        found and the version restored (None: emptied), or None when there was nothing to undo.
+
+        Only for a caller that holds the table's lock (core/locks.py): a run that has not completed
+        may be one still running, and this would undo its work."""
+        head = self.head(spark, name)
+        if head is None or head.writer is None or self._is_completed(spark, head.writer):
+            return None
+        target = self.consistent_version(spark, name)
+        with self.committing(spark, name):
+            if target is None:
+                self.delta(spark, name).delete()
+            else:
+                self.delta(spark, name).restoreToVersion(target)
+        return head, target
+
     def _is_completed(self, spark: SparkSession, writer: manifest.RunTag) -> bool:
         if writer.run_id in self._completed or writer == manifest.current_tag(spark):
             return True

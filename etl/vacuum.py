@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from core import manifest
-from core.catalog import TableCatalog
+from core import locks, manifest
+from core.catalog import TableCatalog, is_remote
+from core.rollback import roll_back_unfinished
 
 MIN_RETAIN_HOURS = 168  # Delta refuses less without disabling its own safety check; we keep it on
 
@@ -65,11 +66,23 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: VacuumConfig, log=print
 
 
 def _vacuum_all(spark: SparkSession, catalog: TableCatalog, cfg: VacuumConfig, log) -> dict[str, int]:
+    names = [n for n in tables(spark, catalog, cfg.tables) if catalog.exists(spark, n)]
+    for name in sorted(set(tables(spark, catalog, cfg.tables)) - set(names)):
+        log(f"vacuum: {name}: no such table, skipped")
+    if is_remote(catalog.root):  # no locks there: a run that did not complete may still be running
+        return _vacuum(spark, catalog, cfg, names, log)
+    with locks.writing(catalog.root, "etl vacuum", names):
+        # a killed run's commits on top would leave the published version's files unreferenced by the
+        # latest one, and VACUUM would delete them after the retention: undo those commits first
+        roll_back_unfinished(spark, catalog, [n for n in names if n != manifest.MANIFEST], log)
+        return _vacuum(spark, catalog, cfg, names, log)
+
+
+def _vacuum(
+    spark: SparkSession, catalog: TableCatalog, cfg: VacuumConfig, names: list[str], log
+) -> dict[str, int]:
     deleted: dict[str, int] = {}
-    for name in tables(spark, catalog, cfg.tables):
-        if not catalog.exists(spark, name):
-            log(f"vacuum: {name}: no such table, skipped")
-            continue
+    for name in names:
         target = _target(catalog, name)
         # the dry run lists what the real one will delete (paths only: a count, nothing collected)
         doomed = (

@@ -181,7 +181,9 @@ def run_command(command: Command, args: argparse.Namespace) -> dict:
         run_id = mlflow_run.info.run_id if mlflow_run is not None else uuid4().hex
         if held is not None:
             held.note_run(run_id)
-        figures = run_published(command, ctx, cfg, run_id, force=bool(args.force))
+        figures = run_published(
+            command, ctx, cfg, run_id, force=bool(args.force), holds_locks=held is not None
+        )
         figures["seconds"] = round(time.perf_counter() - started, 2)
         if mlflow_run is not None:
             log_figures(figures)

@@ -12,6 +12,7 @@ from typing import Any
 
 from core import manifest
 from core.catalog import TableCatalog
+from core.rollback import roll_back_unfinished
 from jobs.commands import Command, Context
 
 
@@ -36,8 +37,13 @@ def _published_by(spark, catalog: TableCatalog, table: str, tag: manifest.RunTag
     return head.version if head.writer == tag else catalog.version(spark, table)
 
 
-def run_published(command: Command, ctx: Context, cfg: Any, run_id: str, force: bool) -> dict:
-    """Run a table-writing command and commit its run manifest last; other commands just run."""
+def run_published(
+    command: Command, ctx: Context, cfg: Any, run_id: str, force: bool, holds_locks: bool = False
+) -> dict:
+    """Run a table-writing command and commit its run manifest last; other commands just run.
+
+    With `holds_locks` (this process holds the locks of every table the command writes, so no
+    other run is writing them), first roll back what runs that did not complete left on them."""
     if not command.writes:
         return command.run(ctx, cfg)
     spark, catalog = ctx.spark, ctx.catalog
@@ -59,6 +65,8 @@ def run_published(command: Command, ctx: Context, cfg: Any, run_id: str, force: 
     catalog.reads.clear()
     manifest.set_tag(spark, tag)
     try:
+        if holds_locks:
+            roll_back_unfinished(spark, catalog, command.writes, ctx.log)
         figures = command.run(ctx, cfg)
         outputs = {t: v for t in command.writes if (v := _published_by(spark, catalog, t, tag)) is not None}
         inputs = {t: v for t, v in catalog.reads.items() if t not in command.writes}

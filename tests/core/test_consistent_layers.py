@@ -16,31 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from core import faults, manifest
+from core import manifest
 from core.catalog import CatalogError, TableCatalog
 from jobs.cli import main
+from tests.core.crash import REPO, kill_at
 
 CLEAN_TABLES = ("clean.users", "clean.pois", "clean.impressions", "clean.rejects")
 RAW_TABLES = ("raw.dataset_schema", "raw.users", "raw.pois", "raw.impressions")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _contents(spark, catalog: TableCatalog) -> dict[str, list]:
     """Each clean table's rows as sorted tuples (tiny tables)."""
     return {name: sorted(map(tuple, catalog.read(spark, name).collect()), key=repr) for name in CLEAN_TABLES}
-
-
-def _kill_at(lakehouse: Path, commits: int, *command: str) -> None:
-    env = {**os.environ, faults.VARIABLE: str(commits), "PYSPARK_PYTHON": sys.executable}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *command, "--lakehouse", str(lakehouse), "--force"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == -9, done.stderr[-2000:]
 
 
 @pytest.fixture()
@@ -69,7 +56,7 @@ def test_a_killed_clean_leaves_the_last_completed_set_and_a_rerun_converges(spar
 
     # killed before its first commit, after two of four tables, after all four (before the manifest)
     for commits in (0, 2, 4):
-        _kill_at(raw_lakehouse, commits, "etl", "clean")
+        kill_at(raw_lakehouse, commits, "etl", "clean")
         fresh = TableCatalog.resolve(root)  # a new reader: nothing cached
         latest = {name: fresh.latest_version(spark, name) for name in CLEAN_TABLES}
         moved = [name for name in CLEAN_TABLES if latest[name] != published[name]]
@@ -82,7 +69,7 @@ def test_a_killed_clean_leaves_the_last_completed_set_and_a_rerun_converges(spar
     stats_run = manifest.last_run(spark, catalog, "features stats")
     assert stats_run.inputs == {"clean.impressions": published["clean.impressions"]}
     # the same for another job: `features stats` killed after two of its four tables
-    _kill_at(raw_lakehouse, 2, "features", "stats")
+    kill_at(raw_lakehouse, 2, "features", "stats")
     fresh = TableCatalog.resolve(root)
     moved = [t for t, v in stats_run.outputs.items() if fresh.latest_version(spark, t) != v]
     assert len(moved) == 2
@@ -178,3 +165,39 @@ def test_a_second_writer_of_a_table_is_refused_up_front(lakehouse, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_killed_runs_commits_are_rolled_back_before_vacuum_and_a_table_only_it_wrote_is_emptied(
+    spark, catalog
+):
+    from core.rollback import roll_back_unfinished
+    from etl.vacuum import VacuumConfig
+    from etl.vacuum import run as vacuum
+
+    catalog.write(spark.range(3), "corpus.cpt")  # made outside larr: read as it is
+    manifest.set_tag(spark, manifest.RunTag("etl corpus", "dead-run"))
+    try:
+        catalog.write(spark.range(5), "corpus.cpt")
+        catalog.write(spark.range(7), "corpus.heldout")
+    finally:
+        manifest.set_tag(spark, None)
+    said = []
+    # VACUUM would count version 0's files as unreferenced by the latest version: it rolls back first
+    vacuum(spark, catalog, VacuumConfig(tables=("corpus.cpt",)), log=said.append)
+    assert said[0] == (
+        "corpus.cpt: version 1 was written by `larr etl corpus` run dead-run, which did not complete: "
+        "restored version 0"
+    )
+    history = catalog.delta(spark, "corpus.cpt").history().select("version", "operation").collect()
+    operations = {r["version"]: r["operation"] for r in history}
+    assert operations[2] == "RESTORE" and all(operations[v].startswith("VACUUM") for v in operations if v > 2)
+    assert catalog.read(spark, "corpus.cpt", version=catalog.latest_version(spark, "corpus.cpt")).count() == 3
+
+    assert roll_back_unfinished(spark, catalog, ["corpus.heldout", "corpus.cpt"], said.append) == {
+        "corpus.heldout": None
+    }
+    assert said[-1] == (
+        "corpus.heldout: version 0 was written by `larr etl corpus` run dead-run, which did not "
+        "complete: emptied it (no completed run wrote it)"
+    )
+    assert catalog.read(spark, "corpus.heldout").count() == 0  # readable again, with no dead rows

@@ -1,18 +1,12 @@
 """The `larr` entry point: a JSON summary line, a run record, clear one-line errors, spark-submit."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 
 from core.catalog import TableCatalog
-from core.spark import DELTA_CONFS, delta_jars
 from jobs.cli import main
-from tests.conftest import REPO_ROOT
 
 SMALL_WORLD = [
     "--set", "world.users=60", "--set", "world.pois=120", "--set", "world.days=2",
@@ -68,24 +62,6 @@ def test_unwritable_lakehouse_and_unreachable_tracking(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.slow  # spark-submit starts its own JVM
-def test_generate_runs_under_spark_submit(tmp_path):
-    lakehouse = tmp_path / "lakehouse"
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    confs = [x for key, value in DELTA_CONFS.items() for x in ("--conf", f"{key}={value}")]
-    command = [
-        str(spark_submit), "--master", "local[2]", "--jars", ",".join(str(j) for j in delta_jars()), *confs,
-        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=4",
-        str(REPO_ROOT / "jobs" / "spark_submit.py"), "generate", "--lakehouse", str(lakehouse), *SMALL_WORLD,
-    ]  # fmt: skip
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = last_json_line(done.stdout)
-    assert summary["job"] == "generate" and summary["impressions"] == 600
-    assert (lakehouse / "raw" / "impressions" / "_delta_log").is_dir()
-
-
 def test_every_user_error_class_exists_and_a_bug_is_not_one():
     import importlib
 
