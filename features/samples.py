@@ -34,8 +34,9 @@ Columns (`sample_columns(schema)`): ids, the declared fields and the hashed ids 
 ones, the point-in-time statistics (counts zero-filled, rates filled with the day's global
 rate, which is the smoothed rate of zero counts), the scene value strings and ids, labels,
 `neg_rate`, dt, split. Split: the log's last `events.test_days` days (by date) are `test`, the
-earlier ones `train`; `test_day_index` > 0 overrides that with a 1-based day index from the
-log's first day.
+`validation_days` days before them `validation` (model selection and early stopping read it, so
+the test split is read once per final configuration), the earlier ones `train`;
+`test_day_index` > 0 sets the first test day by a 1-based day index from the log's first day.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ from core.catalog import TableCatalog
 from core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, sample_fields
 from core.randomness import randint, uniform
 from core.schema_table import SCHEMA_TABLE, read_schema
+from core.splits import SplitError
 from features import stats
 from features.scene_values import as_text, from_hour, scene_columns, value_column, with_scene_values
 
 OUTPUT = "samples.ctr"
 INPUTS = ("clean.impressions", "clean.users", "clean.pois")
 MODES = ("impressions", "positive_only")
+SPLITS = ("train", "validation", "test")
 STAT_COLUMNS = [col for _, prefix in stats.ENTITIES.values() for col in stats.stat_columns(prefix)]
 LABEL_COLUMNS = ["click", "ctcvr", "neg_rate"]
 _HOURS = r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$"
@@ -74,6 +77,7 @@ class SamplesConfig:
     test_day_index: int = (
         0  # 0: the schema's last events.test_days days are `test`; > 0: from this 1-based day on
     )
+    validation_days: int = 1  # the days just before the test split are `validation`; 0: none
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,6 +90,8 @@ class SamplesConfig:
             raise ValueError(
                 f"test_day_index must be >= 0 (0 = from the dataset schema, 1 = the first day), got {self.test_day_index}"
             )
+        if self.validation_days < 0:
+            raise ValueError(f"validation_days must be >= 0, got {self.validation_days}")
 
 
 def event_columns(schema: DatasetSchema) -> list[str]:
@@ -329,6 +335,7 @@ def transform(
     negatives_per_positive: int,
     seed: int,
     test_day_index: int,
+    validation_days: int = 0,
 ) -> DataFrame:
     """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables."""
     scene = with_scene_values(impressions, pois, schema.scene_features)
@@ -342,10 +349,11 @@ def transform(
     user_fields = users.select("user_id", *[F.col(k).alias(v) for k, v in fields.user_fields.items()])
     poi_fields = pois.select("poi_id", *[F.col(k).alias(v) for k, v in fields.item_fields.items()])
     days = impressions.agg(F.min("dt").alias("_first_dt"), F.max("dt").alias("_last_dt"))
-    if test_day_index > 0:
-        is_test = F.datediff("dt", "_first_dt") + 1 >= test_day_index
-    else:  # the log's last test_days days
-        is_test = F.datediff("_last_dt", "dt") < schema.events.test_days
+    # days before the first test day (0 = it is the first test day); validation is the last few
+    before_test = _days_before_test(F.col("dt"), schema, test_day_index)
+    split = (
+        F.when(before_test <= 0, "test").when(before_test <= validation_days, "validation").otherwise("train")
+    )
     joined = (
         sampled.join(user_fields, "user_id", "left")
         .join(poi_fields, "poi_id", "left")
@@ -359,9 +367,32 @@ def transform(
         *[c for c in joined.columns if c not in STAT_COLUMNS],
         *_fill_stats(joined),
         *[F.xxhash64(F.lit(name), F.col(name)).alias(f"{name}_id") for name in fields.hashed],
-        F.when(is_test, "test").otherwise("train").alias("split"),
+        split.alias("split"),
     )
     return filled.select(*sample_columns(schema))
+
+
+def _days_before_test(day: Column, schema: DatasetSchema, test_day_index: int) -> Column:
+    """How many days `day` lies before the first test day (<= 0: a test day), over the one-row
+    (_first_dt, _last_dt) of the log."""
+    if test_day_index > 0:
+        return F.lit(test_day_index - 1) - F.datediff(day, F.col("_first_dt"))
+    return F.datediff(F.col("_last_dt"), day) - (schema.events.test_days - 1)
+
+
+def check_split_days(impressions: DataFrame, schema: DatasetSchema, cfg: SamplesConfig) -> None:
+    """Fail up front, naming the setting, when the log leaves no train day (one aggregate row)."""
+    first, last = impressions.agg(F.min("dt"), F.max("dt")).first()
+    if first is None:
+        return
+    span = (last - first).days + 1
+    test_days = span - cfg.test_day_index + 1 if cfg.test_day_index > 0 else schema.events.test_days
+    if span - test_days - cfg.validation_days < 1:
+        raise SplitError(
+            f"validation_days: the log has {span} days ({first} to {last}); {test_days} test and "
+            f"{cfg.validation_days} validation days leave no train day: lower validation_days "
+            "(0: no validation split) or test the later days"
+        )
 
 
 def summarize(samples: DataFrame) -> dict:
@@ -378,12 +409,12 @@ def summarize(samples: DataFrame) -> dict:
         .collect()
     }
     total = sum(r["rows"] for r in rows.values())
-    figures = {"train_rows": 0, "test_rows": 0}
-    for split in ("train", "test"):
+    figures = {}
+    for split in SPLITS:
         r = rows.get(split)
         figures[f"{split}_rows"] = int(r["rows"]) if r else 0
     figures["neg_rate"] = round(sum(r["neg_rate_sum"] for r in rows.values()) / total, 6) if total else None
-    for split in ("train", "test"):
+    for split in SPLITS:
         r = rows.get(split)
         figures[f"{split}_click_rate"] = round(float(r["click_rate"]), 6) if r else None
         figures[f"{split}_ctcvr_rate"] = round(float(r["ctcvr_rate"]), 6) if r else None
@@ -396,6 +427,7 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=prin
     versions = {name: catalog.version(spark, name) for name in (*names, SCHEMA_TABLE)}
     schema = read_schema(spark, catalog, versions[SCHEMA_TABLE])
     frames = {name: catalog.read(spark, name, version=versions[name]) for name in names}
+    check_split_days(frames["clean.impressions"], schema, cfg)
     samples = transform(
         frames["clean.impressions"],
         frames["clean.users"],
@@ -410,6 +442,7 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=prin
         negatives_per_positive=cfg.negatives_per_positive,
         seed=cfg.seed,
         test_day_index=cfg.test_day_index,
+        validation_days=cfg.validation_days,
     )
     output_version = catalog.write(samples, OUTPUT, partition_by=["split", "dt"])
     log(

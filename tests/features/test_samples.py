@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from core.randomness import uniform
 from core.schema_table import write_schema
+from core.splits import SplitError
 from etl.synthetic.job import world_schema
 from features import samples, stats
 from features.samples import SamplesConfig
@@ -68,7 +69,7 @@ def _inputs(spark, catalog, partitions=None):
 
 
 def _cfg(**kwargs):
-    return SamplesConfig(**{"seed": 5, "test_day_index": 3, **kwargs})
+    return SamplesConfig(**{"seed": 5, "test_day_index": 3, "validation_days": 0, **kwargs})
 
 
 def _projection(df):
@@ -205,8 +206,9 @@ def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog, ti
     assert table.where("click = 1").count() == totals["clicks"]
     negatives = table.where("click = 0").count()
     assert 0.15 < negatives / (totals["rows"] - totals["clicks"]) < 0.25
-    assert summary["train_rows"] + summary["test_rows"] == table.count()
+    assert summary["train_rows"] + summary["validation_rows"] + summary["test_rows"] == table.count()
     assert summary["test_rows"] == table.where(F.col("dt") == F.lit(D3)).count() > 0
+    assert summary["validation_rows"] == table.where(F.col("dt") == F.lit(D2)).count() > 0  # the day before
     assert summary["train_click_rate"] > 0.2  # clicks are over-represented after down-sampling
     assert table.where(F.col("user_gender").isNull() | F.col("poi_cuisine").isNull()).count() == 0
 
@@ -321,18 +323,35 @@ def test_every_eligible_item_is_drawn_about_equally_often(spark):
     assert 0.65 * mean < min(counts.values()) <= max(counts.values()) < 1.35 * mean, sorted(counts.values())
 
 
-def test_the_test_split_is_the_schemas_last_days_unless_a_day_index_is_given(spark, catalog):
+def test_the_splits_are_the_schemas_last_days_then_validation_days_unless_a_day_index_is_given(
+    spark, catalog
+):
     _inputs(spark, catalog)
 
-    def test_days(cfg):
+    def days_by_split(cfg):
         samples.run(spark, catalog, cfg, log=lambda _: None)
-        table = catalog.read(spark, samples.OUTPUT)
-        return sorted(r[0] for r in table.where("split = 'test'").select("dt").distinct().collect())
+        rows = catalog.read(spark, samples.OUTPUT).select("split", "dt").distinct().collect()
+        return {
+            split: sorted(r["dt"] for r in rows if r["split"] == split)
+            for split in {r["split"] for r in rows}
+        }
 
-    assert test_days(_cfg(test_day_index=0)) == [D3]  # the schema's one test day: the log's last
+    # the schema's one test day is the log's last; the day before it is the validation day
+    assert days_by_split(_cfg(test_day_index=0, validation_days=1)) == {
+        "train": [D1],
+        "validation": [D2],
+        "test": [D3],
+    }
+    assert days_by_split(_cfg(test_day_index=0)) == {"train": [D1, D2], "test": [D3]}  # validation_days 0
     write_schema(spark, catalog, replace(SCHEMA, events=replace(SCHEMA.events, test_days=2)))
-    assert test_days(_cfg(test_day_index=0)) == [D2, D3]
-    assert test_days(_cfg(test_day_index=3)) == [D3]  # an explicit day index wins
+    assert days_by_split(_cfg(test_day_index=0)) == {"train": [D1], "test": [D2, D3]}
+    assert days_by_split(_cfg(test_day_index=3)) == {"train": [D1, D2], "test": [D3]}  # a day index wins
+    with pytest.raises(SplitError) as refused:  # before any work: nothing is left to train on
+        samples.run(spark, catalog, _cfg(test_day_index=0, validation_days=1), log=lambda _: None)
+    assert str(refused.value) == (
+        f"validation_days: the log has 3 days ({D1} to {D3}); 2 test and 1 validation days leave no "
+        "train day: lower validation_days (0: no validation split) or test the later days"
+    )
 
 
 @pytest.mark.parametrize(
@@ -342,6 +361,7 @@ def test_the_test_split_is_the_schemas_last_days_unless_a_day_index_is_given(spa
         ({"neg_rate": 0.0}, "neg_rate"),
         ({"negatives_per_positive": 0}, "negatives_per_positive"),
         ({"test_day_index": -1}, "test_day_index"),
+        ({"validation_days": -1}, "validation_days"),
     ],
 )
 def test_config_errors_name_the_key(kwargs, key):

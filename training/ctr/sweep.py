@@ -2,8 +2,10 @@
 
 Each point is a `larr train ctr --model larr` run with one setting changed (nested seed runs
 tagged `larr.sweep`, so `larr report` keeps them out of Tables 2 and 3); the figures are the mean
-and standard deviation of CTR AUC over the seeds, printed, returned and plotted as PNG (logged to
-the command's MLflow run).
+and standard deviation of CTR AUC over the seeds, on the validation split and on the test split,
+printed, returned and plotted as PNG (logged to the command's MLflow run). The best value of each
+sweep is chosen on the validation split, never on the test split; samples without a validation
+split (`etl samples --set validation_days=0`) get no choice.
 """
 
 from __future__ import annotations
@@ -40,9 +42,14 @@ def _point(spark, catalog, cfg: SweepConfig, sweep: str, log, **network) -> dict
     train_cfg = replace(
         cfg.train, seeds=cfg.seeds, sweep=sweep, network=replace(cfg.train.network, **network)
     )
+    if cfg.train.checkpoint_dir:  # a folder per point: a point must not resume from another's weights
+        (value,) = network.values()
+        train_cfg = replace(
+            train_cfg, checkpoint_dir=str(Path(cfg.train.checkpoint_dir) / f"{sweep}-{value}")
+        )
     summary = train_run(spark, catalog, train_cfg, log=log)
-    return {"ctr_auc": summary["ctr_auc"], "ctr_auc_std": summary.get("ctr_auc_std", 0.0),
-            "ctcvr_auc": summary["ctcvr_auc"], "ctcvr_auc_std": summary.get("ctcvr_auc_std", 0.0)}  # fmt: skip
+    keys = ("val_ctr_auc", "ctr_auc", "ctcvr_auc")
+    return {k: summary[k] for key in keys for k in (key, f"{key}_std") if k in summary}
 
 
 def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
@@ -60,7 +67,14 @@ def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
             continue
         points = [_point(spark, catalog, cfg, name, log, **{key: value}) for value in values]
         for value, point in zip(values, points, strict=True):
-            log(f"sweep {name} {value}: CTR AUC {point['ctr_auc']:.4f} ± {point['ctr_auc_std']:.4f}")
+            validation = (
+                f"validation CTR AUC {point['val_ctr_auc']:.4f} ± {point['val_ctr_auc_std']:.4f}, "
+                if "val_ctr_auc" in point
+                else ""
+            )
+            log(
+                f"sweep {name} {value}: {validation}test CTR AUC {point['ctr_auc']:.4f} ± {point['ctr_auc_std']:.4f}"
+            )
         figures[name] = [{key: value, **point} for value, point in zip(values, points, strict=True)]
         figures[f"{name}_plot"] = str(
             plot_sweep(
@@ -73,6 +87,17 @@ def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
                 log_x=name == TEMPERATURE_SWEEP,  # 0.05 .. 1.0: evenly spaced on a log axis
             )
         )
-        best = max(zip(values, points, strict=True), key=lambda vp: vp[1]["ctr_auc"])
-        figures[f"best_{name}"] = best[0]
+        figures[f"best_{name}"] = _choose(name, values, points, log)
     return figures
+
+
+def _choose(name: str, values, points: list[dict], log):
+    """The value with the best validation CTR AUC (None without a validation split)."""
+    if not all("val_ctr_auc" in p for p in points):
+        log(
+            f"sweep {name}: no validation split in the samples, so no value is chosen (never on the test day)"
+        )
+        return None
+    best = max(zip(values, points, strict=True), key=lambda vp: vp[1]["val_ctr_auc"])
+    log(f"sweep {name}: {best[0]} has the best validation CTR AUC")
+    return best[0]

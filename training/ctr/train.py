@@ -75,6 +75,7 @@ from training.ctr.inputs import ModelConfig
 TABLE = "samples.ctr"
 SAMPLE_WEIGHTS = ("log", "count", "none")  # how samples.ctr's `weight` enters the loss
 HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
+VALIDATION_PREFIX = "val_"  # the validation split's metrics: val_ctr_auc, ...
 
 
 class CtrError(ValueError):
@@ -203,6 +204,11 @@ class CtrData:
     fields: SampleFields | None = None  # the dataset schema's sample fields
     scene_features: tuple[str, ...] = ()  # the dataset schema's scene features
     weighted: bool = False  # the samples carry a `weight` the loss uses
+    validation: DeltaSnapshot | None = None  # the validation split (None: samples.ctr has none)
+
+    @property
+    def snapshots(self) -> list[DeltaSnapshot]:
+        return [self.train, self.test] + ([self.validation] if self.validation is not None else [])
 
     def key(self) -> str:
         return f"{self.train.table}@{self.train.version}:{self.scene_vectors or ''}"
@@ -282,10 +288,12 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
         columns.append(SAMPLE_WEIGHT)
     train = delta_snapshot(spark, catalog, cfg.table, columns, where="split = 'train'")
     test = delta_snapshot(spark, catalog, cfg.table, [*columns, "sample_id"], where="split = 'test'")
-    if train.version != test.version:  # both pinned from the latest version: a write happened between
-        raise CtrError(
-            f"{cfg.table} changed while the trainer pinned it (versions {train.version}, {test.version})"
-        )
+    validation = delta_snapshot(
+        spark, catalog, cfg.table, [*columns, "sample_id"], where="split = 'validation'"
+    )
+    versions = sorted({train.version, test.version, validation.version})
+    if len(versions) > 1:  # all pinned from the latest version: a write happened between
+        raise CtrError(f"{cfg.table} changed while the trainer pinned it (versions {versions})")
     rate = (
         catalog.read(spark, cfg.table, version=train.version).where("split = 'train'").agg(sf.avg("neg_rate"))
     )
@@ -294,7 +302,8 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
     )
     bayes = bayes_aucs(spark, catalog, cfg.table, test.version)
     log(
-        f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, {test.num_rows} test rows"
+        f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, "
+        f"{validation.num_rows} validation rows, {test.num_rows} test rows"
         + (f"; scene vectors {scene_vectors}" if scene_vectors else "")
         + (
             f"; loss weighted by events.weight {schema.events.weight} ({cfg.sample_weight})"
@@ -312,6 +321,7 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
         fields,
         scene_features,
         weighted,
+        validation if validation.num_rows else None,
     )
 
 
@@ -423,8 +433,10 @@ PREDICTED = ("user_id", "click", "ctcvr", "neg_rate", "p_ctr", "p_ctcvr")
 
 
 @torch.no_grad()
-def predict_test(model, cfg: CtrConfig, data: CtrData, layout, scene, device) -> dict[str, np.ndarray] | None:
-    """Sampled-space probabilities for the test split (or its hashed subsample) and the labels.
+def predict_split(
+    model, cfg: CtrConfig, split: DeltaSnapshot, layout, scene, device
+) -> dict[str, np.ndarray] | None:
+    """Sampled-space probabilities for an evaluation split (or its hashed subsample) and the labels.
 
     Distributed: the split's batches are dealt round-robin over the ranks and gathered on rank 0
     in file order (the single-process order); the other ranks get None."""
@@ -435,11 +447,16 @@ def predict_test(model, cfg: CtrConfig, data: CtrData, layout, scene, device) ->
     batch_size = cfg.p5.batch_size * 4 if cfg.is_p5 else cfg.eval_batch_size
     eval_rows = cfg.p5.eval_rows if cfg.is_p5 else cfg.eval_rows
     mine: list[tuple[int, dict[str, np.ndarray]]] = []
-    for index, batch in enumerate(DeltaBatches(data.test, cfg.eval_batch_size, shuffle=False, num_epochs=1)):
+    for index, batch in enumerate(DeltaBatches(split, cfg.eval_batch_size, shuffle=False, num_epochs=1)):
         if index % info.world_size != info.rank:
             continue
         mine.append(
-            (index, _predict_batch(model, cfg, batch, data, eval_rows, batch_size, layout, scene, device))
+            (
+                index,
+                _predict_batch(
+                    model, cfg, batch, split.num_rows, eval_rows, batch_size, layout, scene, device
+                ),
+            )
         )
     if info.distributed and dist.is_initialized():
         gathered: list | None = [None] * info.world_size if info.is_primary else None
@@ -453,10 +470,18 @@ def predict_test(model, cfg: CtrConfig, data: CtrData, layout, scene, device) ->
 
 
 def _predict_batch(
-    model, cfg: CtrConfig, batch: dict, data: CtrData, eval_rows: int, batch_size: int, layout, scene, device
+    model,
+    cfg: CtrConfig,
+    batch: dict,
+    total_rows: int,
+    eval_rows: int,
+    batch_size: int,
+    layout,
+    scene,
+    device,
 ) -> dict[str, np.ndarray]:
-    """One test batch's kept rows (hashed subsample) with their predicted probabilities."""
-    keep = hashed_subsample(batch["sample_id"], eval_rows, data.test.num_rows)
+    """One evaluation batch's kept rows (hashed subsample) with their predicted probabilities."""
+    keep = hashed_subsample(batch["sample_id"], eval_rows, total_rows)
     batch = {k: v[keep] for k, v in batch.items()}
     parts: dict[str, list] = {k: [batch[k][:0]] for k in ("user_id", "click", "ctcvr", "neg_rate")}
     parts |= {"p_ctr": [np.zeros(0, np.float32)], "p_ctcvr": [np.zeros(0, np.float32)]}
@@ -486,7 +511,6 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
 
     Distributed (every rank calls it): DDP over slices of the same global batches; the summary is
     None on every rank but 0."""
-    from training.ctr.metrics import evaluate
 
     info, device = join(cfg.device)
     batch_size = cfg.train_batch_size
@@ -523,17 +547,15 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     )
     unknown_train = int(all_reduce_sum([float(unknown_total.sum())], device)[0])
     started = time.perf_counter()
-    predictions = predict_test(model, cfg, data, layout, scene, device)
+    validated = {}
+    if data.validation is not None:
+        on_validation = predict_split(model, cfg, data.validation, layout, scene, device)
+        if on_validation is not None:
+            validated = {f"{VALIDATION_PREFIX}{k}": v for k, v in _evaluate(on_validation).items()}
+    predictions = predict_split(model, cfg, data.test, layout, scene, device)
     if predictions is None:  # not rank 0: rank 0 evaluates the gathered predictions
         return Trained(None, result.losses, model, layout, result.resumed_from)
-    metrics = evaluate(
-        predictions["user_id"],
-        predictions["click"],
-        predictions["ctcvr"],
-        predictions["p_ctr"],
-        predictions["p_ctcvr"],
-        predictions["neg_rate"],
-    )
+    metrics = _evaluate(predictions) | validated
     metrics |= data.bayes
     for task in ("ctr", "ctcvr"):
         if f"bayes_auc_{task}" in data.bayes:
@@ -543,6 +565,19 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     metrics["train_samples_per_s"] = result.tokens_per_s  # StepOutput counts samples here
     metrics["unknown_scene_values_train"] = unknown_train
     return Trained(metrics, result.losses, model, layout, result.resumed_from)
+
+
+def _evaluate(predictions: dict[str, np.ndarray]) -> dict:
+    from training.ctr.metrics import evaluate
+
+    return evaluate(
+        predictions["user_id"],
+        predictions["click"],
+        predictions["ctcvr"],
+        predictions["p_ctr"],
+        predictions["p_ctcvr"],
+        predictions["neg_rate"],
+    )
 
 
 def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
@@ -608,7 +643,7 @@ def train_seeds(cfg: CtrConfig, data: CtrData, folders: dict[int, str], log=prin
     from training.common.tracking import log_loss_curve, log_metrics
 
     info, _ = join(cfg.device)
-    agree_on_snapshots([data.train, data.test])
+    agree_on_snapshots(data.snapshots)
     per_seed, run_ids = [], []
     for seed in cfg.seeds:
         with _seed_run(cfg, data, seed) as seed_run:
@@ -635,13 +670,21 @@ def train_seeds(cfg: CtrConfig, data: CtrData, folders: dict[int, str], log=prin
                 }
             )
     summary = {"model": cfg.model, "ablation": cfg.ablation, "seeds": list(cfg.seeds)}
-    for key in (*HEADLINE, "ctr_auc_ratio_to_bayes", "calibration_ctr", "train_samples_per_s"):
+    validation_headline = [f"{VALIDATION_PREFIX}{k}" for k in HEADLINE if not k.startswith("bayes")]
+    for key in (
+        *HEADLINE,
+        *validation_headline,
+        "ctr_auc_ratio_to_bayes",
+        "calibration_ctr",
+        "train_samples_per_s",
+    ):
         values = [s[key] for s in per_seed if key in s]
         if values:
             summary[key] = round(float(np.mean(values)), 5)
             summary[f"{key}_std"] = round(float(np.std(values, ddof=1)), 5) if len(values) > 1 else 0.0
     summary |= {
         "train_rows": data.train.num_rows,
+        "validation_rows": data.validation.num_rows if data.validation is not None else 0,
         "test_rows": data.test.num_rows,
         "neg_rate": data.neg_rate,
         "encoder_uri": data.encoder_uri,

@@ -67,13 +67,34 @@ def store(catalog, lakehouse):
     # failed run and a newer sweep run, both left out
     s.seed_run("larr", 1, ctr_auc=0.50, ctcvr_auc=0.50, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95)
     s.seed_run(
-        "larr", 0, ctr_auc=0.80, ctcvr_auc=0.90, ctr_gauc=0.70, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95
+        "larr",
+        0,
+        val_ctr_auc=0.78,
+        ctr_auc=0.80,
+        ctcvr_auc=0.90,
+        ctr_gauc=0.70,
+        bayes_auc_ctr=0.85,
+        bayes_auc_ctcvr=0.95,
     )
     s.seed_run(
-        "larr", 1, ctr_auc=0.81, ctcvr_auc=0.90, ctr_gauc=0.71, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95
+        "larr",
+        1,
+        val_ctr_auc=0.79,
+        ctr_auc=0.81,
+        ctcvr_auc=0.90,
+        ctr_gauc=0.71,
+        bayes_auc_ctr=0.85,
+        bayes_auc_ctcvr=0.95,
     )
     s.seed_run(
-        "larr", 2, ctr_auc=0.83, ctcvr_auc=0.93, ctr_gauc=0.72, bayes_auc_ctr=0.85, bayes_auc_ctcvr=0.95
+        "larr",
+        2,
+        val_ctr_auc=0.80,
+        ctr_auc=0.83,
+        ctcvr_auc=0.93,
+        ctr_gauc=0.72,
+        bayes_auc_ctr=0.85,
+        bayes_auc_ctcvr=0.95,
     )
     s.seed_run("larr", 0, status="FAILED", ctr_auc=0.10, ctcvr_auc=0.10)
     s.seed_run(
@@ -109,14 +130,17 @@ def test_tables_by_hand(store, catalog):
     # ctr_gauc .70 .71 .72: mean .71, std .01; logloss absent -> n/a
     # gap to Bayes (.85): -.05 -.04 -.02: mean -.036667, std .015275; CTCVR (.95): -.05 -.05 -.02: -.04, .017321
     assert (
-        "| LARR | 0.8133 ± 0.0153 | 0.9100 ± 0.0173 | 0.7100 ± 0.0100 | n/a | n/a "
+        "| LARR | 0.7900 ± 0.0100 | 0.8133 ± 0.0153 | 0.9100 ± 0.0173 | 0.7100 ± 0.0100 | n/a | n/a "
         "| -0.0367 ± 0.0153 | -0.0400 ± 0.0173 | 3 |" in text
     )
     # PLE .79 .80: mean .795, std sqrt(2 * .005^2 / 1) = .007071; ctcvr .89 .89: std 0
-    assert "| PLE (2 seeds) | 0.7950 ± 0.0071 | 0.8900 ± 0.0000 |" in text
-    assert "| Wide&Deep | not run | not run | not run | not run | not run | not run | not run | 0 |" in text
+    assert "| PLE (2 seeds) | n/a | 0.7950 ± 0.0071 | 0.8900 ± 0.0000 |" in text  # no validation split
+    assert (
+        "| Wide&Deep | not run | not run | not run | not run | not run | not run | not run | not run | 0 |"
+        in text
+    )
     # Bayes over the 5 table-2 runs (3 LARR + 2 PLE), all .85 / .95
-    assert "| Bayes-optimal (true probabilities) | 0.8500 ± 0.0000 | 0.9500 ± 0.0000 | — |" in text
+    assert "| Bayes-optimal (true probabilities) | — | 0.8500 ± 0.0000 | 0.9500 ± 0.0000 | — |" in text
     # Table 3
     assert "| PLE only (2 seeds) | 0.7950 ± 0.0071 | 0.8900 ± 0.0000 | 2 |" in text
     assert "| no CPT (1 seed) | 0.8050 ± n/a | 0.9050 ± n/a | 1 |" in text
@@ -165,7 +189,9 @@ def test_the_report_is_an_artifact_of_the_active_run(store, catalog, tmp_path):
         "tables/table2.md", "tables/table3.md", "tables/sweep_temperature.md"
     }  # fmt: skip
     table2 = Path(client.download_artifacts(run_id, "tables/table2.md", str(tmp_path))).read_text()
-    assert "| LARR | 0.8133 ± 0.0153 |" in table2 and "| LARR | 0.8133" in output.read_text()
+    assert (
+        "| LARR | 0.7900 ± 0.0100 | 0.8133 ± 0.0153 |" in table2 and "| LARR | 0.7900" in output.read_text()
+    )
     with open(result["models_plot"], "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "![AUC per model](ctr_auc_models.png)" in output.read_text()

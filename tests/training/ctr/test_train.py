@@ -49,6 +49,9 @@ def test_every_model_trains_and_is_evaluated_against_the_bayes_optimum(spark, ct
     assert 0.3 < summary["ctr_auc"] < summary["bayes_auc_ctr"] + 0.02
     assert summary["per_seed"][0]["train_steps"] == 6
     assert summary["test_rows"] > 0 and summary["train_rows"] > 6 * 256
+    # the day before the test day is the validation split, evaluated with the same metrics
+    assert summary["validation_rows"] > 0 and 0.3 < summary["val_ctr_auc"] < 1.0
+    assert math.isfinite(summary["per_seed"][0]["val_logloss"])
     assert (summary["scene_vectors"] is not None) == (model == "larr")
 
 
