@@ -111,7 +111,7 @@ def test_explore_tables(notebook_lakehouse, kernels):
     for column in (
         "ctr",
         "cvr",
-        "location_type",
+        "scene_district_type",  # the scene breakdown: declared features, not the world's columns
         "true_p",
         "source_table",
         "global_ctr",
