@@ -66,8 +66,9 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: VacuumConfig, log=print
 
 
 def _vacuum_all(spark: SparkSession, catalog: TableCatalog, cfg: VacuumConfig, log) -> dict[str, int]:
-    names = [n for n in tables(spark, catalog, cfg.tables) if catalog.exists(spark, n)]
-    for name in sorted(set(tables(spark, catalog, cfg.tables)) - set(names)):
+    listed = tables(spark, catalog, cfg.tables)
+    names = [n for n in listed if catalog.exists(spark, n)]
+    for name in sorted(set(listed) - set(names)):
         log(f"vacuum: {name}: no such table, skipped")
     if is_remote(catalog.root):  # no locks there: a run that did not complete may still be running
         return _vacuum(spark, catalog, cfg, names, log)

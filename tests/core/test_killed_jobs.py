@@ -70,15 +70,9 @@ SCENES = [("weather", "rainy"), ("weather", "sunny"), ("city", "Chengdu"), ("cit
 
 
 def _write_dictionary(spark, root, values) -> None:
-    from pyspark.sql import functions as F
+    from tests.features.builders import write_scene_dictionary
 
-    from etl.tokens import wrap_text
-    from features.scene_values import scene_id
-
-    rows = [(f, v, wrap_text(f"scene_{f}", v) if v else None, 1) for f, v in values]
-    df = spark.createDataFrame(rows, "feature string, value string, text string, impressions long")
-    df = df.withColumn("scene_id", scene_id(F.col("feature"), F.col("value")))
-    TableCatalog.resolve(str(root)).write(df, "features.scene_dictionary")
+    write_scene_dictionary(spark, TableCatalog.resolve(str(root)), [(f, v, 1) for f, v in values])
 
 
 def _scene_flags(tmp_path):

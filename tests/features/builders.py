@@ -112,3 +112,21 @@ def tiny_encoder_model(folder, dim: int = 16, max_length: int = 24, seed: int = 
     encoder = TextEncoder(model, dim=dim, seed=seed).eval()
     save_encoder_model(encoder.backbone, tokenizer, encoder.projection, max_length, folder)
     return folder, encoder, tokenizer
+
+
+def write_scene_dictionary(spark: SparkSession, catalog, values: list[tuple]) -> None:
+    """features.scene_dictionary from (feature, value, impressions) rows, texts wrapped as
+    `features scene` wraps them (a null or empty value gets a null text)."""
+    from etl.tokens import wrap_text
+    from features.scene_values import scene_id
+
+    rows = [(f, v, wrap_text(f"scene_{f}", v) if v else None, n) for f, v, n in values]
+    df = spark.createDataFrame(rows, "feature string, value string, text string, impressions long")
+    df = df.select(
+        "feature",
+        "value",
+        "text",
+        scene_id(F.col("feature"), F.col("value")).alias("scene_id"),
+        "impressions",
+    )
+    catalog.write(df, "features.scene_dictionary")

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from pyspark.sql import functions as F
 
 from core import tracking
 from etl.tokens import wrap_text
@@ -8,9 +7,8 @@ from features.embeddings import scenes
 from features.embeddings.encoder_runtime import EmbedError, get_encoder, resolve_encoder
 from features.embeddings.scenes import EmbedScenesConfig
 from features.embeddings.vectors import load_scene_meta, load_scene_vectors
-from features.scene_values import scene_id
 from jobs.config import default_config_path, load_config
-from tests.features.builders import tiny_encoder_model
+from tests.features.builders import tiny_encoder_model, write_scene_dictionary
 
 QUIET = lambda _: None  # noqa: E731
 LONG = "a sunny holiday weekend by the river with friends and family " * 3
@@ -21,22 +19,9 @@ def tiny(tmp_path_factory):
     return tiny_encoder_model(tmp_path_factory.mktemp("enc") / "model", max_length=10)
 
 
-def _write_dictionary(spark, catalog, values):
-    rows = [(f, v, wrap_text(f"scene_{f}", v) if v else None, n) for f, v, n in values]
-    df = spark.createDataFrame(rows, "feature string, value string, text string, impressions long")
-    df = df.select(
-        "feature",
-        "value",
-        "text",
-        scene_id(F.col("feature"), F.col("value")).alias("scene_id"),
-        "impressions",
-    )
-    catalog.write(df, "features.scene_dictionary")
-
-
 def test_embed_scenes_incremental_rejects_truncation_and_export(spark, catalog, tiny):
     values = [("weather", "rainy", 5), ("weather", "sunny", 7), ("city", "Chengdu", 9), ("day_type", LONG, 2)]
-    _write_dictionary(spark, catalog, values + [("city", None, 1), ("city", " ", 1)])
+    write_scene_dictionary(spark, catalog, values + [("city", None, 1), ("city", " ", 1)])
     cfg = EmbedScenesConfig(encoder=str(tiny[0]), batch_size=2, partitions=2)
     first = scenes.run(spark, catalog, cfg, log=QUIET)
     assert (first["embedded"], first["skipped_existing"], first["rejected"], first["truncated"]) == (
@@ -79,7 +64,7 @@ def test_embed_scenes_incremental_rejects_truncation_and_export(spark, catalog, 
     )
     assert catalog.read(spark, "features.scene_embeddings").count() == 4
 
-    _write_dictionary(spark, catalog, values + [("weather", "foggy", 1)])  # one new value
+    write_scene_dictionary(spark, catalog, values + [("weather", "foggy", 1)])  # one new value
     third = scenes.run(spark, catalog, cfg, log=QUIET)
     assert (third["embedded"], third["skipped_existing"], third["rejected"]) == (1, 4, 0)
     assert catalog.read(spark, "features.scene_embeddings").count() == 5
@@ -88,7 +73,7 @@ def test_embed_scenes_incremental_rejects_truncation_and_export(spark, catalog, 
 
 
 def test_an_encoder_that_does_not_load_fails_before_any_spark_work(spark, catalog, tmp_path):
-    _write_dictionary(spark, catalog, [("weather", "rainy", 1)])
+    write_scene_dictionary(spark, catalog, [("weather", "rainy", 1)])
     tracking.configure(catalog.root)  # this lakehouse's empty store: no stage-2 run to resolve
     with pytest.raises(EmbedError, match="latest:contrastive: no finished run .* `larr train contrastive`"):
         scenes.run(spark, catalog, EmbedScenesConfig(), log=QUIET)
