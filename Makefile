@@ -10,7 +10,7 @@ STAMP := $(VENV)/.larr-setup-done
 LAKEHOUSE ?= ./lakehouse
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint format demo study bench clean recall cluster-up cluster-down mlflow notebooks gpu-check
+.PHONY: setup test test-extended test-fast lint format demo study bench clean recall cluster-up cluster-down mlflow notebooks gpu-check
 
 setup: $(STAMP)
 
@@ -33,8 +33,11 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: setup lint  # the whole suite, as CI runs it
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup lint  # the suite as CI runs it: every marker but `extended`
+	$(BIN)/python -m pytest -m "not extended" $(PYTEST_ARGS)
+
+test-extended: setup  # the long matrices' other cases (every multi-table job killed), about 8 minutes
+	$(BIN)/python -m pytest -m extended $(PYTEST_ARGS)
 
 test-fast: setup lint  # the inner loop: no Spark, no cluster, no GPU (markers set in tests/conftest.py)
 	$(BIN)/python -m pytest -m "not slow and not cluster and not gpu" $(PYTEST_ARGS)

@@ -297,7 +297,10 @@ def test_a_worker_killed_mid_clean_is_survived_by_task_retry(spark, cluster, clu
         (app,) = [p for p in cluster.events() if p not in known]
         events = [json.loads(line) for line in app.read_text().splitlines()]
         removed = [e for e in events if e["Event"] == "SparkListenerExecutorRemoved"]
-        assert removed and "worker lost" in removed[0]["Removed Reason"], removed  # it died mid-job
+        # The worker reports its killed executor ("exited with code 137") unless the
+        # master notices the lost worker first: either way it died mid-job.
+        reasons = [e["Removed Reason"] for e in removed]
+        assert removed and all("worker lost" in r or "code 137" in r for r in reasons), reasons
         after_removal = events[events.index(removed[0]) :]
         assert any(e["Event"] == "SparkListenerTaskEnd" for e in after_removal)  # the job went on
         after = TableCatalog.resolve(str(lakehouse))
