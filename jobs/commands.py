@@ -153,6 +153,9 @@ _COMMANDS = (
     Command("sweep", "ctr", "training.ctr.sweep:SweepConfig", "sweep", "training.ctr.sweep:run",
             "LARR's alignment temperature and negative-ratio sweeps, plotted",
             reads=("raw.dataset_schema", "samples.ctr")),
+    Command("tune", "ctr", "training.ctr.tune:TuneConfig", "tune", "training.ctr.tune:run",
+            "the same seeded random search for every CTR model, chosen on validation (--model)",
+            flags=("model",), reads=("raw.dataset_schema", "samples.ctr")),
 )  # fmt: skip
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _COMMANDS}

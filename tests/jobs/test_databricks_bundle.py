@@ -335,6 +335,7 @@ def _tables_in_the_code() -> dict[str, tuple[set[str], set[str]]]:
         "train ctr": ctr,
         "bench ctr": ctr,
         "sweep": ctr,
+        "tune": ctr,
         "recall": ({SCHEMA_TABLE, recall.POI_EMBEDDINGS, recall.POIS}, set()),
         "report": nothing,  # MLflow only
         "etl vacuum": nothing,  # every table the run manifest lists (none when there is no manifest)

@@ -17,6 +17,9 @@
 - With a `checkpoint_dir` holding checkpoints and `resume` set, the newest usable one is loaded
   first: weights, optimizer, scheduler, RNG states, data position and the loss curve so far (a
   corrupt one is reported in one line and the one before it used: `checkpoint.resume`).
+- With `validation` (`early_stop.Validation`), a validation score every `every` steps, early
+  stopping after `patience` scores without improvement, and the best weights put back at the
+  end (`result.best_step`, `result.validation`); the scores travel in the checkpoint state.
 - The loss curve (one mean loss per optimizer step, averaged over ranks) comes back in the
   result; the trainer logs its PNG to MLflow on rank 0 (`training/common/tracking.py`).
 - While it trains, rank 0 inside an active MLflow run logs `train_loss`, `lr` and the throughput
@@ -37,8 +40,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from training.common.checkpoint import resume, save_checkpoint
-from training.common.device import all_reduce_sum, dist_info
+from training.common.checkpoint import checkpoint_name, load_checkpoint, resume, save_checkpoint, verify
+from training.common.device import all_reduce_sum, broadcast_object, dist_info
+from training.common.early_stop import BEST, Validation, ValidationTracker, weights_copy
 from training.common.guard import check_finite
 from training.common.tracking import StepLogger
 
@@ -81,6 +85,9 @@ class LoopResult:
     resumed_from: int | None = None  # the step of the checkpoint this run started from
     last_checkpoint: Path | None = None
     state: dict = field(default_factory=dict)
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, score) with validation
+    best_step: int | None = None  # the step whose weights the model holds at the end (validation)
+    stopped_early: bool = False  # validation's patience ran out before max_steps
 
     @property
     def tokens_per_s(self) -> float:
@@ -111,6 +118,7 @@ def train_loop(
     log: Callable[[str], None] = print,
     throughput: str = "tokens_per_s",
     step_metrics: bool = True,
+    validation: Validation | None = None,
 ) -> LoopResult:
     from tqdm.auto import tqdm
 
@@ -129,8 +137,11 @@ def train_loop(
                 f"resuming from {last} (step {resumed_from}, epoch {state['epoch']}, batch {state['position']})"
             )
     step = len(state["losses"])
-    if step >= settings.max_steps:
-        return LoopResult(step, list(state["losses"]), 0, 0.0, resumed_from, last, state)
+    tracker = ValidationTracker.from_state(state.get("validation"))
+    best_weights = None  # in memory from this run; a resumed run reads <checkpoint_dir>/best
+    if step >= settings.max_steps or tracker.stopped:
+        _restore_best(engine, validation, tracker, step, best_weights, settings, log)
+        return _result(step, state["losses"], 0, 0.0, resumed_from, last, state, validation, tracker)
 
     stream = _stream(batches, state["epoch"], state["position"])
     device = getattr(engine, "device", torch.device("cpu"))
@@ -174,25 +185,76 @@ def train_loop(
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             state = {"epoch": epoch, "position": index + 1, "losses": losses}
+            if validation is not None and validation.due(step, settings.max_steps):
+                score = float(broadcast_object(validation.score(engine.model)))
+                metrics.log(step, {validation.name: score})
+                if tracker.observe(step, score):
+                    best_weights = weights_copy(engine.model)
+                    if settings.checkpoint_dir:
+                        _save(engine, settings, step, state, config, tokenizer, folder=BEST)
+                tracker.stopped = tracker.exhausted(validation.patience) and step < settings.max_steps
+            if validation is not None:
+                state["validation"] = tracker.to_state()
             due = settings.checkpoint_every and step % settings.checkpoint_every == 0
-            if settings.checkpoint_dir and (due or step == settings.max_steps):
+            if settings.checkpoint_dir and (due or step == settings.max_steps or tracker.stopped):
                 metrics.flush()  # the run holds every step up to the checkpoint
-                last = save_checkpoint(
-                    settings.checkpoint_dir,
-                    step,
-                    engine=engine,
-                    state=state,
-                    config=config,
-                    tokenizer=tokenizer,
-                    keep=settings.keep_checkpoints,
-                )
+                last = _save(engine, settings, step, state, config, tokenizer)
                 if on_checkpoint is not None:
                     on_checkpoint(step, last, engine.model)
             mark = time.perf_counter()  # the next step's time leaves out checkpoints and logging
+            if tracker.stopped:
+                if info.is_primary:
+                    log(
+                        f"early stop at step {step}: {validation.name} has not improved on "
+                        f"{tracker.best_score:.5f} (step {tracker.best_step}) for {validation.patience} scores"
+                    )
+                break
     finally:
         metrics.flush()
         bar.close()
         stream.close()  # closes the Petastorm reader of an unfinished epoch
     seconds = time.perf_counter() - started
     tokens = int(all_reduce_sum([float(tokens)], device)[0])
-    return LoopResult(step, losses, tokens, seconds, resumed_from, last, state)
+    _restore_best(engine, validation, tracker, step, best_weights, settings, log)
+    return _result(step, losses, tokens, seconds, resumed_from, last, state, validation, tracker)
+
+
+def _save(
+    engine, settings: LoopSettings, step: int, state: dict, config, tokenizer, folder: str = ""
+) -> Path:
+    target = Path(settings.checkpoint_dir) / folder if folder else settings.checkpoint_dir
+    keep = 1 if folder else settings.keep_checkpoints
+    return save_checkpoint(
+        target, step, engine=engine, state=state, config=config, tokenizer=tokenizer, keep=keep
+    )
+
+
+def _restore_best(engine, validation, tracker, step, best_weights, settings, log) -> None:
+    """Put the best validation weights back (from memory, else `<checkpoint_dir>/best`)."""
+    if validation is None or not tracker.scores or tracker.best_step in (0, step):
+        return
+    if best_weights is not None:
+        engine.model.load_state_dict(best_weights)
+    else:
+        folder = Path(settings.checkpoint_dir) / BEST / checkpoint_name(tracker.best_step)
+        problem = verify(folder) if folder.is_dir() else "missing"
+        if problem is not None:
+            raise LoopError(
+                f"the best weights of step {tracker.best_step} ({folder}) are unusable ({problem}): "
+                "delete the checkpoint folder to train again"
+            )
+        load_checkpoint(folder, engine)
+    if dist_info().is_primary:
+        log(
+            f"kept the weights of step {tracker.best_step} ({validation.name} {tracker.best_score:.5f}); "
+            f"step {step} scored {tracker.scores[-1][1]:.5f}"
+        )
+
+
+def _result(step, losses, tokens, seconds, resumed_from, last, state, validation, tracker) -> LoopResult:
+    result = LoopResult(step, list(losses), tokens, seconds, resumed_from, last, state)
+    if validation is not None:
+        result.validation = list(tracker.scores)
+        result.best_step = tracker.best_step or step
+        result.stopped_early = tracker.stopped
+    return result

@@ -20,6 +20,7 @@ CTR_ABLATIONS = (*VARIANTS, NO_AL)
 
 # -- sweeps of LARR's alignment (`larr sweep`, the paper's Figure 4): the values of SWEEP_TAG -------
 TEMPERATURE_SWEEP, NEG_RATIO_SWEEP = "temperature", "neg_ratio"
+TUNE_SWEEP = "tune"  # `larr tune`'s trials (training/ctr/tune.py)
 
 # -- MLflow tags of a seed run -----------------------------------------------------------------------
 MODEL_TAG = "larr.ctr_model"
@@ -28,3 +29,8 @@ SEED_TAG = "larr.seed"
 SWEEP_TAG = "larr.sweep"  # non-empty: a sweep point, kept out of Tables 2 and 3
 SAMPLES_TAG = "larr.samples_version"
 ENCODER_TAG = "larr.encoder_uri"
+TUNED_TAG = "larr.tuned"  # the `larr tune` run whose chosen configuration this seed run trains
+
+# -- MLflow tags of a `larr tune` trial run (its seed runs nest under it) -----------------------------
+TUNE_TAG = "larr.tune"  # the model tuned
+TRIAL_TAG = "larr.trial"  # the trial's index

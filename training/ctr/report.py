@@ -38,6 +38,7 @@ from training.ctr.names import (
     SEED_TAG,
     SWEEP_TAG,
     TEMPERATURE_SWEEP,
+    TUNED_TAG,
     WIDE_DEEP,
 )
 
@@ -120,7 +121,7 @@ def load_runs(experiment: str | None = None) -> pd.DataFrame:
     params. Empty (with those columns) when the experiment does not exist."""
     import mlflow
 
-    columns = ["run_id", "start_time", "model", "ablation", "seed", "sweep", "samples_version"]
+    columns = ["run_id", "start_time", "model", "ablation", "seed", "sweep", "tuned", "samples_version"]
     columns += [*RUN_METRICS, *(param for param, _, _ in SWEEPS.values())]
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(experiment or experiment_name("ctr"))
@@ -143,6 +144,7 @@ def load_runs(experiment: str | None = None) -> pd.DataFrame:
             "ablation": r.data.tags.get(ABLATION_TAG) or FULL_METHOD,
             "seed": r.data.tags.get(SEED_TAG),
             "sweep": r.data.tags.get(SWEEP_TAG) or "",
+            "tuned": r.data.tags.get(TUNED_TAG) or "",
             "samples_version": r.data.tags.get(SAMPLES_TAG),
             **{m: r.data.metrics.get(m, math.nan) for m in RUN_METRICS},
             **{param: _param(r.data.params, param) for param, _, _ in SWEEPS.values()},
@@ -219,7 +221,14 @@ def table2(runs: pd.DataFrame, min_seeds: int) -> tuple[dict, str]:
     table = table[table["ablation"] == FULL_METHOD]
     summary = summarise(table, ["model"], metrics)
     numbers = {key: _cell_numbers(summary, key, metrics) for key, _ in MODELS}
-    rows = [_row(label, numbers[key], metrics, min_seeds) for key, label in MODELS]
+    # a model whose every run is a `larr tune` choice says so: its settings came from validation
+    tuned = {m for m, group in table.groupby("model") if (group["tuned"].fillna("") != "").all()}
+    for key in tuned & {k for k, v in numbers.items() if v is not None}:
+        numbers[key]["tuned"] = True
+    rows = [
+        _row(f"{label} (tuned)" if key in tuned else label, numbers[key], metrics, min_seeds)
+        for key, label in MODELS
+    ]
     in_table = table[table["model"].isin([key for key, _ in MODELS])]
     bayes = {
         "runs": int(in_table["bayes_auc_ctr"].notna().sum()),

@@ -11,6 +11,12 @@ batch (`sample_weight`: log = 1 + ln w, count = w, none = unweighted); metrics s
 checkpoints (one folder per seed and config key; an interrupted run resumes), the tqdm bar and the
 non-finite-loss stop.
 
+Early stopping (with a validation split, `etl samples`' `validation_days`): the validation CTR
+AUC every `validate_every` steps (0: once per epoch) is the `val_ctr_auc_by_step` curve; after
+`patience` scores without improvement the seed stops, and the weights of its best score are put
+back before the test split is read, once (`training/common/early_stop.py`). The seed's run logs
+`best_step` and `stopped_early`. Sweeps and `larr tune` choose on the validation metrics.
+
 LARR reads its frozen scene table from the `larr embed scenes` export of an encoder:
 `encoder` (default `latest:contrastive`, or `latest:contrastive/<ablation>` for `no_cpt` /
 `no_ft`) is resolved in the lakehouse's MLflow store and matched to the export whose header
@@ -54,6 +60,7 @@ from core.paths import BASE_MODEL
 from core.tracking import FULL_METHOD, NO_CPT, NO_FT
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import all_reduce_sum, autocast, dist_info
+from training.common.early_stop import Validation
 from training.common.engine import TorchEngine
 from training.common.launch import LaunchConfig, agree_on_snapshots, check_launch
 from training.common.loop import StepOutput, train_loop
@@ -76,6 +83,7 @@ TABLE = "samples.ctr"
 SAMPLE_WEIGHTS = ("log", "count", "none")  # how samples.ctr's `weight` enters the loss
 HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
 VALIDATION_PREFIX = "val_"  # the validation split's metrics: val_ctr_auc, ...
+VALIDATION_CURVE = "val_ctr_auc_by_step"  # early stopping's scores, one MLflow point per scored step
 
 
 class CtrError(ValueError):
@@ -106,6 +114,8 @@ class CtrConfig:
     weight_decay: float = 0.0
     epochs: int = 1
     max_steps: int = 0  # 0 = `epochs` passes over the train split
+    validate_every: int = 0  # steps between validation CTR AUCs (early stopping); 0 = once per epoch
+    patience: int = 2  # validation scores without improvement before stopping; 0 = all epochs
     align_weight: float = 0.05  # lambda of the alignment loss
     sample_weight: str = "log"  # with a declared events.weight: log (1 + ln w) | count (w) | none
     encoder: str = ""  # LARR: "" = latest:contrastive (or latest:contrastive/<ablation>)
@@ -122,7 +132,9 @@ class CtrConfig:
     resume: bool = True
     progress: bool = True
     log_model: bool = True  # the scoring pyfunc per seed (never for p5: it is an LLM, not a scorer)
-    sweep: str = ""  # set by `larr sweep`: tags the runs so the report leaves them out
+    sweep: str = ""  # set by `larr sweep` / `larr tune`: tags the runs so the report leaves them out
+    evaluate_test: bool = True  # False: `larr tune`'s trials, which never read the test split
+    tuned: str = ""  # set by `larr tune` on its chosen configuration's runs: the tune run's id
     launch: LaunchConfig = field(default_factory=LaunchConfig)  # distributed training (DDP)
 
     def __post_init__(self) -> None:
@@ -138,6 +150,10 @@ class CtrConfig:
             raise ValueError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
         if self.batch_size < 2 or self.learning_rate <= 0 or self.epochs < 1 or self.max_steps < 0:
             raise ValueError("batch_size >= 2, learning_rate > 0, epochs >= 1 and max_steps >= 0 required")
+        if self.validate_every < 0 or self.patience < 0:
+            raise ValueError(
+                f"validate_every and patience must be >= 0, got {self.validate_every} and {self.patience}"
+            )
         if self.align_weight < 0:
             raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
         if self.sample_weight not in SAMPLE_WEIGHTS:
@@ -182,9 +198,20 @@ class CtrConfig:
         """A short hash of what shapes the weights (model, data, hyper-parameters), not of bookkeeping."""
         from training.ctr.models import MODEL_REVISIONS
 
-        skip = ["seeds", "log_model", "sweep", "eval_batch_size", "eval_rows", "device"]
+        skip = [
+            "seeds",
+            "log_model",
+            "sweep",
+            "evaluate_test",
+            "tuned",
+            "eval_batch_size",
+            "eval_rows",
+            "device",
+        ]
         if self.sample_weight == "log":  # the default: older checkpoints keep their keys
             skip.append("sample_weight")
+        if (self.validate_every, self.patience) == (0, 2):  # the defaults: older keys stay
+            skip += ["validate_every", "patience"]
         extra = {"data": data_key}
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             extra["revision"] = MODEL_REVISIONS[self.model]
@@ -542,8 +569,16 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
         return StepOutput(loss, len(batch["click"]) // info.world_size)
 
     settings = loop_settings(cfg, checkpoint_dir, max_steps)
+    validation = early_stopping(cfg, data, layout, scene, device)
     result = train_loop(
-        engine, loader.epoch, loss_fn, settings, config=cfg, log=log, throughput="samples_per_s"
+        engine,
+        loader.epoch,
+        loss_fn,
+        settings,
+        config=cfg,
+        log=log,
+        throughput="samples_per_s",
+        validation=validation,
     )
     unknown_train = int(all_reduce_sum([float(unknown_total.sum())], device)[0])
     started = time.perf_counter()
@@ -552,19 +587,40 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
         on_validation = predict_split(model, cfg, data.validation, layout, scene, device)
         if on_validation is not None:
             validated = {f"{VALIDATION_PREFIX}{k}": v for k, v in _evaluate(on_validation).items()}
-    predictions = predict_split(model, cfg, data.test, layout, scene, device)
+    if cfg.evaluate_test:
+        predictions = predict_split(model, cfg, data.test, layout, scene, device)
+    else:  # a tuning trial: the test split stays unread
+        predictions = {} if info.is_primary else None
     if predictions is None:  # not rank 0: rank 0 evaluates the gathered predictions
         return Trained(None, result.losses, model, layout, result.resumed_from)
-    metrics = _evaluate(predictions) | validated
-    metrics |= data.bayes
+    metrics = (_evaluate(predictions) if predictions else {}) | validated
+    if cfg.evaluate_test:
+        metrics |= data.bayes
     for task in ("ctr", "ctcvr"):
-        if f"bayes_auc_{task}" in data.bayes:
+        if f"bayes_auc_{task}" in metrics and f"{task}_auc" in metrics:
             metrics[f"{task}_auc_ratio_to_bayes"] = metrics[f"{task}_auc"] / data.bayes[f"bayes_auc_{task}"]
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["train_steps"] = result.steps
+    if validation is not None:
+        metrics["best_step"] = result.best_step
+        metrics["stopped_early"] = int(result.stopped_early)
     metrics["train_samples_per_s"] = result.tokens_per_s  # StepOutput counts samples here
     metrics["unknown_scene_values_train"] = unknown_train
     return Trained(metrics, result.losses, model, layout, result.resumed_from)
+
+
+def early_stopping(cfg: CtrConfig, data: CtrData, layout, scene, device) -> Validation | None:
+    """Validation CTR AUC every `validate_every` steps (0: once per epoch), stopping after
+    `patience` scores without improvement; None without a validation split (and for P5)."""
+    if data.validation is None or cfg.is_p5:
+        return None
+
+    def score(model) -> float | None:
+        predicted = predict_split(model, cfg, data.validation, layout, scene, device)
+        return None if predicted is None else _evaluate(predicted)["ctr_auc"]
+
+    every = cfg.validate_every or max(1, data.train.num_rows // cfg.train_batch_size)
+    return Validation(every=every, patience=cfg.patience, score=score, name=VALIDATION_CURVE)
 
 
 def _evaluate(predictions: dict[str, np.ndarray]) -> dict:
@@ -597,6 +653,7 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
             names.ABLATION_TAG: cfg.ablation,
             names.SEED_TAG: str(seed),
             names.SWEEP_TAG: cfg.sweep,
+            names.TUNED_TAG: cfg.tuned,
             names.SAMPLES_TAG: str(data.train.version),
             names.ENCODER_TAG: data.encoder_uri or "",
         }

@@ -12,27 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.common.toy import batches, engine, square_loss
 from training.common.checkpoint import MANIFEST, CheckpointError, checkpoints
-from training.common.engine import TorchEngine
-from training.common.loop import LoopSettings, StepOutput, train_loop
-
-
-def _engine() -> TorchEngine:
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    return TorchEngine(model, optimizer, scheduler, grad_accum=1, clip_norm=1.0, device=torch.device("cpu"))
-
-
-def _batches(epoch: int, skip: int):
-    generator = torch.Generator().manual_seed(epoch)
-    data = torch.randn(8, 2, 4, generator=generator)
-    yield from data[skip:]
-
-
-def _loss(module, batch) -> StepOutput:
-    return StepOutput(module(batch).pow(2).mean(), 1)
+from training.common.loop import LoopSettings, train_loop
 
 
 def _train(folder: Path, max_steps: int = 6) -> tuple[object, list[str]]:
@@ -46,7 +28,7 @@ def _train(folder: Path, max_steps: int = 6) -> tuple[object, list[str]]:
         progress=False,
     )
     result = train_loop(
-        _engine(), _batches, _loss, settings, config={}, log=messages.append, step_metrics=False
+        engine(), batches, square_loss, settings, config={}, log=messages.append, step_metrics=False
     )
     return result, messages
 

@@ -41,7 +41,9 @@ class Store:
         self.client.set_terminated(parent.info.run_id, "FINISHED")
         self.parent = parent.info.run_id
 
-    def seed_run(self, model, seed, status="FINISHED", ablation="none", sweep="", params=None, **metrics):
+    def seed_run(
+        self, model, seed, status="FINISHED", ablation="none", sweep="", params=None, tuned="", **metrics
+    ):
         self.clock += 1000
         tags = {
             "mlflow.parentRunId": self.parent,
@@ -50,6 +52,7 @@ class Store:
             "larr.seed": str(seed),
             "larr.sweep": sweep,
             "larr.samples_version": "4",
+            "larr.tuned": tuned,
         }
         created = self.client.create_run(self.experiment, start_time=self.clock, tags=tags)
         run_id = created.info.run_id
@@ -160,6 +163,16 @@ def test_tables_by_hand(store, catalog):
         k: larr[k] for k in ("seeds", "ctr_auc", "ctr_auc_std", "ctcvr_auc", "ctcvr_auc_std")
     }
     assert any("| LARR |" in line for line in lines)  # the tables are printed
+
+
+def test_a_model_whose_runs_larr_tune_chose_is_marked_tuned(store, catalog):
+    for seed in (0, 1, 2):  # PLE re-run with the tuned settings: its newest runs carry the tag
+        store.seed_run("ple", seed, tuned="tune-run-1", val_ctr_auc=0.81, ctr_auc=0.82, ctcvr_auc=0.9)
+    result = run(None, catalog, ReportConfig(), log=lambda _: None)
+    text = Path(result["report"]).read_text()
+    assert "| PLE (tuned) | 0.8100 ± 0.0000 | 0.8200 ± 0.0000 |" in text
+    assert "| LARR | 0.7900" in text  # LARR's runs were not tuned
+    assert result["table2"]["ple"]["tuned"] is True and "tuned" not in result["table2"]["larr"]
 
 
 def test_sweep_runs_make_the_sweep_section(store, catalog):

@@ -91,6 +91,27 @@ def test_a_rerun_resumes_from_the_checkpoint_and_gives_the_same_figures(spark, c
     assert all(m.value > 0 for m in rates)
 
 
+def test_early_stopping_keeps_the_weights_of_the_best_validation_score(spark, ctr_world, tmp_path):
+    catalog, _ = ctr_world
+    cfg = _cfg(tmp_path, model="wide_deep", max_steps=14, validate_every=2, patience=1, learning_rate=0.02)
+    with tracking.stage_run("ctr", catalog.root, cfg):
+        summary = train.run(spark, catalog, cfg, log=QUIET)
+    (seed,) = summary["per_seed"]
+    history = mlflow.MlflowClient().get_metric_history(summary["seed_runs"][0], train.VALIDATION_CURVE)
+    curve = {m.step: m.value for m in sorted(history, key=lambda m: m.step)}
+    steps = list(curve)
+    assert steps == list(range(2, seed["train_steps"] + 1, 2)) and steps[-1] == seed["train_steps"]
+    best = max(curve, key=lambda step: (curve[step], -step))  # the first of equal scores
+    assert seed["best_step"] == best
+    # patience 1: it stopped at the first score that was no better, or ran to max_steps
+    stopped = seed["train_steps"] < 14
+    assert seed["stopped_early"] == int(stopped)
+    if stopped:
+        assert steps[-1] == steps[steps.index(best) + 1] and curve[steps[-1]] <= curve[best]
+    # the test and the final validation figures are those of the best step's weights
+    assert seed["val_ctr_auc"] == pytest.approx(curve[best], abs=1e-12)
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     spark, ctr_world, tmp_path, monkeypatch
 ):
@@ -158,6 +179,7 @@ def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
     keys = larr.key("samples@0"), ple.key("samples@0")
     assert larr.key("samples@1") != keys[0] and replace(larr, learning_rate=1e-3).key("samples@0") != keys[0]
     assert replace(larr, seeds=(7,), log_model=False).key("samples@0") == keys[0]  # bookkeeping only
+    assert replace(larr, patience=3).key("samples@0") != keys[0]  # where it stops shapes the weights
     # a LARR whose parameters changed shape must not resume older checkpoints; PLE is untouched
     monkeypatch.setitem(models.MODEL_REVISIONS, "larr", models.MODEL_REVISIONS["larr"] + 1)
     assert larr.key("samples@0") != keys[0] and ple.key("samples@0") == keys[1]
