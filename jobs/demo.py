@@ -13,8 +13,9 @@ ceiling and where to look next.
 
 The demo runs the defaults of `jobs/*.yaml` on a world half the default size, with shorter LLM
 stages (stage 2 without the base model's evaluation), and the CTR models on one seed. The study
-runs the defaults: the data and both LLM stages, the ablation encoders, every CTR model and
-ablation over the configured seeds, P5, the sweeps, the bring-your-own-logs example and the report.
+runs the defaults: the data and both LLM stages, the ablation encoders, `larr tune` for every ID
+model (LARR's ablations at its chosen settings) over the configured seeds, P5, the sweeps, the
+bring-your-own-logs example and the report.
 """
 
 from __future__ import annotations
@@ -109,8 +110,11 @@ STUDY = [
         "train contrastive --set ablation=no_ft",
         "embed scenes --set encoder=latest:contrastive/no_cpt",
         "embed scenes --set encoder=latest:contrastive/no_ft",
-        *(f"train ctr --model {model}" for model in ID_MODELS),
-        *(f"train ctr --model {LARR} --ablation {a}" for a in CTR_ABLATIONS if a != FULL_METHOD),
+        # every ID model tuned with the same budget on validation; LARR's ablations at its choice
+        *(f"tune --model {model}" for model in ID_MODELS if model != LARR),
+        "tune --model {} --set final_ablations=[{}]".format(
+            LARR, ",".join(a for a in CTR_ABLATIONS if a != FULL_METHOD)
+        ),
         f"train ctr --model {P5}",
         "sweep --set seeds=[1]",
     ),

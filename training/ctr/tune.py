@@ -14,7 +14,8 @@ its validation figures) whose seed runs are tagged `larr.sweep = tune`, so `larr
 them out of its tables; trials never read the test split. The trial with the best mean validation
 CTR AUC is then trained on `final_seeds` as ordinary seed runs tagged `larr.tuned` (the command's
 run id), and only these read the test day: once per final configuration. `larr report` builds
-Table 2 from the newest runs per seed, which are then these.
+Table 2 from the newest runs per seed, which are then these. For LARR, `final_ablations` trains
+the ablations at the chosen settings too, so Table 3 compares like with like.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.tracking import FULL_METHOD
 from training.ctr import names
 from training.ctr.train import CtrConfig
 from training.ctr.train import run as train_run
@@ -86,6 +88,7 @@ class TuneConfig:
     search_seed: int = 0
     trial_seeds: tuple[int, ...] = (1,)  # seeds per trial (their mean validation AUC ranks the trial)
     final_seeds: tuple[int, ...] = (1, 2, 3)  # the chosen configuration, for the report's Table 2
+    final_ablations: tuple[str, ...] = ()  # LARR: also train these ablations at the chosen settings (Table 3)
     max_epochs: int = 3  # each trial early-stops on validation within it
     space: SearchSpace = field(default_factory=SearchSpace)
     train: CtrConfig = field(default_factory=CtrConfig)  # the base run every trial changes
@@ -100,9 +103,19 @@ class TuneConfig:
             raise ValueError(f"trials and max_epochs must be >= 1, got {self.trials} and {self.max_epochs}")
         if not self.trial_seeds or not self.final_seeds:
             raise ValueError("trial_seeds and final_seeds must not be empty")
+        if self.final_ablations and self.model != names.LARR:
+            raise ValueError(f"final_ablations apply to model larr only, got model {self.model}")
+        unknown = [a for a in self.final_ablations if a not in names.CTR_ABLATIONS or a == FULL_METHOD]
+        if unknown:
+            raise ValueError(
+                f"final_ablations: {unknown[0]!r} is not an ablation ({', '.join(names.CTR_ABLATIONS[1:])})"
+            )
 
-    def trial_config(self, settings: dict, trial: int, tune_run: str) -> CtrConfig:
-        """The base run with one trial's settings (as a trial when `tune_run` is empty, else final)."""
+    def trial_config(
+        self, settings: dict, trial: int, tune_run: str, ablation: str = FULL_METHOD
+    ) -> CtrConfig:
+        """The base run with one trial's settings (as a trial when `tune_run` is empty, else final,
+        of `ablation`)."""
         factor = settings["width_factor"]
 
         def widths(layers: tuple[int, ...]) -> tuple[int, ...]:
@@ -131,8 +144,10 @@ class TuneConfig:
         # resume from another's weights (the default folders are per config key already)
         folder = self.train.checkpoint_dir
         if tune_run:  # the chosen one: ordinary seed runs that read the test day
-            final = str(Path(folder) / "final") if folder else ""
-            return replace(cfg, seeds=self.final_seeds, sweep="", tuned=tune_run, checkpoint_dir=final)
+            final = str(Path(folder) / f"final-{ablation}") if folder else ""
+            return replace(
+                cfg, seeds=self.final_seeds, sweep="", tuned=tune_run, checkpoint_dir=final, ablation=ablation
+            )
         return replace(
             cfg,
             seeds=self.trial_seeds,
@@ -189,6 +204,13 @@ def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
             if name in final:
                 figures[f"final_{name}"] = final[name]
     figures["final_seed_runs"] = final.get("seed_runs", [])
+    for ablation in cfg.final_ablations:  # Table 3 at the same settings as the complete model
+        log(f"tune {cfg.model}: the chosen settings with ablation {ablation}")
+        variant = train_run(
+            spark, catalog, cfg.trial_config(settings, best["trial"], tune_run, ablation), log=log
+        )
+        figures[f"final_{ablation}_ctr_auc"] = variant.get("ctr_auc")
+        figures[f"final_{ablation}_ctr_auc_std"] = variant.get("ctr_auc_std")
     return figures
 
 

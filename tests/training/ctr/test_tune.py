@@ -35,6 +35,10 @@ def test_bad_settings_are_refused_naming_the_field():
         SearchSpace(learning_rate=(1e-2, 1e-3))
     with pytest.raises(ValueError, match="space.dropout values must be in"):
         SearchSpace(dropout=(0.0, 1.0))
+    with pytest.raises(ValueError, match="final_ablations apply to model larr only"):
+        TuneConfig(model=names.PLE, final_ablations=("no_al",))
+    with pytest.raises(ValueError, match="final_ablations: 'none' is not an ablation"):
+        TuneConfig(model=names.LARR, final_ablations=("none",))
 
 
 def test_tune_chooses_on_validation_and_only_the_final_runs_read_the_test_day(spark, ctr_world, tmp_path):
@@ -59,7 +63,7 @@ def test_tune_chooses_on_validation_and_only_the_final_runs_read_the_test_day(sp
     assert figures["best_settings"] == SearchSpace().draw(0, best["trial"], names.WIDE_DEEP)
     assert (tmp_path / "tune_wide_deep.png").is_file()
     # each trial trained from scratch in its own folder, the final runs in theirs
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["final", "trial-0", "trial-1"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["final-none", "trial-0", "trial-1"]
     assert all(t["train_steps"] >= t["best_step"] >= 1 for t in trials)
 
     client = mlflow.MlflowClient()
@@ -84,3 +88,27 @@ def test_tune_chooses_on_validation_and_only_the_final_runs_read_the_test_day(sp
     assert numbers[names.WIDE_DEEP]["seeds"] == 2
     mean = sum(r.data.metrics["ctr_auc"] for r in finals) / 2
     assert numbers[names.WIDE_DEEP]["ctr_auc"] == pytest.approx(mean)
+
+
+def test_larr_trains_its_ablations_at_the_chosen_settings(spark, ctr_world, tmp_path):
+    catalog, export = ctr_world
+    train = CtrConfig(
+        model=names.LARR, scene_vectors=export, batch_size=256, progress=False, log_model=False,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        network=ModelConfig(embedding_dim=4, hidden=(16,), expert_hidden=(16,), tower_hidden=(8,), scene_heads=2),
+    )  # fmt: skip
+    cfg = TuneConfig(
+        model=names.LARR, trials=1, final_seeds=(1,), max_epochs=1, final_ablations=("no_al",), train=train,
+        plot_dir=str(tmp_path),
+    )  # fmt: skip
+    with tracking.stage_run("ctr", catalog.root, cfg) as parent:
+        figures = run(spark, catalog, cfg, log=QUIET)
+    assert {"align_weight", "align_temperature"} <= set(figures["best_settings"])
+    assert 0.0 < figures["final_no_al_ctr_auc"] < 1.0
+    finals = mlflow.MlflowClient().search_runs(
+        [parent.info.experiment_id], f"tags.`{names.TUNED_TAG}` = '{parent.info.run_id}'"
+    )
+    assert sorted(r.data.tags[names.ABLATION_TAG] for r in finals) == ["no_al", "none"]
+    temperatures = {float(r.data.params["network.align_temperature"]) for r in finals}
+    assert temperatures == {figures["best_settings"]["align_temperature"]}
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["final-no_al", "final-none", "trial-0"]
