@@ -14,3 +14,8 @@ def utc_hour(ts: Column) -> Column:
 def utc_date(ts: Column) -> Column:
     """The UTC day of a timestamp, whatever the session time zone."""
     return F.date_from_unix_date(F.floor(F.unix_seconds(ts) / 86400).cast("int"))
+
+
+def utc_minute(ts: Column) -> Column:
+    """Minute of day in UTC (0-1439), on the clock of `utc_hour`."""
+    return F.floor((F.unix_timestamp(ts) % 86400) / 60).cast("int")

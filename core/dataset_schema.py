@@ -50,6 +50,18 @@ RESERVED_FIELDS = frozenset({"id", "impressions", "clicks", "orders", "ctr", "cv
 _SLICE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SCENE_SLICE_PREFIX = "scene_"  # scene feature f reads as the slice scene_f
 CONTRASTIVE = {"users": ("profile", "none"), "items": ("business", "basic", "none")}
+# request-item derivations: the great-circle distance from the request to the item (haversine on a
+# sphere of EARTH_RADIUS_KM), and whether the item's opening hours include the event's UTC minute
+REQUEST_ITEM_DERIVATIONS = ("distance_km", "open_now")
+REQUEST_ITEM_LOG1P = ("distance_km",)  # those that enter the CTR models as log1p
+EARTH_RADIUS_KM = 6371.0
+# opening hours "HH:MM-HH:MM", the whole value (Spark and the scoring model each anchor it): close
+# before open = past midnight, equal = open all day; a value that does not match is unreadable
+OPENING_HOURS = r"([0-9]{1,2}):([0-9]{2})-([0-9]{1,2}):([0-9]{2})"
+REQUEST_ITEM_FILL = 0.0  # the value of a request-item column whose inputs are missing or unreadable
+# what a request-item feature may not be named: the samples' own columns and their prefixes
+SAMPLE_PREFIXES = ("user_", "poi_", "scene_")
+SAMPLE_OWN = ("sample_id", "click", "ctcvr", "neg_rate", SAMPLE_WEIGHT, "split")
 
 
 class SchemaError(ConfigError):
@@ -354,6 +366,58 @@ class NegativesSchema:
 
 
 @dataclass(frozen=True)
+class RequestItemFeature:
+    """A numeric feature of the request and the item together, derived for every sample (`etl
+    samples`) and by the scoring model from raw rows:
+    - `distance_km`: `event: [lat, lon]` (numeric events columns) to `item: [lat, lon]` (numeric
+      items columns), the great-circle (haversine) distance in km on a sphere of EARTH_RADIUS_KM;
+    - `open_now`: `item: <opening-hours column>` (a string items column, "HH:MM-HH:MM"): 1.0 when
+      the item is open at the event's `ts` (its UTC minute of day), else 0.0.
+    A missing or unreadable input gives REQUEST_ITEM_FILL (0.0).
+    """
+
+    name: str
+    derive: str
+    event: tuple[str, ...] = ()
+    item: str | tuple[str, ...] = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"name {self.name!r} must be lower snake case (it names a sample column)")
+        if self.derive not in REQUEST_ITEM_DERIVATIONS:
+            raise ValueError(
+                f"derive must be one of {', '.join(REQUEST_ITEM_DERIVATIONS)}, got {self.derive!r}"
+            )
+        if self.derive == "distance_km":
+            if len(self.event) != 2:
+                raise ValueError(
+                    f"event: distance_km needs [lat, lon] events columns, got {list(self.event)}"
+                )
+            if isinstance(self.item, str) or len(self.item) != 2:
+                raise ValueError(f"item: distance_km needs [lat, lon] items columns, got {self.item!r}")
+        if self.derive == "open_now":
+            if self.event:
+                raise ValueError("event: open_now reads the event's ts, declare no events columns")
+            if not isinstance(self.item, str) or not self.item:
+                raise ValueError(f"item: open_now needs one opening-hours items column, got {self.item!r}")
+
+    @property
+    def event_columns(self) -> tuple[str, ...]:
+        """The event's columns it reads: `event`, or the platform's `ts` for open_now."""
+        return ("ts",) if self.derive == "open_now" else tuple(self.event)
+
+    @property
+    def item_columns(self) -> tuple[str, ...]:
+        return (self.item,) if isinstance(self.item, str) else tuple(self.item)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """What a scoring row needs to derive it, in the derivation's order: the event's columns
+        under their own names, the item's as the samples name item fields (`poi_<c>`)."""
+        return (*self.event_columns, *[f"poi_{c}" for c in self.item_columns])
+
+
+@dataclass(frozen=True)
 class DatasetSchema:
     name: str
     events: EventsSchema = field(default_factory=EventsSchema)
@@ -362,6 +426,7 @@ class DatasetSchema:
     items: EntitySchema = field(default_factory=EntitySchema)
     negatives: NegativesSchema = field(default_factory=NegativesSchema)
     user_actions: UserActions | None = None  # None: the defaults (see UserActions), filled here
+    request_item: tuple[RequestItemFeature, ...] = ()  # absent (older stored schemas too): none
 
     def __post_init__(self) -> None:
         if self.user_actions is None:
@@ -430,6 +495,7 @@ class DatasetSchema:
                 )
         self._check_negatives()
         self._check_actions()
+        self._check_request_item()
 
     def _default_actions(self) -> UserActions:
         first = self.items.text[0] if self.items.text else None
@@ -485,6 +551,35 @@ class DatasetSchema:
                     f"negatives.open_hours.scene: {hours.scene} is not derived from the event hour"
                 )
 
+    def _check_request_item(self) -> None:
+        event_types, item_types = self.event_column_types(), self.items.column_types()
+        names = [f.name for f in self.request_item]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"request_item: two features are named {twice[0]}")
+        taken = {*SAMPLE_OWN, *EVENT_KEYS, *LABELS.values(), *event_types, "request_id", "position"}
+        taken |= {f"{c}_id" for c in self.events.categorical}
+        for i, feature in enumerate(self.request_item):
+            key = f"request_item[{i}]"
+            if feature.name in taken or feature.name.startswith(SAMPLE_PREFIXES):
+                raise ValueError(
+                    f"{key}.name: {feature.name} clashes with a sample column (or the {', '.join(SAMPLE_PREFIXES)}"
+                    " columns of users, items and the scene)"
+                )
+            wanted = NUMERIC_TYPES if feature.derive == "distance_km" else ("string",)
+            for side, columns, types in (
+                ("events", feature.event, event_types),
+                ("items", feature.item_columns, item_types),
+            ):
+                for column in columns:
+                    if column not in types:
+                        raise ValueError(f"{key}.{side[:-1]}: {column} is not a declared {side} column")
+                    if types[column] not in wanted:
+                        raise ValueError(
+                            f"{key}.{side[:-1]}: {column} is declared {types[column]},"
+                            f" {feature.derive} needs {' / '.join(wanted)}"
+                        )
+
     # -- what the tables hold ---------------------------------------------------------------------
     @property
     def scene_names(self) -> tuple[str, ...]:
@@ -527,20 +622,23 @@ class DatasetSchema:
 class SampleFields:
     """The columns a CTR sample carries besides ids, statistics, scene values and labels, as the
     dataset schema declares them: users' and items' fields prefixed `user_` / `poi_`, event fields
-    under their own names. String fields are hashed (`<column>_id` = xxhash64(column, value)),
-    integer ones are embedded by value (`small_int`), numeric ones enter as they are or as log1p."""
+    under their own names, request-item features under their names. String fields are hashed
+    (`<column>_id` = xxhash64(column, value)), integer ones are embedded by value (`small_int`),
+    numeric ones (and the request-item features) enter as they are or as log1p."""
 
     user_fields: dict[str, str]  # raw users column -> sample column
     item_fields: dict[str, str]  # raw pois column -> sample column
     event_fields: tuple[str, ...]  # raw impressions columns kept under their own names
     hashed: tuple[str, ...]  # sample columns hashed into embedding tables
     small_int: tuple[str, ...]  # integer sample columns embedded by value
-    numeric: tuple[str, ...]  # declared numeric sample columns
+    numeric: tuple[str, ...]  # declared numeric sample columns, then the request-item ones
     log1p: tuple[str, ...]  # those of `numeric` that enter as log1p
+    request_item: tuple[RequestItemFeature, ...] = ()  # the request-item features (last in `numeric`)
 
 
 def sample_fields(schema: DatasetSchema) -> SampleFields:
-    """The sample columns of a schema, in a fixed order: users', events', then items' fields."""
+    """The sample columns of a schema, in a fixed order: users', events', then items' fields, then
+    the request-item features (numeric: distance_km as log1p, open_now as it is)."""
     integer = ("int", "long")
     user_types, item_types = schema.users.column_types(), schema.items.column_types()
     user_fields = {
@@ -562,14 +660,19 @@ def sample_fields(schema: DatasetSchema) -> SampleFields:
     )
     numerics = [(user_fields[n.column], n) for n in schema.users.numeric]
     numerics += [(item_fields[n.column], n) for n in schema.items.numeric]
+    derived = [(f.name, f.derive in REQUEST_ITEM_LOG1P) for f in schema.request_item]
     return SampleFields(
         user_fields=user_fields,
         item_fields=item_fields,
         event_fields=(*schema.events.categorical, *position),
         hashed=hashed,
         small_int=small_int,
-        numeric=tuple(name for name, _ in numerics),
-        log1p=tuple(name for name, n in numerics if n.transform == "log1p"),
+        numeric=(*[name for name, _ in numerics], *[name for name, _ in derived]),
+        log1p=(
+            *[name for name, n in numerics if n.transform == "log1p"],
+            *[name for name, log in derived if log],
+        ),
+        request_item=schema.request_item,
     )
 
 
@@ -614,6 +717,15 @@ def schema_difference(stored: DatasetSchema, new: DatasetSchema) -> list[str]:
     for name in sorted(old_features & new_features):
         if stored.scene_feature(name) != new.scene_feature(name):
             lines.append(f"scene feature {name} changed")
+    old_derived = {f.name: f for f in stored.request_item}
+    new_derived = {f.name: f for f in new.request_item}
+    if new_derived.keys() - old_derived.keys():
+        lines.append(f"request_item added: {', '.join(sorted(new_derived.keys() - old_derived.keys()))}")
+    if old_derived.keys() - new_derived.keys():
+        lines.append(f"request_item removed: {', '.join(sorted(old_derived.keys() - new_derived.keys()))}")
+    for name in sorted(old_derived.keys() & new_derived.keys()):
+        if old_derived[name] != new_derived[name]:
+            lines.append(f"request_item {name} changed")
     for table in ("users", "pois", "impressions"):
         old_columns, new_columns = stored.raw_columns(table), new.raw_columns(table)
         if old_columns != new_columns:

@@ -27,16 +27,24 @@ Negatively sampled CTR samples with labels `click` and `ctcvr` (click and order)
   negatives is min(1, k / n), n = n_g - m_e the event's eligible candidates (1.0 when n = 0).
 
 Everything dataset-specific comes from the lakehouse's dataset schema (raw.dataset_schema): the
-scene features, the users' / items' / events' fields (`core.dataset_schema.sample_fields`)
-and the positive-only candidate pool (`negatives`: group keys and opening hours).
+scene features, the users' / items' / events' fields (`core.dataset_schema.sample_fields`),
+the request-item features (`request_item`) and the positive-only candidate pool (`negatives`:
+group keys and opening hours).
 
-Columns (`sample_columns(schema)`): ids, the declared fields and the hashed ids of the string
-ones, the point-in-time statistics (counts zero-filled, rates filled with the day's global
-rate, which is the smoothed rate of zero counts), the scene value strings and ids, labels,
-`neg_rate`, dt, split. Split: the log's last `events.test_days` days (by date) are `test`, the
-`validation_days` days before them `validation` (model selection and early stopping read it, so
-the test split is read once per final configuration), the earlier ones `train`;
-`test_day_index` > 0 sets the first test day by a 1-based day index from the log's first day.
+Request-item features (`features/request_item.py`) are derived after the item is joined, from the
+event's columns and the sample's own item (a negative's, not its positive's): distance_km (the
+haversine distance from the event's to the item's coordinates) and open_now (1.0 when the item's
+opening hours include the event's UTC minute, else 0.0). A null input (missing coordinates,
+unreadable hours) gives null, filled with 0.0, as the statistics' counts are zero-filled.
+
+Columns (`sample_columns(schema)`): ids, the declared fields, the request-item features and the
+hashed ids of the string ones, the point-in-time statistics (counts zero-filled, rates filled
+with the day's global rate, which is the smoothed rate of zero counts), the scene value strings
+and ids, labels, `neg_rate`, dt, split. Split: the log's last `events.test_days` days (by date)
+are `test`, the `validation_days` days before them `validation` (model selection and early
+stopping read it, so the test split is read once per final configuration), the earlier ones
+`train`; `test_day_index` > 0 sets the first test day by a 1-based day index from the log's
+first day.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, sample_fields
 from core.randomness import randint, uniform
 from core.schema_table import SCHEMA_TABLE, read_schema
 from core.splits import SplitError
-from features import stats
+from features import request_item, stats
 from features.scene_values import as_text, from_hour, scene_columns, value_column, with_scene_values
 
 OUTPUT = "samples.ctr"
@@ -60,7 +68,6 @@ MODES = ("impressions", "positive_only")
 SPLITS = ("train", "validation", "test")
 STAT_COLUMNS = [col for _, prefix in stats.ENTITIES.values() for col in stats.stat_columns(prefix)]
 LABEL_COLUMNS = ["click", "ctcvr", "neg_rate"]
-_HOURS = r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$"
 # Primes above 2^31, so above any group size: one is picked per event by hash and its residue
 # mod n_g is the stride of the event's affine permutation, coprime with n_g.
 STRIDE_PRIMES = (2214592529, 2348822587, 2483052659, 2617282747, 2751512809, 2885742941,
@@ -95,13 +102,38 @@ class SamplesConfig:
 
 
 def event_columns(schema: DatasetSchema) -> list[str]:
-    """What a sample takes from its event: ids, the declared event fields, the scene, the day."""
+    """What a sample takes from its event: ids, the declared event fields, the scene, the day and
+    the inputs of the request-item features (as `_request_event_<column>`, dropped once derived)."""
     return [
         "user_id",
         "poi_id",
         *sample_fields(schema).event_fields,
         *scene_columns(schema.scene_features),
         "dt",
+        *[_event_input(c) for c in _request_inputs(schema, "event")],
+    ]
+
+
+def _request_inputs(schema: DatasetSchema, side: str) -> list[str]:
+    """The event's or the item's columns the request-item features read, once each."""
+    columns = [c for f in schema.request_item for c in getattr(f, f"{side}_columns")]
+    return list(dict.fromkeys(columns))
+
+
+def _event_input(column: str) -> str:
+    return f"_request_event_{column}"
+
+
+def _item_input(column: str) -> str:
+    return f"_request_item_{column}"
+
+
+def request_item_columns(schema: DatasetSchema) -> list[Column]:
+    """The request-item features of the joined sample rows (`features/request_item.py`): a null
+    input (missing coordinates, unreadable hours) gives null, filled with 0.0."""
+    event, item = (lambda c: F.col(_event_input(c))), (lambda c: F.col(_item_input(c)))
+    return [
+        request_item.filled(request_item.derived(f, event, item)).alias(f.name) for f in schema.request_item
     ]
 
 
@@ -116,6 +148,7 @@ def sample_columns(schema: DatasetSchema) -> list[str]:
         *[c for c in fields.event_fields if c != "position"],
         *fields.item_fields.values(),
         *[c for c in fields.event_fields if c == "position"],
+        *[f.name for f in schema.request_item],
         *[f"{name}_id" for name in fields.hashed],
         *STAT_COLUMNS,
         *scene_columns(schema.scene_features),
@@ -136,14 +169,7 @@ def event_weight(schema: DatasetSchema) -> list[Column]:
 def is_open_at(hours: Column, hour: Column) -> Column:
     """Whether "HH:MM-HH:MM" opening hours include the start of `hour` (close before open = past
     midnight; equal times = open all day; unreadable hours = closed)."""
-    part = lambda i: F.regexp_extract(hours, _HOURS, i).try_cast("int")  # noqa: E731
-    opens, closes = part(1) * 60 + part(2), part(3) * 60 + part(4)
-    start = hour * 60
-    return (
-        F.when(closes > opens, (start >= opens) & (start < closes))
-        .when(closes < opens, (start >= opens) | (start < closes))
-        .otherwise(opens.isNotNull())
-    )
+    return F.coalesce(request_item.open_at_minute(hours, hour * 60), F.lit(False))
 
 
 def candidate_pool(pois: DataFrame, schema: DatasetSchema) -> DataFrame:
@@ -339,6 +365,7 @@ def transform(
 ) -> DataFrame:
     """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables."""
     scene = with_scene_values(impressions, pois, schema.scene_features)
+    scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema, "event")])
     if mode == "impressions":
         sampled = sample_impressions(scene, schema, neg_rate, seed)
     elif mode == "positive_only":
@@ -347,7 +374,11 @@ def transform(
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     fields = sample_fields(schema)
     user_fields = users.select("user_id", *[F.col(k).alias(v) for k, v in fields.user_fields.items()])
-    poi_fields = pois.select("poi_id", *[F.col(k).alias(v) for k, v in fields.item_fields.items()])
+    poi_fields = pois.select(
+        "poi_id",
+        *[F.col(k).alias(v) for k, v in fields.item_fields.items()],
+        *[F.col(c).alias(_item_input(c)) for c in _request_inputs(schema, "item")],
+    )
     days = impressions.agg(F.min("dt").alias("_first_dt"), F.max("dt").alias("_last_dt"))
     # days before the first test day (0 = it is the first test day); validation is the last few
     before_test = _days_before_test(F.col("dt"), schema, test_day_index)
@@ -366,6 +397,7 @@ def transform(
     filled = joined.select(
         *[c for c in joined.columns if c not in STAT_COLUMNS],
         *_fill_stats(joined),
+        *request_item_columns(schema),
         *[F.xxhash64(F.lit(name), F.col(name)).alias(f"{name}_id") for name in fields.hashed],
         split.alias("split"),
     )

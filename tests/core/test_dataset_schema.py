@@ -7,9 +7,11 @@ import pytest
 
 from core.dataset_schema import (
     DatasetSchema,
+    RequestItemFeature,
     SchemaError,
     load_schema_file,
     parse_schema,
+    sample_fields,
     schema_difference,
 )
 from etl.synthetic.job import SCHEMA_FILE
@@ -55,6 +57,23 @@ def _with(path: str, value, base=CLICK_LOG) -> dict:
     return data
 
 
+# the click log with coordinates and opening hours, and the two request-item derivations of them
+REQUEST_ITEM_LOG = {
+    **CLICK_LOG,
+    "events": {**CLICK_LOG["events"], "columns": {"channel": "string", "lat": "double", "lon": "double"}},
+    "items": {**CLICK_LOG["items"], "columns": {"shop_lat": "double", "shop_lon": "long", "hours": "string"}},
+    "request_item": [
+        {
+            "name": "distance_km",
+            "derive": "distance_km",
+            "event": ["lat", "lon"],
+            "item": ["shop_lat", "shop_lon"],
+        },
+        {"name": "open_now", "derive": "open_now", "item": "hours"},
+    ],
+}
+
+
 def test_a_declared_schema_builds_and_round_trips_through_json():
     schema = parse_schema(CLICK_LOG, "mapping.yaml")
     assert schema.scene_names == ("weather", "temperature", "daypart")
@@ -88,6 +107,11 @@ def test_the_synthetic_world_schema_declares_the_ten_scene_features():
     schema = load_schema_file(SCHEMA_FILE)
     assert isinstance(schema, DatasetSchema)
     assert len(schema.scene_features) == 10
+    assert [(f.name, f.inputs) for f in schema.request_item] == [
+        ("distance_km", ("user_lat", "user_lon", "poi_latitude", "poi_longitude")),
+        ("open_now", ("ts", "poi_opening_hours")),
+    ]
+    assert sample_fields(schema).numeric[-2:] == ("distance_km", "open_now")
     assert (
         schema.scene_feature("season").buckets.labels[0] == schema.scene_feature("season").buckets.labels[-1]
     )
@@ -163,6 +187,58 @@ def test_the_synthetic_world_schema_declares_the_ten_scene_features():
 def test_bad_declarations_are_one_line_errors_naming_the_key(path, value, message):
     with pytest.raises(SchemaError) as err:
         parse_schema(_with(path, value), "mapping.yaml")
+    text = str(err.value)
+    assert text.startswith("mapping.yaml: ") and "\n" not in text
+    assert message in text
+
+
+def test_request_item_features_are_declared_numeric_sample_columns_and_round_trip():
+    schema = parse_schema(REQUEST_ITEM_LOG, "mapping.yaml")
+    assert schema.request_item == (
+        RequestItemFeature("distance_km", "distance_km", ("lat", "lon"), ("shop_lat", "shop_lon")),
+        RequestItemFeature("open_now", "open_now", item="hours"),
+    )
+    assert [f.inputs for f in schema.request_item] == [
+        ("lat", "lon", "poi_shop_lat", "poi_shop_lon"),
+        ("ts", "poi_hours"),
+    ]
+    assert parse_schema(json.loads(json.dumps(schema.to_dict())), "stored") == schema
+    fields = sample_fields(schema)
+    assert fields.numeric == ("user_age", "distance_km", "open_now")
+    assert fields.log1p == ("distance_km",)  # user_age: transform none; open_now as it is
+    # a schema stored before the section existed reads as one without request-item features
+    stored = parse_schema(CLICK_LOG, "mapping.yaml").to_dict()
+    del stored["request_item"]
+    old = parse_schema(json.loads(json.dumps(stored)), "stored")
+    assert old.request_item == () and sample_fields(old).numeric == ("user_age",)
+    assert schema_difference(old, schema)[0] == "request_item added: distance_km, open_now"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("request_item.0.event", ["user_latt", "lon"], "request_item[0].event: user_latt is not a declared events column"),
+        ("request_item.0.event", ["channel", "lon"], "request_item[0].event: channel is declared string, distance_km needs double / long / int"),
+        ("request_item.0.item", ["shop_lat", "colour"], "request_item[0].item: colour is not a declared items column"),
+        ("request_item.0.item", ["shop_lat"], "schema request_item[0]: item: distance_km needs [lat, lon] items columns"),
+        ("request_item.0.event", [], "schema request_item[0]: event: distance_km needs [lat, lon] events columns, got []"),
+        ("request_item.1.item", "shop_lat", "request_item[1].item: shop_lat is declared double, open_now needs string"),
+        ("request_item.1.item", ["hours"], "schema request_item[1]: item: open_now needs one opening-hours items column"),
+        ("request_item.1.event", ["lat"], "schema request_item[1]: event: open_now reads the event's ts"),
+        ("request_item.1.item", 3, "schema key request_item[1].item: expected str, got int 3"),
+        ("request_item.0.derive", "eta", "schema request_item[0]: derive must be one of distance_km, open_now, got 'eta'"),
+        ("request_item.0.name", "Distance", "schema request_item[0]: name 'Distance' must be lower snake case"),
+        ("request_item.0.why", 1, "unknown schema key request_item[0].why"),
+        ("request_item.1.name", "distance_km", "request_item: two features are named distance_km"),
+        ("request_item.1.name", "poi_open", "request_item[1].name: poi_open clashes with a sample column"),
+        ("request_item.1.name", "ctcvr", "request_item[1].name: ctcvr clashes with a sample column"),
+        ("request_item.1.name", "channel", "request_item[1].name: channel clashes with a sample column"),
+        ("request_item", {"name": "x"}, "schema key request_item: expected a list"),
+    ],
+)  # fmt: skip
+def test_bad_request_item_declarations_are_one_line_errors_naming_the_key(path, value, message):
+    with pytest.raises(SchemaError) as err:
+        parse_schema(_with(path, value, base=REQUEST_ITEM_LOG), "mapping.yaml")
     text = str(err.value)
     assert text.startswith("mapping.yaml: ") and "\n" not in text
     assert message in text

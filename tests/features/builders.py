@@ -49,8 +49,9 @@ def users(spark: SparkSession, user_ids: list[int]) -> DataFrame:
     return spark.createDataFrame(rows, schema)
 
 
-def pois(spark: SparkSession, rows: list[tuple[int, str, str, str]]) -> DataFrame:
-    """clean.pois from (poi_id, city, cuisine, opening_hours)."""
+def pois(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """clean.pois from (poi_id, city, cuisine, opening_hours[, latitude, longitude]); without
+    coordinates a POI is where `impressions` puts the user (23.1, 113.3)."""
     full = [
         (
             p,
@@ -58,8 +59,7 @@ def pois(spark: SparkSession, rows: list[tuple[int, str, str, str]]) -> DataFram
             city,
             "Tianhe",
             "1 Road",
-            23.1,
-            113.3,
+            *(where or (23.1, 113.3)),
             cuisine,
             "rice",
             "good food",
@@ -69,7 +69,7 @@ def pois(spark: SparkSession, rows: list[tuple[int, str, str, str]]) -> DataFram
             hours,
             100,
         )
-        for p, city, cuisine, hours in rows
+        for p, city, cuisine, hours, *where in rows
     ]
     schema = (
         "poi_id long, name string, city string, district string, address string, latitude double,"

@@ -1,4 +1,5 @@
 import datetime as dt
+import math
 import random
 from collections import Counter
 from dataclasses import replace
@@ -6,6 +7,7 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
+from core.dataset_schema import RequestItemFeature
 from core.randomness import uniform
 from core.schema_table import write_schema
 from core.splits import SplitError
@@ -57,14 +59,14 @@ EVENTS = {row[0]: row for row in LOG}
 DAY = {"2026-04-06": D1, "2026-04-07": D2, "2026-04-08": D3}
 
 
-def _inputs(spark, catalog, partitions=None):
-    log = builders.impressions(spark, LOG)
+def _inputs(spark, catalog, partitions=None, log=LOG, pois=POIS):
+    log = builders.impressions(spark, log)
     if partitions:
         log = log.repartition(partitions)
     catalog.write(log, "clean.impressions", partition_by=["dt"])
     write_schema(spark, catalog, SCHEMA)
     catalog.write(builders.users(spark, [1, 2, 3]), "clean.users")
-    catalog.write(builders.pois(spark, POIS), "clean.pois")
+    catalog.write(builders.pois(spark, pois), "clean.pois")
     stats.run(spark, catalog, StatsConfig(prior_strength=2.0), log=lambda _: None)
 
 
@@ -211,6 +213,82 @@ def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog, ti
     assert summary["validation_rows"] == table.where(F.col("dt") == F.lit(D2)).count() > 0  # the day before
     assert summary["train_click_rate"] > 0.2  # clicks are over-represented after down-sampling
     assert table.where(F.col("user_gender").isNull() | F.col("poi_cuisine").isNull()).count() == 0
+
+
+# request-item features: every user stands at (23.1, 113.3) (builders.impressions)
+NORTH_KM = 6371.0 * math.radians(0.1)  # 0.1 degree of latitude due north: 11.1195 km
+RI_POIS = [
+    (30, "A", "BBQ", "17:00-03:00", 23.2, 113.3),  # open past midnight, 0.1 degree north
+    (31, "A", "Tea", "08:00-08:00"),  # open all day, where the user is: 0 km
+    (32, "A", "Rice", "10:00-22:00", None, None),  # no coordinates: distance filled with 0.0
+    (33, "A", "Noodles", "ask the owner"),  # unreadable hours: open_now filled with 0.0
+]
+RI_LOG = [
+    (1, 1, 30, "2026-04-06", "02:30", "A", 1, 0),  # late night
+    (2, 1, 30, "2026-04-06", "12:00", "A", 0, 0),
+    (3, 2, 31, "2026-04-07", "04:00", "A", 1, 0),  # late night
+    (4, 2, 32, "2026-04-07", "21:59", "A", 0, 0),
+    (5, 2, 32, "2026-04-08", "22:00", "A", 1, 1),  # evening
+    (6, 3, 33, "2026-04-08", "12:00", "A", 1, 0),  # lunch
+]
+
+
+def _request_item(table):
+    cols = ["user_id", "poi_id", "dt", "click", "distance_km", "open_now"]
+    return sorted(tuple(r) for r in table.select(*cols).collect())
+
+
+def test_request_item_features_of_every_logged_impression(spark, catalog):
+    _inputs(spark, catalog, log=RI_LOG, pois=RI_POIS)
+    samples.run(spark, catalog, _cfg(mode="impressions", neg_rate=1.0), log=lambda _: None)
+    table = catalog.read(spark, samples.OUTPUT)
+    assert table.columns == samples.sample_columns(SCHEMA)
+    rows = {r["sample_id"]: (r["distance_km"], r["open_now"]) for r in table.collect()}
+    assert rows == {
+        1: (pytest.approx(NORTH_KM, abs=1e-9), 1.0),  # 02:30 at 17:00-03:00: open past midnight
+        2: (pytest.approx(NORTH_KM, abs=1e-9), 0.0),  # noon: closed
+        3: (0.0, 1.0),  # open all day
+        4: (0.0, 1.0),  # 21:59 at 10:00-22:00; no coordinates: 0.0
+        5: (0.0, 0.0),  # 22:00: just closed
+        6: (0.0, 0.0),  # unreadable hours
+    }
+
+
+def test_a_drawn_negative_gets_the_request_item_features_of_its_own_item(spark, catalog):
+    _inputs(spark, catalog, log=RI_LOG, pois=RI_POIS)
+    cfg = _cfg(mode="positive_only", negatives_per_positive=5)
+    samples.run(spark, catalog, cfg, log=lambda _: None)
+    north = pytest.approx(NORTH_KM, abs=1e-9)
+    assert (
+        _request_item(catalog.read(spark, samples.OUTPUT))
+        == sorted(
+            [
+                (1, 30, D1, 1, north, 1.0),  # event 1, 02:30 late night: its negative is the all-day 31
+                (1, 31, D1, 0, 0.0, 1.0),
+                (2, 31, D2, 1, 0.0, 1.0),  # event 3, 04:00: BBQ 30 is in the late-night pool, shut at 04:00
+                (2, 30, D2, 0, north, 0.0),
+                (2, 32, D3, 1, 0.0, 0.0),  # event 5, 22:00 evening
+                (2, 30, D3, 0, north, 1.0),
+                (2, 31, D3, 0, 0.0, 1.0),
+                (3, 33, D3, 1, 0.0, 0.0),  # event 6, noon
+                (3, 31, D3, 0, 0.0, 1.0),
+                (3, 32, D3, 0, 0.0, 1.0),
+            ],
+            key=lambda r: r[:4],
+        )
+    )
+
+
+def test_a_request_item_feature_may_not_take_the_name_of_any_sample_column():
+    own = {f.name for f in SCHEMA.request_item}
+    for column in samples.sample_columns(SCHEMA):
+        if column in own:
+            continue
+        feature = RequestItemFeature(name=column, derive="open_now", item="opening_hours")
+        with pytest.raises(
+            ValueError, match=f"request_item\\[0\\].name: {column} clashes with a sample column"
+        ):
+            replace(SCHEMA, request_item=(feature,))
 
 
 def _positives(spark, rows, group_columns=()):

@@ -5,14 +5,16 @@ lakehouse by the trainer and saved with the model in its `FeatureLayout`). Categ
 hashed into per-field embedding tables (`id mod buckets`): user and POI ids, the xxhash64 ids of
 the declared string fields, the declared integer fields (and the list position) by value, and
 the scene feature ids (every model sees the scene as ordinary ID features; LARR adds their LLM
-vectors). Counts enter as log1p, rates as they are, declared numeric fields as declared. For
+vectors). Counts enter as log1p, rates as they are, declared numeric fields as declared, the
+request-item features (distance_km as log1p, open_now as it is) unless `request_item: false`. For
 LARR every scene value is also mapped to its row in the frozen scene table (the stage-3 export
 of one encoder version, features concatenated in the schema's order); an id the export does not
 hold gets its feature's unknown row and is counted.
 
 Training batches already carry the `*_id` columns Spark computed; a scoring request carries the
 raw strings, and `with_hashed_ids` derives the same ids (Spark's xxhash64, re-implemented in
-`hashing.py`, over the distinct values only).
+`hashing.py`, over the distinct values only); a request without a request-item column carries
+its raw inputs and `with_request_item` derives it (`request_item.py`, Spark's semantics in numpy).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class EncodingConfig:
     id_buckets: int = 100_000  # embedding rows for user_id and poi_id
     field_buckets: int = 1_000  # embedding rows for every other hashed field and scene id
     small_buckets: int = 64  # price level and list position
+    request_item: bool = True  # the schema's request-item features as numeric inputs; False: left out
 
     def __post_init__(self) -> None:
         if min(self.id_buckets, self.field_buckets, self.small_buckets) < 2:
@@ -74,28 +77,32 @@ def build_layout(
     buckets = {"user_id": cfg.id_buckets, "poi_id": cfg.id_buckets}
     buckets |= {name: cfg.small_buckets for name in fields.small_int}
     user_side = {*fields.user_fields.values(), *fields.event_fields} - {"position"}
+    derived = fields.request_item if cfg.request_item else ()
+    left_out = {f.name for f in fields.request_item} - {f.name for f in derived}
     return FeatureLayout(
         field_names=names,
         field_buckets=tuple(buckets.get(name, cfg.field_buckets) for name in names),
-        numeric_names=(*NUMERIC_COLUMNS, *fields.numeric),
+        numeric_names=(*NUMERIC_COLUMNS, *[c for c in fields.numeric if c not in left_out]),
         user_field=names.index("user_id"),
         poi_field=names.index("poi_id"),
         scene_features=tuple(scene_features) if with_scene else (),
         hashed_fields=fields.hashed,
         small_int_fields=fields.small_int,
-        log1p_numeric=(*COUNT_COLUMNS, *fields.log1p),
+        log1p_numeric=(*COUNT_COLUMNS, *[c for c in fields.log1p if c not in left_out]),
         user_columns=(
             "user_id",
             *[c for c in (*fields.user_fields.values(), *fields.event_fields) if c in user_side],
         ),
         poi_columns=("poi_id", *fields.item_fields.values()),
         all_scene_features=tuple(scene_features),
+        request_item=tuple((f.name, f.derive, *f.inputs) for f in derived),
     )
 
 
 def raw_columns(layout: FeatureLayout) -> tuple[str, ...]:
     """The columns a scoring request must hold: ids, the strings behind the hashed ids, the integer
-    and numeric fields, the scene values."""
+    and numeric fields, the scene values. A request-item feature may be replaced by its inputs
+    (`request_item_inputs`), from which `with_request_item` derives it."""
     return (
         "user_id",
         "poi_id",
@@ -104,6 +111,21 @@ def raw_columns(layout: FeatureLayout) -> tuple[str, ...]:
         *layout.numeric_names,
         *[value_column(f) for f in layout.all_scene_features],
     )
+
+
+def request_item_inputs(layout: FeatureLayout) -> tuple[str, ...]:
+    """The raw inputs of the layout's request-item features (not otherwise request columns), once each."""
+    own = set(raw_columns(layout))
+    inputs = [c for _, _, *columns in layout.request_item for c in columns if c not in own]
+    return tuple(dict.fromkeys(inputs))
+
+
+def with_request_item(frame, layout: FeatureLayout, source: str = "request"):
+    """A scoring request (pandas) plus the request-item columns it lacks, derived from its raw inputs
+    exactly as `etl samples` derives them."""
+    from training.ctr.request_item import with_request_item as derive
+
+    return derive(frame, layout.request_item, error=FeatureError, source=source)
 
 
 def training_columns(layout: FeatureLayout, with_texts: bool = False) -> list[str]:

@@ -33,6 +33,12 @@ class FeatureLayout:
     user_columns: tuple[str, ...] = ()  # what a P5 prompt says of the user (and the event's fields)
     poi_columns: tuple[str, ...] = ()  # what a P5 prompt says of the shop
     all_scene_features: tuple[str, ...] = ()  # every scene feature of the samples (P5 prompts, scoring)
+    # request-item features among numeric_names: (name, derive, *scoring inputs), so scoring derives
+    # a missing one from raw rows (training/ctr/request_item.py)
+    request_item: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:  # a layout read back from JSON holds lists
+        object.__setattr__(self, "request_item", tuple(tuple(r) for r in self.request_item))
 
     @property
     def num_fields(self) -> int:

@@ -6,7 +6,9 @@
 A request row holds what a serving system knows about a (user, POI, moment): `user_id`,
 `poi_id`, the dataset schema's user / item / event fields, the 15 statistics and the scene values
 as text (`encoding.raw_columns(layout)`, the model signature's inputs; a missing one is an error
-naming it). The model
+naming it). A request-item feature (e.g. `distance_km`, `open_now`) is either a column of its own
+or derived from its raw inputs as `etl samples` derives it (`request_item.py`): the events
+columns by name, `ts` (naive = UTC) and the items columns as `poi_<column>`. The model
 hashes the strings the way Spark did for the samples, looks every scene value up in the scene
 vectors it carries (a value never embedded gets its feature's unknown vector and is counted, per
 row in `unknown_scene_values` and in total in `unknown_scene_values_seen`), runs the network and
@@ -72,10 +74,11 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
 
     @torch.no_grad()
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from training.ctr.encoding import encode, with_hashed_ids
+        from training.ctr.encoding import encode, with_hashed_ids, with_request_item
         from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
 
-        frame = with_hashed_ids(pd.DataFrame(model_input), self.layout, source="scoring request")
+        frame = with_request_item(pd.DataFrame(model_input), self.layout, source="scoring request")
+        frame = with_hashed_ids(frame, self.layout, source="scoring request")
         inputs, _ = encode(frame, self.layout, self.scene, source="scoring request")
         out = self.model(inputs)
         p_ctr = torch.sigmoid(out.ctr_logit.float()).numpy().astype(np.float64)
@@ -116,19 +119,29 @@ def save_folder(cfg, data, model: torch.nn.Module, layout, folder) -> Path:
 
 def signature(layout):
     """The model's MLflow signature, from its layout (so from the dataset schema): ids and integer
-    fields as long, the strings behind hashed ids and the scene values as string, numerics as double."""
+    fields as long, the strings behind hashed ids and the scene values as string, numerics as double;
+    then the raw inputs of the request-item features (coordinates double, `ts` datetime (naive UTC),
+    opening hours string)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from training.ctr.encoding import COUNT_COLUMNS, raw_columns
+    from training.ctr.encoding import COUNT_COLUMNS, raw_columns, request_item_inputs
+
+    hours = {columns[-1] for _, derive, *columns in layout.request_item if derive == "open_now"}
 
     def kind(column: str) -> str:
         if column in ("user_id", "poi_id", *layout.small_int_fields, *COUNT_COLUMNS):
             return "long"
         return "double" if column in layout.numeric_names else "string"
 
+    def input_kind(column: str) -> str:
+        return "datetime" if column == "ts" else "string" if column in hours else "double"
+
     # not `required` for MLflow: a missing column is the model's own one-line error naming it
-    inputs = Schema([ColSpec(kind(c), c, required=False) for c in raw_columns(layout)])
+    inputs = Schema(
+        [ColSpec(kind(c), c, required=False) for c in raw_columns(layout)]
+        + [ColSpec(input_kind(c), c, required=False) for c in request_item_inputs(layout)]
+    )
     outputs = Schema(
         [ColSpec("double", "p_ctr"), ColSpec("double", "p_ctcvr"), ColSpec("long", "unknown_scene_values")]
     )

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +213,9 @@ class CtrConfig:
         if (self.validate_every, self.patience) == (0, 2):  # the defaults: older keys stay
             skip += ["validate_every", "patience"]
         extra = {"data": data_key}
+        if self.encoding.request_item:  # the default: older checkpoints keep their keys
+            skip.append("encoding")
+            extra["encoding"] = {k: v for k, v in asdict(self.encoding).items() if k != "request_item"}
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             extra["revision"] = MODEL_REVISIONS[self.model]
         return config_key(self, skip=skip, extra=extra)

@@ -180,6 +180,8 @@ def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
     assert larr.key("samples@1") != keys[0] and replace(larr, learning_rate=1e-3).key("samples@0") != keys[0]
     assert replace(larr, seeds=(7,), log_model=False).key("samples@0") == keys[0]  # bookkeeping only
     assert replace(larr, patience=3).key("samples@0") != keys[0]  # where it stops shapes the weights
+    no_request_item = replace(larr, encoding=replace(larr.encoding, request_item=False))
+    assert no_request_item.key("samples@0") != keys[0]  # fewer inputs; the default keeps older keys
     # a LARR whose parameters changed shape must not resume older checkpoints; PLE is untouched
     monkeypatch.setitem(models.MODEL_REVISIONS, "larr", models.MODEL_REVISIONS["larr"] + 1)
     assert larr.key("samples@0") != keys[0] and ple.key("samples@0") == keys[1]
@@ -188,7 +190,7 @@ def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
 def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown_scenes(
     spark, ctr_world, tmp_path
 ):
-    from training.ctr.encoding import raw_columns
+    from training.ctr.encoding import raw_columns, with_request_item
     from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
     from training.ctr.pyfunc import save_scoring_model
 
@@ -231,6 +233,28 @@ def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown
     with pytest.raises(FeatureError, match="'scene_weather'"):
         scorer.predict(raw.drop(columns=["scene_weather"]))
     assert isinstance(scored, pd.DataFrame)
+
+    # the request-item features from their raw inputs (the event's and the POI's), as Spark derived them
+    events = catalog.read(spark, "clean.impressions").selectExpr(
+        "event_id AS sample_id", "ts", "user_lat", "user_lon"
+    )
+    pois = catalog.read(spark, "clean.pois").selectExpr(
+        "poi_id",
+        "latitude AS poi_latitude",
+        "longitude AS poi_longitude",
+        "opening_hours AS poi_opening_hours",
+    )
+    ids = spark.createDataFrame(rows[["sample_id", "poi_id"]])
+    found = ids.join(events, "sample_id").join(pois, "poi_id").toPandas()
+    keyed = rows[["sample_id"]].merge(found, on="sample_id", how="left")  # in the order of `rows`
+    raw_inputs = ["ts", "user_lat", "user_lon", "poi_latitude", "poi_longitude", "poi_opening_hours"]
+    from_inputs = raw.drop(columns=["distance_km", "open_now"]).assign(
+        **{c: keyed[c].to_numpy() for c in raw_inputs}
+    )
+    derived = with_request_item(from_inputs, layout)[["distance_km", "open_now"]]
+    np.testing.assert_allclose(derived, rows[["distance_km", "open_now"]], rtol=0, atol=1e-9)
+    assert rows["open_now"].nunique() == 2 and rows["distance_km"].nunique() > 50
+    np.testing.assert_allclose(scorer.predict(from_inputs)["p_ctr"], scored["p_ctr"], rtol=1e-6)
 
 
 def test_the_p5_baseline_trains_on_prompts_and_is_evaluated_on_a_hashed_subsample(spark, ctr_world, tmp_path):
