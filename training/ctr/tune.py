@@ -161,6 +161,7 @@ class TuneConfig:
 def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
     from training.common.tracking import active
 
+    check_validation_split(spark, catalog, cfg.train.table)
     tracked = active()
     tune_run = _active_run_id() if tracked else "untracked"
     trials = []
@@ -168,11 +169,6 @@ def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
         settings = cfg.space.draw(cfg.search_seed, trial, cfg.model)
         with _trial_run(cfg, trial, settings, tracked):
             summary = train_run(spark, catalog, cfg.trial_config(settings, trial, ""), log=log)
-            if "val_ctr_auc" not in summary:
-                raise TuneError(
-                    "samples.ctr has no validation split: run `larr etl samples --set validation_days=1` "
-                    "(tuning never reads the test day)"
-                )
             figures = _trial_figures(summary)
             if tracked:
                 import mlflow
@@ -212,6 +208,15 @@ def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
         figures[f"final_{ablation}_ctr_auc"] = variant.get("ctr_auc")
         figures[f"final_{ablation}_ctr_auc_std"] = variant.get("ctr_auc_std")
     return figures
+
+
+def check_validation_split(spark, catalog, table: str) -> None:
+    """Refuse, before any training, samples without a validation split (partition pruning: cheap)."""
+    if catalog.read(spark, table).where("split = 'validation'").limit(1).count() == 0:
+        raise TuneError(
+            f"{table} has no validation split: run `larr etl samples --set validation_days=1` "
+            "(tuning never reads the test day)"
+        )
 
 
 def _trial_figures(summary: dict) -> dict:

@@ -112,3 +112,18 @@ def test_larr_trains_its_ablations_at_the_chosen_settings(spark, ctr_world, tmp_
     temperatures = {float(r.data.params["network.align_temperature"]) for r in finals}
     assert temperatures == {figures["best_settings"]["align_temperature"]}
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["final-no_al", "final-none", "trial-0"]
+
+
+def test_samples_without_a_validation_split_are_refused_before_any_training(spark, tmp_path):
+    from core.catalog import TableCatalog
+    from training.ctr.tune import TuneError, check_validation_split
+
+    catalog = TableCatalog.resolve(str(tmp_path / "lakehouse"))
+    rows = spark.createDataFrame([(1, "train"), (2, "test")], "sample_id long, split string")
+    catalog.write(rows, "samples.ctr")
+    with pytest.raises(TuneError) as refused:
+        check_validation_split(spark, catalog, "samples.ctr")
+    assert str(refused.value) == (
+        "samples.ctr has no validation split: run `larr etl samples --set validation_days=1` "
+        "(tuning never reads the test day)"
+    )
