@@ -83,6 +83,8 @@ TABLE = "samples.ctr"
 SAMPLE_WEIGHTS = ("log", "count", "none")  # how samples.ctr's `weight` enters the loss
 HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
 VALIDATION_PREFIX = "val_"  # the validation split's metrics: val_ctr_auc, ...
+# fields added after checkpoints existed: left out of the key at their default, so those keep their keys
+LATER_FIELDS = {"sample_weight": "log", "validate_every": 0, "patience": 2}
 VALIDATION_CURVE = "val_ctr_auc_by_step"  # early stopping's scores, one MLflow point per scored step
 
 
@@ -208,10 +210,7 @@ class CtrConfig:
             "eval_rows",
             "device",
         ]
-        if self.sample_weight == "log":  # the default: older checkpoints keep their keys
-            skip.append("sample_weight")
-        if (self.validate_every, self.patience) == (0, 2):  # the defaults: older keys stay
-            skip += ["validate_every", "patience"]
+        skip += [name for name, default in LATER_FIELDS.items() if getattr(self, name) == default]
         extra = {"data": data_key}
         if self.encoding.request_item:  # the default: older checkpoints keep their keys
             skip.append("encoding")
@@ -572,7 +571,7 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
         return StepOutput(loss, len(batch["click"]) // info.world_size)
 
     settings = loop_settings(cfg, checkpoint_dir, max_steps)
-    validation = early_stopping(cfg, data, layout, scene, device)
+    validation, evaluated = early_stopping(cfg, data, layout, scene, device)
     result = train_loop(
         engine,
         loader.epoch,
@@ -587,9 +586,12 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     started = time.perf_counter()
     validated = {}
     if data.validation is not None:
-        on_validation = predict_split(model, cfg, data.validation, layout, scene, device)
+        scored, on_validation = _scored_at_best(result, evaluated) if validation else (False, None)
+        if not scored:  # a run without early stopping, or resumed past its best step
+            predicted = predict_split(model, cfg, data.validation, layout, scene, device)
+            on_validation = None if predicted is None else _evaluate(predicted)
         if on_validation is not None:
-            validated = {f"{VALIDATION_PREFIX}{k}": v for k, v in _evaluate(on_validation).items()}
+            validated = {f"{VALIDATION_PREFIX}{k}": v for k, v in on_validation.items()}
     if cfg.evaluate_test:
         predictions = predict_split(model, cfg, data.test, layout, scene, device)
     else:  # a tuning trial: the test split stays unread
@@ -612,18 +614,34 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     return Trained(metrics, result.losses, model, layout, result.resumed_from)
 
 
-def early_stopping(cfg: CtrConfig, data: CtrData, layout, scene, device) -> Validation | None:
+def early_stopping(
+    cfg: CtrConfig, data: CtrData, layout, scene, device
+) -> tuple[Validation | None, list[dict | None]]:
     """Validation CTR AUC every `validate_every` steps (0: once per epoch), stopping after
-    `patience` scores without improvement; None without a validation split (and for P5)."""
+    `patience` scores without improvement (None without a validation split, and for P5); and the
+    validation metrics of every score this process computes, in order (None on ranks but 0)."""
+    evaluated: list[dict | None] = []
     if data.validation is None or cfg.is_p5:
-        return None
+        return None, evaluated
 
     def score(model) -> float | None:
         predicted = predict_split(model, cfg, data.validation, layout, scene, device)
-        return None if predicted is None else _evaluate(predicted)["ctr_auc"]
+        evaluated.append(None if predicted is None else _evaluate(predicted))
+        return None if evaluated[-1] is None else evaluated[-1]["ctr_auc"]
 
     every = cfg.validate_every or max(1, data.train.num_rows // cfg.train_batch_size)
-    return Validation(every=every, patience=cfg.patience, score=score, name=VALIDATION_CURVE)
+    return Validation(every=every, patience=cfg.patience, score=score, name=VALIDATION_CURVE), evaluated
+
+
+def _scored_at_best(result, evaluated: list[dict | None]) -> tuple[bool, dict | None]:
+    """Whether this process scored the step whose weights the model holds (its validation metrics
+    need no second pass), and those metrics. The same answer on every rank: scores before a
+    resume were computed by an earlier process."""
+    steps = [step for step, _ in result.validation]
+    if result.best_step not in steps:
+        return False, None
+    index = steps.index(result.best_step) - (len(steps) - len(evaluated))
+    return (True, evaluated[index]) if index >= 0 else (False, None)
 
 
 def _evaluate(predictions: dict[str, np.ndarray]) -> dict:

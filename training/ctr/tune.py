@@ -164,7 +164,7 @@ def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
     check_validation_split(spark, catalog, cfg.train.table)
     tracked = active()
     tune_run = _active_run_id() if tracked else "untracked"
-    trials = []
+    trials, drawn = [], {}
     for trial in range(cfg.trials):
         settings = cfg.space.draw(cfg.search_seed, trial, cfg.model)
         with _trial_run(cfg, trial, settings, tracked):
@@ -174,6 +174,7 @@ def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
                 import mlflow
 
                 mlflow.log_metrics(figures)
+        drawn[trial] = settings
         trials.append({"trial": trial, **settings, **figures})
         log(
             f"tune {cfg.model} trial {trial}: validation CTR AUC {figures['val_ctr_auc']:.4f} "
@@ -181,7 +182,7 @@ def run(spark, catalog, cfg: TuneConfig, log=print) -> dict:
             + ", ".join(f"{k} {_short(v)}" for k, v in settings.items())
         )
     best = max(trials, key=lambda t: (t["val_ctr_auc"], -t["trial"]))  # the first of equal scores
-    settings = {k: best[k] for k in cfg.space.draw(cfg.search_seed, best["trial"], cfg.model)}
+    settings = drawn[best["trial"]]
     log(
         f"tune {cfg.model}: trial {best['trial']} has the best validation CTR AUC ({best['val_ctr_auc']:.4f})"
     )
