@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -120,21 +121,59 @@ def test_a_table_only_an_unfinished_run_wrote_is_refused_in_one_line(spark, cata
     assert TableCatalog.resolve(catalog.root).version(spark, "corpus.cpt") == 1
 
 
-def test_a_commit_conflict_names_the_table_and_the_other_run(spark, catalog):
-    from delta.exceptions.base import ConcurrentAppendException
+def _wait_for(flag: Path, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not flag.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{flag} did not appear within {seconds} s")
+        time.sleep(0.05)
 
-    manifest.set_tag(spark, manifest.RunTag("etl clean", "run-a"))
+
+def test_a_real_commit_race_names_the_table_and_the_other_run(spark, catalog, tmp_path):
+    """Two writers race for one table, as on an object store (no lock there): this run's write has
+    started its Delta transaction when another run commits; Delta refuses this run's commit and the
+    user gets one line naming the table and the winner, and the winner's rows are what is there."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
+
+    catalog.write(spark.range(2), "clean.users")  # version 0, written outside any run
+    started, go = tmp_path / "started", tmp_path / "go"
+
+    @F.udf(LongType())
+    def held(value):  # runs on an executor after the transaction has read version 0
+        started.touch()
+        _wait_for(go)
+        return value
+
+    lost: list[BaseException] = []
+
+    def slow_writer() -> None:
+        try:
+            catalog.write(spark.range(4).select(held("id").alias("id")).coalesce(1), "clean.users")
+        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+            lost.append(err)
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
     try:
-        catalog.write(spark.range(2), "clean.users")
+        _wait_for(started)
+        winner = spark.newSession()  # its own SQL conf, so its own run tag on its commits
+        manifest.set_tag(winner, manifest.RunTag("etl clean", "run-b"))
+        assert catalog.write(winner.range(7, 8), "clean.users") == 1
     finally:
-        manifest.set_tag(spark, None)
-    with pytest.raises(CatalogError) as lost, catalog.committing(spark, "clean.users"):
-        raise ConcurrentAppendException("Files were added to the root of the table by a concurrent update.")
-    assert str(lost.value) == (
-        "table clean.users: `larr etl clean` run run-a committed to it while this run was writing "
-        "(ConcurrentAppendException); nothing of this run was committed to clean.users: run the "
-        "command again once the other run has finished"
+        go.touch()
+        thread.join(timeout=120)
+    assert len(lost) == 1 and isinstance(lost[0], CatalogError), lost
+    assert str(lost[0]).startswith(
+        "table clean.users: `larr etl clean` run run-b committed to it while this run was writing ("
     )
+    assert str(lost[0]).endswith(
+        "); nothing of this run was committed to clean.users: run the command again once the other "
+        "run has finished"
+    )
+    assert catalog.latest_version(spark, "clean.users") == 1
+    table = spark.read.format("delta").load(catalog.location("clean.users"))
+    assert [row.id for row in table.collect()] == [7]
 
 
 def test_a_second_writer_of_a_table_is_refused_up_front(lakehouse, capsys):
