@@ -156,6 +156,10 @@ _COMMANDS = (
     Command("tune", "ctr", "training.ctr.tune:TuneConfig", "tune", "training.ctr.tune:run",
             "the same seeded random search for every CTR model, chosen on validation (--model)",
             flags=("model",), reads=("raw.dataset_schema", "samples.ctr")),
+    Command("gap", "ctr", "training.ctr.gap:GapConfig", "gap", "training.ctr.gap:run",
+            "where the gap to the Bayes AUC goes: oracle features from the truth table, semantic capture",
+            flags=("model",), reads=("raw.dataset_schema", "samples.ctr", "truth.impressions"),
+            writes=("samples.ctr_oracle",), skips_when_unchanged=False),
 )  # fmt: skip
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _COMMANDS}

@@ -219,6 +219,7 @@ def score(impr: DataFrame, users_hidden: DataFrame, pois_hidden: DataFrame, cfg:
     return (
         df.withColumn("dist_km", dist_km)
         .withColumn("semantic_logit", semantic)
+        .withColumn("collaborative_score", collaborative)
         .withColumn("p_click", 1.0 / (1.0 + F.exp(-ctr_logit)))
         .withColumn("p_order", 1.0 / (1.0 + F.exp(-cvr_logit)))
         .withColumn("clicked", (uniform(cfg.seed, "click", "event_id") < F.col("p_click")).cast("int"))
@@ -245,6 +246,7 @@ def raw_and_truth(scored: DataFrame) -> tuple[DataFrame, DataFrame]:
         "p_order",
         (F.col("p_click") * F.col("p_order")).alias("p_ctcvr"),
         "semantic_logit",
+        "collaborative_score",
         "clicked",
         "ordered",
         "dt",

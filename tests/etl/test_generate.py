@@ -76,6 +76,7 @@ def test_schemas_and_no_truth_in_raw_tables(world_catalog, spark):
         "p_order",
         "p_ctcvr",
         "semantic_logit",
+        "collaborative_score",
         "temperature",
         "spicy",
         "sweet",
@@ -85,7 +86,7 @@ def test_schemas_and_no_truth_in_raw_tables(world_catalog, spark):
     for df in (impressions, pois, users):
         assert hidden.isdisjoint(df.columns)
     truth = world_catalog.read(spark, "truth.impressions")
-    assert {"p_click", "p_order", "p_ctcvr"} <= set(truth.columns)
+    assert {"p_click", "p_order", "p_ctcvr", "semantic_logit", "collaborative_score"} <= set(truth.columns)
 
 
 def test_sizes_lists_and_long_tail(world_catalog, spark, tiny_world_config):

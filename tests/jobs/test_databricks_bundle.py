@@ -311,6 +311,7 @@ def _tables_in_the_code() -> dict[str, tuple[set[str], set[str]]]:
     from etl.text import corpus, pairs
     from features import recall, samples, scene, stats
     from features.embeddings import scenes, store, texts
+    from training.ctr.gap import GapConfig
     from training.ctr.train import CtrConfig
     from training.embedding import contrastive
     from training.lm import cpt
@@ -336,6 +337,10 @@ def _tables_in_the_code() -> dict[str, tuple[set[str], set[str]]]:
         "bench ctr": ctr,
         "sweep": ctr,
         "tune": ctr,
+        "gap": (
+            {SCHEMA_TABLE, GapConfig().samples_table, GapConfig().truth_table},
+            {GapConfig().oracle_table},
+        ),
         "recall": ({SCHEMA_TABLE, recall.POI_EMBEDDINGS, recall.POIS}, set()),
         "report": nothing,  # MLflow only
         "etl vacuum": nothing,  # every table the run manifest lists (none when there is no manifest)

@@ -6,7 +6,8 @@ hashed into per-field embedding tables (`id mod buckets`): user and POI ids, the
 the declared string fields, the declared integer fields (and the list position) by value, and
 the scene feature ids (every model sees the scene as ordinary ID features; LARR adds their LLM
 vectors). Counts enter as log1p, rates as they are, declared numeric fields as declared, the
-request-item features (distance_km as log1p, open_now as it is) unless `request_item: false`. For
+request-item features (distance_km as log1p, open_now as it is) unless `request_item: false`,
+and any `extra_numeric` columns as they are. For
 LARR every scene value is also mapped to its row in the frozen scene table (the stage-3 export
 of one encoder version, features concatenated in the schema's order); an id the export does not
 hold gets its feature's unknown row and is counted.
@@ -57,10 +58,15 @@ class EncodingConfig:
     field_buckets: int = 1_000  # embedding rows for every other hashed field and scene id
     small_buckets: int = 64  # price level and list position
     request_item: bool = True  # the schema's request-item features as numeric inputs; False: left out
+    # more numeric sample columns as inputs, as they are (`larr gap`'s oracles: the truth table's
+    # semantic logit or collaborative score joined into its samples); a scoring request needs them too
+    extra_numeric: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if min(self.id_buckets, self.field_buckets, self.small_buckets) < 2:
             raise ValueError("id_buckets, field_buckets and small_buckets must be >= 2")
+        if len(set(self.extra_numeric)) != len(self.extra_numeric):
+            raise ValueError(f"extra_numeric names a column twice: {list(self.extra_numeric)}")
 
 
 def build_layout(
@@ -82,7 +88,11 @@ def build_layout(
     return FeatureLayout(
         field_names=names,
         field_buckets=tuple(buckets.get(name, cfg.field_buckets) for name in names),
-        numeric_names=(*NUMERIC_COLUMNS, *[c for c in fields.numeric if c not in left_out]),
+        numeric_names=(
+            *NUMERIC_COLUMNS,
+            *[c for c in fields.numeric if c not in left_out],
+            *[c for c in cfg.extra_numeric if c not in NUMERIC_COLUMNS and c not in fields.numeric],
+        ),
         user_field=names.index("user_id"),
         poi_field=names.index("poi_id"),
         scene_features=tuple(scene_features) if with_scene else (),

@@ -21,6 +21,7 @@ CTR_ABLATIONS = (*VARIANTS, NO_AL)
 # -- sweeps of LARR's alignment (`larr sweep`, the paper's Figure 4): the values of SWEEP_TAG -------
 TEMPERATURE_SWEEP, NEG_RATIO_SWEEP = "temperature", "neg_ratio"
 TUNE_SWEEP = "tune"  # `larr tune`'s trials (training/ctr/tune.py)
+GAP_SWEEP = "gap"  # `larr gap`'s variants (training/ctr/gap.py)
 
 # -- MLflow tags of a seed run -----------------------------------------------------------------------
 MODEL_TAG = "larr.ctr_model"
@@ -34,3 +35,6 @@ TUNED_TAG = "larr.tuned"  # the `larr tune` run whose chosen configuration this 
 # -- MLflow tags of a `larr tune` trial run (its seed runs nest under it) -----------------------------
 TUNE_TAG = "larr.tune"  # the model tuned
 TRIAL_TAG = "larr.trial"  # the trial's index
+
+# -- MLflow tag of a `larr gap` variant run (its seed runs nest under it) ------------------------------
+GAP_TAG = "larr.gap"  # the variant's label, e.g. "ple + semantic_logit"

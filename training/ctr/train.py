@@ -212,9 +212,12 @@ class CtrConfig:
         ]
         skip += [name for name, default in LATER_FIELDS.items() if getattr(self, name) == default]
         extra = {"data": data_key}
-        if self.encoding.request_item:  # the default: older checkpoints keep their keys
-            skip.append("encoding")
-            extra["encoding"] = {k: v for k, v in asdict(self.encoding).items() if k != "request_item"}
+        # encoding fields added later count only away from their defaults: older checkpoints keep keys
+        later = {"request_item": True, "extra_numeric": ()}
+        skip.append("encoding")
+        extra["encoding"] = {
+            k: v for k, v in asdict(self.encoding).items() if k not in later or v != later[k]
+        }
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             extra["revision"] = MODEL_REVISIONS[self.model]
         return config_key(self, skip=skip, extra=extra)

@@ -182,6 +182,10 @@ def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
     assert replace(larr, patience=3).key("samples@0") != keys[0]  # where it stops shapes the weights
     no_request_item = replace(larr, encoding=replace(larr.encoding, request_item=False))
     assert no_request_item.key("samples@0") != keys[0]  # fewer inputs; the default keeps older keys
+    oracle = replace(larr, encoding=replace(larr.encoding, extra_numeric=("semantic_logit",)))
+    assert oracle.key("samples@0") != keys[0]  # one more input
+    # the defaults' keys as before encoding.request_item and extra_numeric existed: checkpoints resume
+    assert keys == ("c2bbeb09d2a3", "9ac034b69456")
     # a LARR whose parameters changed shape must not resume older checkpoints; PLE is untouched
     monkeypatch.setitem(models.MODEL_REVISIONS, "larr", models.MODEL_REVISIONS["larr"] + 1)
     assert larr.key("samples@0") != keys[0] and ple.key("samples@0") == keys[1]

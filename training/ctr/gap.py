@@ -1,0 +1,298 @@
+"""`larr gap`: where the gap between the models and the Bayes ceiling goes (synthetic worlds).
+
+    larr gap [--set model=ple] [--set oracles=[semantic_logit,collaborative_score]]
+
+The world's truth table holds what generated each click and no model sees: the semantic part of
+the click logit and the collaborative score (the user and shop latent factors). `larr gap` joins
+them to the CTR samples (`oracle_table`: samples.ctr plus those columns, the same rows and splits)
+and trains, at one set of settings (`train`) and on the same seeds:
+- `model` (the best ID model: PLE by default), the baseline;
+- `model` with each oracle column as one more numeric input, then with all of them;
+- `model` without the dataset's request-item features (what distance and open-now add);
+- every model of `compare` (LARR by default).
+Each variant is a child MLflow run (tag `larr.gap`) whose seed runs carry `larr.sweep = gap`, so
+`larr report` keeps them out of Tables 2 and 3. The result is a table and a plot (test CTR AUC
+against the Bayes AUC of the same test rows) and each compared model's **semantic capture**:
+(model - baseline) / (baseline with the true semantic logit - baseline), per seed, as mean and
+standard deviation: how much of what the text could give the model actually gets.
+
+Run it on worlds of several sizes (`larr generate --set world.impressions_per_day=...`) to see
+which part of the gap is data: the summary records the train rows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from training.ctr import names
+from training.ctr.train import CtrConfig
+from training.ctr.train import run as train_run
+
+SEMANTIC = "semantic_logit"  # the oracle the semantic capture divides by
+KEY = "event_id"  # the truth table's key: a sample of a logged impression has sample_id = event_id
+
+
+class GapError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GapConfig:
+    model: str = names.PLE  # the ID model the oracles are added to (the best ID model)
+    compare: tuple[str, ...] = (names.LARR,)  # trained beside it at the same settings, with their capture
+    oracles: tuple[str, ...] = (SEMANTIC, "collaborative_score")  # truth columns, alone then together
+    request_item: bool = True  # also `model` without the schema's request-item features
+    samples_table: str = "samples.ctr"
+    truth_table: str = "truth.impressions"
+    oracle_table: str = "samples.ctr_oracle"  # samples_table plus the oracle columns
+    seeds: tuple[int, ...] = (1, 2, 3)
+    train: CtrConfig = field(default_factory=CtrConfig)  # the settings of every variant
+    plot_dir: str = ""  # "" = a temporary folder (the PNG and the table go to MLflow)
+
+    def __post_init__(self) -> None:
+        for model in (self.model, *self.compare):
+            if model not in names.ID_MODELS:
+                raise ValueError(f"model {model!r} is not an ID model ({', '.join(names.ID_MODELS)})")
+        if self.model in self.compare:
+            raise ValueError(f"compare lists the baseline model {self.model} itself")
+        if len(set(self.oracles)) != len(self.oracles):
+            raise ValueError(f"oracles names a column twice: {list(self.oracles)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
+
+    def variants(self, has_request_item: bool) -> list[tuple[str, CtrConfig]]:
+        """(label, training config) of every run, the baseline first."""
+        base = replace(
+            self.train,
+            model=self.model,
+            table=self.oracle_table,
+            seeds=self.seeds,
+            sweep=names.GAP_SWEEP,
+            tuned="",
+            log_model=False,
+        )
+
+        def with_encoding(**changes) -> CtrConfig:
+            return replace(base, encoding=replace(base.encoding, **changes))
+
+        runs = [(self.model, base)]
+        runs += [(f"{self.model} + {o}", with_encoding(extra_numeric=(o,))) for o in self.oracles]
+        if len(self.oracles) > 1:
+            runs.append((f"{self.model} + all oracles", with_encoding(extra_numeric=self.oracles)))
+        if self.request_item and has_request_item:
+            runs.append((f"{self.model} without request-item", with_encoding(request_item=False)))
+        runs += [(m, replace(base, model=m)) for m in self.compare]
+        folder = self.train.checkpoint_dir  # an explicit folder gets one per variant
+        return [
+            (label, replace(cfg, checkpoint_dir=str(Path(folder) / _slug(label)) if folder else ""))
+            for label, cfg in runs
+        ]
+
+
+def _slug(label: str) -> str:
+    return label.replace(" + ", "+").replace(" ", "_")
+
+
+def oracle_samples(spark, catalog, cfg: GapConfig, log=print) -> int:
+    """Write `oracle_table`: every sample with its oracle columns from the truth table (one line
+    when a column is missing or a sample has no truth row). Returns its version."""
+    from pyspark.sql import functions as F
+
+    if catalog.version(spark, cfg.truth_table) is None:
+        raise GapError(
+            f"larr gap needs the synthetic world's {cfg.truth_table}, which this lakehouse does not have "
+            "(your own logs have no truth: the gap to Bayes is a synthetic-world study)"
+        )
+    truth = catalog.read(spark, cfg.truth_table)
+    missing = [c for c in (KEY, *cfg.oracles) if c not in truth.columns]
+    if missing:
+        raise GapError(
+            f"{cfg.truth_table} has no column {missing[0]!r} (it has {', '.join(truth.columns)}); "
+            "a world generated before the column existed needs `larr generate` again"
+        )
+    samples = catalog.read(spark, cfg.samples_table)
+    clash = [c for c in cfg.oracles if c in samples.columns]
+    if clash:
+        raise GapError(f"{cfg.samples_table} already has a column {clash[0]!r}: it cannot be an oracle")
+    oracle = truth.select(F.col(KEY).alias("sample_id"), *cfg.oracles)
+    joined = samples.join(oracle, "sample_id", "left")
+    without = joined.where(F.col(cfg.oracles[0]).isNull()).count() if cfg.oracles else 0
+    if without:
+        raise GapError(
+            f"{without} samples of {cfg.samples_table} have no row in {cfg.truth_table}: oracles need "
+            "samples of logged impressions (`larr etl samples --set mode=impressions`)"
+        )
+    version = catalog.write(joined, cfg.oracle_table, partition_by=["split", "dt"])
+    log(f"gap: {cfg.oracle_table} version {version}: {cfg.samples_table} with {', '.join(cfg.oracles)}")
+    return version
+
+
+def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
+    from core.schema_table import read_schema
+    from training.common.tracking import active
+
+    has_request_item = bool(read_schema(spark, catalog).request_item)
+    oracle_samples(spark, catalog, cfg, log=log)
+    tracked = active()
+    results = []
+    for label, train in cfg.variants(has_request_item):
+        log(f"gap: training {label}")
+        with _variant_run(label, tracked):
+            summary = train_run(spark, catalog, train, log=log)
+            if tracked:
+                import mlflow
+
+                mlflow.log_metrics({k: summary[k] for k in ("ctr_auc", "ctr_auc_std") if k in summary})
+        results.append(_variant(label, summary))
+    baseline = results[0]
+    bayes = baseline["bayes_auc_ctr"]
+    for row in results:
+        row["share_of_gap_closed"] = _share(row["ctr_auc"], baseline["ctr_auc"], bayes)
+    semantic = next((r for r in results if r["label"] == f"{cfg.model} + {SEMANTIC}"), None)
+    capture = {
+        model: semantic_capture(_by_label(results, model), baseline, semantic)
+        for model in cfg.compare
+        if semantic is not None
+    }
+    folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-gap-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    table, plot = write_table(folder, results, bayes, capture), plot_gap(folder, results, bayes)
+    if tracked:
+        import mlflow
+
+        mlflow.log_artifact(str(table))
+        mlflow.log_artifact(str(plot))
+        mlflow.log_metrics({f"semantic_capture_{m}": c["mean"] for m, c in capture.items() if c})
+    for model, value in capture.items():
+        if value:
+            log(
+                f"gap: semantic capture of {model}: {value['mean']:.3f} ± {value['std']:.3f} "
+                f"(over seeds {', '.join(str(s) for s in value['seeds'])})"
+            )
+    return {
+        "model": cfg.model,
+        "train_rows": baseline["train_rows"],
+        "bayes_auc_ctr": bayes,
+        "variants": results,
+        "semantic_capture": capture,
+        "table": str(table),
+        "plot": str(plot),
+    }
+
+
+def _variant(label: str, summary: dict) -> dict:
+    per_seed = {int(s["seed"]): s["ctr_auc"] for s in summary["per_seed"] if "ctr_auc" in s}
+    return {
+        "label": label,
+        "ctr_auc": summary.get("ctr_auc"),
+        "ctr_auc_std": summary.get("ctr_auc_std"),
+        "per_seed": per_seed,
+        "bayes_auc_ctr": summary.get("bayes_auc_ctr"),
+        "train_rows": summary.get("train_rows"),
+    }
+
+
+def _by_label(results: list[dict], label: str) -> dict:
+    return next(r for r in results if r["label"] == label)
+
+
+def _share(auc: float | None, baseline: float | None, bayes: float | None) -> float | None:
+    """How much of the baseline's gap to Bayes a variant closes (negative: it opens it)."""
+    if auc is None or baseline is None or bayes is None or bayes <= baseline:
+        return None
+    return round((auc - baseline) / (bayes - baseline), 4)
+
+
+def semantic_capture(model: dict, baseline: dict, semantic: dict) -> dict | None:
+    """(model - baseline) / (baseline + true semantic logit - baseline) per seed the three share;
+    None when no seed's oracle beats the baseline (nothing to capture)."""
+    values = {}
+    for seed, auc in model["per_seed"].items():
+        base, oracle = baseline["per_seed"].get(seed), semantic["per_seed"].get(seed)
+        if base is not None and oracle is not None and oracle > base:
+            values[seed] = (auc - base) / (oracle - base)
+    if not values:
+        return None
+    seeds = sorted(values)
+    numbers = np.array([values[s] for s in seeds])
+    return {
+        "mean": round(float(numbers.mean()), 4),
+        "std": round(float(numbers.std(ddof=1)), 4) if len(numbers) > 1 else 0.0,
+        "per_seed": {s: round(values[s], 4) for s in seeds},
+        "seeds": seeds,
+    }
+
+
+def write_table(folder: Path, results: list[dict], bayes: float | None, capture: dict) -> Path:
+    lines = [
+        "| variant | test CTR AUC | gap to Bayes | share of the baseline's gap closed |",
+        "|---|---|---|---|",
+        f"| Bayes (true p_click) | {_number(bayes)} | 0 | |",
+    ]
+    for row in results:
+        gap = None if bayes is None or row["ctr_auc"] is None else bayes - row["ctr_auc"]
+        lines.append(
+            f"| {row['label']} | {_number(row['ctr_auc'])} ± {_number(row['ctr_auc_std'])} | "
+            f"{_number(gap)} | {_number(row['share_of_gap_closed'])} |"
+        )
+    lines.append("")
+    lines += [
+        f"Semantic capture of {model}: {c['mean']:.3f} ± {c['std']:.3f} over seeds {c['seeds']}"
+        if c
+        else f"Semantic capture of {model}: none (the semantic oracle did not beat the baseline)"
+        for model, c in capture.items()
+    ]
+    path = folder / "gap.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def plot_gap(folder: Path, results: list[dict], bayes: float | None) -> Path:
+    """Test CTR AUC of every variant (seed spread as error bars) against the Bayes AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r["label"] for r in results]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.5))
+    ax.barh(
+        labels,
+        [r["ctr_auc"] or 0.0 for r in results],
+        xerr=[r["ctr_auc_std"] or 0.0 for r in results],
+        color=["tab:gray" if "+" in r or "without" in r else "tab:blue" for r in labels],
+    )
+    if bayes is not None:
+        ax.axvline(bayes, color="tab:red", linestyle="--", label=f"Bayes {bayes:.4f}")
+        ax.legend(loc="lower right", fontsize=8)
+    known = [r["ctr_auc"] for r in results if r["ctr_auc"] is not None] + ([bayes] if bayes else [])
+    if known:
+        ax.set_xlim(max(0.5, min(known) - 0.03), min(1.0, max(known) + 0.02))
+    ax.invert_yaxis()
+    ax.set(xlabel="test CTR AUC (mean ± std over seeds)", title="larr gap: the models, the oracles, Bayes")
+    fig.tight_layout()
+    path = folder / "gap.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _variant_run(label: str, tracked: bool):
+    """A child MLflow run per variant (its seed runs nest under it), or nothing outside `larr`."""
+    import contextlib
+
+    if not tracked:
+        return contextlib.nullcontext()
+    import mlflow
+
+    run = mlflow.start_run(run_name=f"gap-{_slug(label)}", nested=True)
+    mlflow.set_tag(names.GAP_TAG, label)
+    return run
