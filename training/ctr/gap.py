@@ -16,12 +16,16 @@ against the Bayes AUC of the same test rows) and each compared model's **semanti
 (model - baseline) / (baseline with the true semantic logit - baseline), per seed, as mean and
 standard deviation: how much of what the text could give the model actually gets.
 
-Run it on worlds of several sizes (`larr generate --set world.impressions_per_day=...`) to see
-which part of the gap is data: the summary records the train rows.
+Run it on worlds of several sizes (`larr generate --set world.impressions_per_day=...`) with one
+MLflow store (`MLFLOW_TRACKING_URI`) to see which part of the gap is data: each run records its
+size (train rows) and figures on its MLflow run, and tabulates and plots every size the store
+holds for the same baseline model, the newest run per size (`gap_by_size.md`, `gap_by_size.png`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -118,15 +122,15 @@ def oracle_samples(spark, catalog, cfg: GapConfig, log=print) -> int:
     clash = [c for c in cfg.oracles if c in samples.columns]
     if clash:
         raise GapError(f"{cfg.samples_table} already has a column {clash[0]!r}: it cannot be an oracle")
-    oracle = truth.select(F.col(KEY).alias("sample_id"), *cfg.oracles)
+    oracle = truth.select(F.col(KEY).alias("sample_id"), *cfg.oracles, F.lit(True).alias("_in_truth"))
     joined = samples.join(oracle, "sample_id", "left")
-    without = joined.where(F.col(cfg.oracles[0]).isNull()).count() if cfg.oracles else 0
+    without = joined.where(F.col("_in_truth").isNull()).count()
     if without:
         raise GapError(
             f"{without} samples of {cfg.samples_table} have no row in {cfg.truth_table}: oracles need "
             "samples of logged impressions (`larr etl samples --set mode=impressions`)"
         )
-    version = catalog.write(joined, cfg.oracle_table, partition_by=["split", "dt"])
+    version = catalog.write(joined.drop("_in_truth"), cfg.oracle_table, partition_by=["split", "dt"])
     log(f"gap: {cfg.oracle_table} version {version}: {cfg.samples_table} with {', '.join(cfg.oracles)}")
     return version
 
@@ -161,12 +165,16 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
     folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-gap-"))
     folder.mkdir(parents=True, exist_ok=True)
     table, plot = write_table(folder, results, bayes, capture), plot_gap(folder, results, bayes)
+    this_size = {"train_rows": baseline["train_rows"], "bayes_auc_ctr": bayes, "variants": results}
+    sizes = [*(earlier_sizes(cfg.model) if tracked else []), this_size]
+    sizes = sorted({s["train_rows"]: s for s in sizes}.values(), key=lambda s: s["train_rows"])
+    by_size = write_size_table(folder, sizes), plot_sizes(folder, sizes)
     if tracked:
         import mlflow
 
-        mlflow.log_artifact(str(table))
-        mlflow.log_artifact(str(plot))
-        mlflow.log_metrics({f"semantic_capture_{m}": c["mean"] for m, c in capture.items() if c})
+        for path in (table, plot, *by_size):
+            mlflow.log_artifact(str(path))
+        log_size(cfg.model, this_size, capture)
     for model, value in capture.items():
         if value:
             log(
@@ -181,6 +189,9 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
         "semantic_capture": capture,
         "table": str(table),
         "plot": str(plot),
+        "sizes": [{"train_rows": s["train_rows"], "bayes_auc_ctr": s["bayes_auc_ctr"]} for s in sizes],
+        "size_table": str(by_size[0]),
+        "size_plot": str(by_size[1]),
     }
 
 
@@ -280,6 +291,118 @@ def plot_gap(folder: Path, results: list[dict], bayes: float | None) -> Path:
     ax.set(xlabel="test CTR AUC (mean ± std over seeds)", title="larr gap: the models, the oracles, Bayes")
     fig.tight_layout()
     path = folder / "gap.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- data sizes: every `larr gap` run of the same baseline in this MLflow experiment ----------------
+def _metric(label: str) -> str:
+    """An MLflow metric name for a variant's label ('ple + semantic_logit' -> 'ple_plus_semantic_logit')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label.replace(" + ", "_plus_"))
+
+
+def log_size(model: str, size: dict, capture: dict) -> None:
+    """The command run's record of one data size: what `earlier_sizes` reads back."""
+    import mlflow
+
+    mlflow.set_tags(
+        {
+            names.GAP_MODEL_TAG: model,
+            names.GAP_VARIANTS_TAG: json.dumps([v["label"] for v in size["variants"]]),
+        }
+    )
+    metrics = {"train_rows": float(size["train_rows"])}
+    if size["bayes_auc_ctr"] is not None:
+        metrics["bayes_auc_ctr"] = size["bayes_auc_ctr"]
+    for variant in size["variants"]:
+        for key in ("ctr_auc", "ctr_auc_std"):
+            if variant[key] is not None:
+                metrics[f"gap.{_metric(variant['label'])}.{key}"] = variant[key]
+    for compared, value in capture.items():
+        if value:
+            metrics[f"semantic_capture_{compared}"] = value["mean"]
+            metrics[f"semantic_capture_{compared}_std"] = value["std"]
+    mlflow.log_metrics(metrics)
+
+
+def earlier_sizes(model: str) -> list[dict]:
+    """The finished `larr gap` runs of `model` in the active experiment, newest first per train rows."""
+    import mlflow
+
+    active = mlflow.active_run()
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(
+        [active.info.experiment_id],
+        f"tags.`{names.GAP_MODEL_TAG}` = '{model}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    sizes: dict[int, dict] = {}
+    for found in runs:
+        metrics = found.data.metrics
+        rows = int(metrics.get("train_rows", 0))
+        if rows in sizes or not rows:
+            continue
+        variants = [
+            {
+                "label": label,
+                "ctr_auc": metrics.get(f"gap.{_metric(label)}.ctr_auc"),
+                "ctr_auc_std": metrics.get(f"gap.{_metric(label)}.ctr_auc_std"),
+            }
+            for label in json.loads(found.data.tags.get(names.GAP_VARIANTS_TAG, "[]"))
+        ]
+        sizes[rows] = {
+            "train_rows": rows,
+            "bayes_auc_ctr": metrics.get("bayes_auc_ctr"),
+            "variants": variants,
+        }
+    return list(sizes.values())
+
+
+def write_size_table(folder: Path, sizes: list[dict]) -> Path:
+    """Test CTR AUC (± std over seeds) of every variant at every data size, Bayes first."""
+    labels = list(dict.fromkeys(v["label"] for s in sizes for v in s["variants"]))
+    header = "| variant | " + " | ".join(f"{s['train_rows']:,} train rows" for s in sizes) + " |"
+    lines = [header, "|---|" + "---|" * len(sizes)]
+    lines.append("| Bayes (true p_click) | " + " | ".join(_number(s["bayes_auc_ctr"]) for s in sizes) + " |")
+    for label in labels:
+        cells = []
+        for size in sizes:
+            row = next((v for v in size["variants"] if v["label"] == label), None)
+            auc = None if row is None else row["ctr_auc"]
+            cells.append("" if auc is None else f"{auc:.4f} ± {_number(row['ctr_auc_std'])}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    path = folder / "gap_by_size.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def plot_sizes(folder: Path, sizes: list[dict]) -> Path:
+    """Test CTR AUC of every variant against the train rows, with the Bayes AUC of each size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    rows = [s["train_rows"] for s in sizes]
+    ax.plot(rows, [s["bayes_auc_ctr"] for s in sizes], "k--", marker="o", label="Bayes")
+    for label in dict.fromkeys(v["label"] for s in sizes for v in s["variants"]):
+        points = [
+            (s["train_rows"], v["ctr_auc"], v["ctr_auc_std"] or 0.0)
+            for s in sizes
+            for v in s["variants"]
+            if v["label"] == label and v["ctr_auc"] is not None
+        ]
+        if points:
+            xs, ys, errors = zip(*points, strict=True)
+            style = ":" if "+" in label or "without" in label else "-"
+            ax.errorbar(xs, ys, yerr=errors, linestyle=style, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel="train rows", ylabel="test CTR AUC (mean ± std over seeds)", title="larr gap by data size")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = folder / "gap_by_size.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -38,3 +38,6 @@ TRIAL_TAG = "larr.trial"  # the trial's index
 
 # -- MLflow tag of a `larr gap` variant run (its seed runs nest under it) ------------------------------
 GAP_TAG = "larr.gap"  # the variant's label, e.g. "ple + semantic_logit"
+# -- and of the `larr gap` command's run: one data size, read back to tabulate every size -------------
+GAP_MODEL_TAG = "larr.gap_model"  # the baseline model the oracles were added to
+GAP_VARIANTS_TAG = "larr.gap_variants"  # the variants' labels, as JSON

@@ -4,6 +4,8 @@ plot and the semantic capture recomputed from the seed runs MLflow holds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -141,3 +143,33 @@ def test_gap_trains_every_variant_on_the_same_seeds_and_reports_the_semantic_cap
     assert len(gap_runs) == len(labels) * 2
     numbers, _ = table2(gap_runs, min_seeds=1)
     assert all(numbers[model] is None for model in names.ID_MODELS) and numbers["bayes"]["runs"] == 0
+
+
+def test_each_data_size_is_a_column_of_the_size_table_read_back_from_mlflow(spark, ctr_world, tmp_path):
+    """Two `larr gap` runs on samples of two sizes: the second tabulates and plots both."""
+    from pyspark.sql import functions as F
+
+    catalog, _ = ctr_world
+    samples = catalog.read(spark, "samples.ctr")
+    catalog.write(
+        samples.where(F.col("sample_id") % 2 == 0), "samples.ctr_half", partition_by=["split", "dt"]
+    )
+    train = CtrConfig(batch_size=256, epochs=1, progress=False, network=SMALL)
+    sizes = {}
+    for table in ("samples.ctr_half", "samples.ctr"):
+        cfg = GapConfig(
+            model=names.LR, compare=(), oracles=("semantic_logit",), request_item=False, seeds=(1,),
+            samples_table=table, oracle_table=f"{table}_oracle", train=train, plot_dir=str(tmp_path / table),
+        )  # fmt: skip
+        with tracking.stage_run("ctr", catalog.root, cfg):
+            sizes[table] = run(spark, catalog, cfg, log=QUIET)
+    half, full = sizes["samples.ctr_half"], sizes["samples.ctr"]
+    assert half["train_rows"] < full["train_rows"]
+    assert [s["train_rows"] for s in full["sizes"]][-2:] == [half["train_rows"], full["train_rows"]]
+    table = Path(full["size_table"]).read_text().splitlines()
+    assert table[0].endswith(f"| {half['train_rows']:,} train rows | {full['train_rows']:,} train rows |")
+    lr_row = next(line for line in table if line.startswith("| lr | "))
+    for figures in (half, full):  # each size's numbers, the earlier one read back from MLflow
+        lr = figures["variants"][0]
+        assert f"{lr['ctr_auc']:.4f} ± {lr['ctr_auc_std']:.4f}" in lr_row
+    assert Path(full["size_plot"]).stat().st_size > 0
