@@ -9,7 +9,7 @@ and trains, at one set of settings (`train`) and on the same seeds:
 - `model` (the best ID model: PLE by default), the baseline;
 - `model` with each oracle column as one more numeric input, then with all of them;
 - `model` without the dataset's request-item features (what distance and open-now add);
-- every model of `compare` (LARR by default).
+- every other model of `compare` (all the ID models by default: LR, Wide&Deep, DeepFM, LARR).
 Each variant is a child MLflow run (tag `larr.gap`) whose seed runs carry `larr.sweep = gap`, so
 `larr report` keeps them out of Tables 2 and 3. The result is a table and a plot (test CTR AUC
 against the Bayes AUC of the same test rows) and each compared model's **semantic capture**:
@@ -47,7 +47,8 @@ class GapError(ValueError):
 @dataclass(frozen=True)
 class GapConfig:
     model: str = names.PLE  # the ID model the oracles are added to (the best ID model)
-    compare: tuple[str, ...] = (names.LARR,)  # trained beside it at the same settings, with their capture
+    # trained beside it at the same settings, each with its semantic capture (`model` itself skipped)
+    compare: tuple[str, ...] = names.ID_MODELS
     oracles: tuple[str, ...] = (SEMANTIC, "collaborative_score")  # truth columns, alone then together
     request_item: bool = True  # also `model` without the schema's request-item features
     samples_table: str = "samples.ctr"
@@ -61,12 +62,14 @@ class GapConfig:
         for model in (self.model, *self.compare):
             if model not in names.ID_MODELS:
                 raise ValueError(f"model {model!r} is not an ID model ({', '.join(names.ID_MODELS)})")
-        if self.model in self.compare:
-            raise ValueError(f"compare lists the baseline model {self.model} itself")
         if len(set(self.oracles)) != len(self.oracles):
             raise ValueError(f"oracles names a column twice: {list(self.oracles)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return tuple(m for m in self.compare if m != self.model)
 
     def variants(self, has_request_item: bool) -> list[tuple[str, CtrConfig]]:
         """(label, training config) of every run, the baseline first."""
@@ -89,7 +92,7 @@ class GapConfig:
             runs.append((f"{self.model} + all oracles", with_encoding(extra_numeric=self.oracles)))
         if self.request_item and has_request_item:
             runs.append((f"{self.model} without request-item", with_encoding(request_item=False)))
-        runs += [(m, replace(base, model=m)) for m in self.compare]
+        runs += [(m, replace(base, model=m)) for m in self.compared]
         folder = self.train.checkpoint_dir  # an explicit folder gets one per variant
         return [
             (label, replace(cfg, checkpoint_dir=str(Path(folder) / _slug(label)) if folder else ""))
@@ -159,7 +162,7 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
     semantic = next((r for r in results if r["label"] == f"{cfg.model} + {SEMANTIC}"), None)
     capture = {
         model: semantic_capture(_by_label(results, model), baseline, semantic)
-        for model in cfg.compare
+        for model in cfg.compared
         if semantic is not None
     }
     folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-gap-"))
