@@ -95,13 +95,15 @@ class GapConfig:
         runs += [(m, replace(base, model=m)) for m in self.compared]
         folder = self.train.checkpoint_dir  # an explicit folder gets one per variant
         return [
-            (label, replace(cfg, checkpoint_dir=str(Path(folder) / _slug(label)) if folder else ""))
+            (label, replace(cfg, checkpoint_dir=str(Path(folder) / _name(label)) if folder else ""))
             for label, cfg in runs
         ]
 
 
-def _slug(label: str) -> str:
-    return label.replace(" + ", "+").replace(" ", "_")
+def _name(label: str) -> str:
+    """A variant's label as a folder, run and MLflow metric name ('ple + semantic_logit' ->
+    'ple_plus_semantic_logit')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label.replace(" + ", "_plus_"))
 
 
 def oracle_samples(spark, catalog, cfg: GapConfig, log=print) -> int:
@@ -271,40 +273,22 @@ def _number(value: float | None) -> str:
 
 def plot_gap(folder: Path, results: list[dict], bayes: float | None) -> Path:
     """Test CTR AUC of every variant (seed spread as error bars) against the Bayes AUC."""
-    import matplotlib
+    from training.ctr.plots import plot_auc_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [r["label"] for r in results]
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.5))
-    ax.barh(
-        labels,
-        [r["ctr_auc"] or 0.0 for r in results],
-        xerr=[r["ctr_auc_std"] or 0.0 for r in results],
-        color=["tab:gray" if "+" in r or "without" in r else "tab:blue" for r in labels],
+    series = "test CTR AUC"
+    nan = float("nan")
+    path = plot_auc_bars(
+        "larr gap: the models, the oracles, Bayes",
+        [r["label"] for r in results],
+        {series: [nan if r["ctr_auc"] is None else r["ctr_auc"] for r in results]},
+        {series: [nan if r["ctr_auc_std"] is None else r["ctr_auc_std"] for r in results]},
+        {series: bayes},
+        folder / "gap.png",
     )
-    if bayes is not None:
-        ax.axvline(bayes, color="tab:red", linestyle="--", label=f"Bayes {bayes:.4f}")
-        ax.legend(loc="lower right", fontsize=8)
-    known = [r["ctr_auc"] for r in results if r["ctr_auc"] is not None] + ([bayes] if bayes else [])
-    if known:
-        ax.set_xlim(max(0.5, min(known) - 0.03), min(1.0, max(known) + 0.02))
-    ax.invert_yaxis()
-    ax.set(xlabel="test CTR AUC (mean ± std over seeds)", title="larr gap: the models, the oracles, Bayes")
-    fig.tight_layout()
-    path = folder / "gap.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return Path(path)
 
 
 # -- data sizes: every `larr gap` run of the same baseline in this MLflow experiment ----------------
-def _metric(label: str) -> str:
-    """An MLflow metric name for a variant's label ('ple + semantic_logit' -> 'ple_plus_semantic_logit')."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", label.replace(" + ", "_plus_"))
-
-
 def log_size(model: str, size: dict, capture: dict) -> None:
     """The command run's record of one data size: what `earlier_sizes` reads back."""
     import mlflow
@@ -321,7 +305,7 @@ def log_size(model: str, size: dict, capture: dict) -> None:
     for variant in size["variants"]:
         for key in ("ctr_auc", "ctr_auc_std"):
             if variant[key] is not None:
-                metrics[f"gap.{_metric(variant['label'])}.{key}"] = variant[key]
+                metrics[f"gap.{_name(variant['label'])}.{key}"] = variant[key]
     for compared, value in capture.items():
         if value:
             metrics[f"semantic_capture_{compared}"] = value["mean"]
@@ -349,8 +333,8 @@ def earlier_sizes(model: str) -> list[dict]:
         variants = [
             {
                 "label": label,
-                "ctr_auc": metrics.get(f"gap.{_metric(label)}.ctr_auc"),
-                "ctr_auc_std": metrics.get(f"gap.{_metric(label)}.ctr_auc_std"),
+                "ctr_auc": metrics.get(f"gap.{_name(label)}.ctr_auc"),
+                "ctr_auc_std": metrics.get(f"gap.{_name(label)}.ctr_auc_std"),
             }
             for label in json.loads(found.data.tags.get(names.GAP_VARIANTS_TAG, "[]"))
         ]
@@ -382,33 +366,26 @@ def write_size_table(folder: Path, sizes: list[dict]) -> Path:
 
 def plot_sizes(folder: Path, sizes: list[dict]) -> Path:
     """Test CTR AUC of every variant against the train rows, with the Bayes AUC of each size."""
-    import matplotlib
+    from training.ctr.plots import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    rows = [s["train_rows"] for s in sizes]
-    ax.plot(rows, [s["bayes_auc_ctr"] for s in sizes], "k--", marker="o", label="Bayes")
-    for label in dict.fromkeys(v["label"] for s in sizes for v in s["variants"]):
-        points = [
-            (s["train_rows"], v["ctr_auc"], v["ctr_auc_std"] or 0.0)
-            for s in sizes
-            for v in s["variants"]
-            if v["label"] == label and v["ctr_auc"] is not None
-        ]
-        if points:
-            xs, ys, errors = zip(*points, strict=True)
-            style = ":" if "+" in label or "without" in label else "-"
-            ax.errorbar(xs, ys, yerr=errors, linestyle=style, marker="o", capsize=3, label=label)
-    ax.set_xscale("log")
-    ax.set(xlabel="train rows", ylabel="test CTR AUC (mean ± std over seeds)", title="larr gap by data size")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = folder / "gap_by_size.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    curves: dict[str, list[tuple[float, float, float]]] = {}
+    for size in sizes:
+        for v in size["variants"]:
+            if v["ctr_auc"] is not None:
+                curves.setdefault(v["label"], []).append(
+                    (size["train_rows"], v["ctr_auc"], v["ctr_auc_std"] or 0.0)
+                )
+    ceiling = [(s["train_rows"], s["bayes_auc_ctr"]) for s in sizes if s["bayes_auc_ctr"] is not None]
+    path = plot_curves(
+        "larr gap by data size",
+        "train rows",
+        "test CTR AUC (mean ± std over seeds)",
+        curves,
+        ceiling,
+        folder / "gap_by_size.png",
+        dotted=lambda label: "+" in label or "without" in label,
+    )
+    return Path(path)
 
 
 def _variant_run(label: str, tracked: bool):
@@ -419,6 +396,6 @@ def _variant_run(label: str, tracked: bool):
         return contextlib.nullcontext()
     import mlflow
 
-    run = mlflow.start_run(run_name=f"gap-{_slug(label)}", nested=True)
+    run = mlflow.start_run(run_name=f"gap-{_name(label)}", nested=True)
     mlflow.set_tag(names.GAP_TAG, label)
     return run

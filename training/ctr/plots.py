@@ -1,6 +1,6 @@
 """The report's plots: AUC per model (mean over seeds, error bar = std) against the Bayes-optimal
-ceiling, and sweeps like the paper's Figure 4 (AUC against the alignment temperature or the
-alignment negative sampling ratio)."""
+ceiling, sweeps like the paper's Figure 4 (AUC against the alignment temperature or the
+alignment negative sampling ratio), and curves against the data size (`larr gap`)."""
 
 from __future__ import annotations
 
@@ -98,4 +98,36 @@ def plot_auc_bars(
         ax.set_xticks(x, list(labels), rotation=20)
         ax.set(ylabel=series)
         ax.grid(axis="y", alpha=0.3)
+    return _save(fig, title, path)
+
+
+def plot_curves(
+    title: str,
+    x_label: str,
+    y_label: str,
+    curves: Mapping[str, Sequence[tuple[float, float, float]]],
+    ceiling: Sequence[tuple[float, float]],
+    path: str | Path,
+    dotted=lambda label: False,
+) -> str:
+    """A PNG with every curve on one log-x axis: (x, mean, std) points per label (error bar = std),
+    `dotted(label)` ones dotted, and the ceiling's (x, value) points as a dashed black line (the
+    Bayes AUC of each data size). Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if ceiling:
+        xs, ys = zip(*sorted(ceiling), strict=True)
+        ax.plot(xs, ys, "k--", marker="o", label="Bayes")
+    for label, points in curves.items():
+        xs, ys, errors = zip(*sorted(points), strict=True)
+        style = ":" if dotted(label) else "-"
+        ax.errorbar(xs, ys, yerr=errors, linestyle=style, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel=x_label, ylabel=y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, title, path)

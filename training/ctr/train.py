@@ -85,6 +85,7 @@ HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_
 VALIDATION_PREFIX = "val_"  # the validation split's metrics: val_ctr_auc, ...
 # fields added after checkpoints existed: left out of the key at their default, so those keep their keys
 LATER_FIELDS = {"sample_weight": "log", "validate_every": 0, "patience": 2}
+LATER_ENCODING_FIELDS = {"request_item": True, "extra_numeric": ()}  # the same, inside `encoding`
 VALIDATION_CURVE = "val_ctr_auc_by_step"  # early stopping's scores, one MLflow point per scored step
 
 
@@ -212,11 +213,11 @@ class CtrConfig:
         ]
         skip += [name for name, default in LATER_FIELDS.items() if getattr(self, name) == default]
         extra = {"data": data_key}
-        # encoding fields added later count only away from their defaults: older checkpoints keep keys
-        later = {"request_item": True, "extra_numeric": ()}
         skip.append("encoding")
         extra["encoding"] = {
-            k: v for k, v in asdict(self.encoding).items() if k not in later or v != later[k]
+            k: v
+            for k, v in asdict(self.encoding).items()
+            if k not in LATER_ENCODING_FIELDS or v != LATER_ENCODING_FIELDS[k]
         }
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             extra["revision"] = MODEL_REVISIONS[self.model]
