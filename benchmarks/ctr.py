@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.ctr.names import CTR_MODELS, LARR, P5, PLE
+from training.ctr.names import CTR_MODELS, LARR, LARR_PLUS, P5, PLE, SCENE_MODELS
 
 
 class BenchCtrError(ValueError):
@@ -98,6 +98,9 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
     base = train.CtrConfig(model=LARR, scene_vectors=cfg.scene_vectors, batch_size=cfg.batch_size)
     data = train.prepare(spark, catalog, base, log=log)
     p5_data = train.prepare(spark, catalog, replace(base, model=P5), log=log) if P5 in cfg.models else None
+    own_data = {P5: p5_data}  # the models whose inputs differ from LARR's
+    if LARR_PLUS in cfg.models:  # also the text vectors of LARR's encoder
+        own_data[LARR_PLUS] = train.prepare(spark, catalog, replace(base, model=LARR_PLUS), log=log)
 
     # the loader alone: one pass over the train split at the training batch size
     started, loaded = time.perf_counter(), 0
@@ -118,8 +121,8 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
 
     built = {}
     for name in cfg.models:
-        model_cfg = replace(base, model=name, scene_vectors=cfg.scene_vectors if name == LARR else "")
-        model, layout, scene = train.build(model_cfg, data if name != P5 else p5_data)
+        model_cfg = replace(base, model=name, scene_vectors=cfg.scene_vectors if name in SCENE_MODELS else "")
+        model, layout, scene = train.build(model_cfg, own_data.get(name, data))
         built[name] = (model_cfg, model, layout, scene)
     rates: dict[str, list[float]] = {name: [] for name in cfg.models}
     for round_index in range(cfg.rounds):

@@ -74,7 +74,7 @@ LLM = _steps(
     "train cpt",
     "train contrastive",
     "embed scenes",
-    "embed texts --set sides=[poi]",  # the POI vectors the case study recalls from
+    "embed texts",  # the POI vectors the case study recalls from, and LARR+'s user and POI vectors
 )
 RECALL = Step(("recall", "--scene", SCENE))
 # The demo's world is half the default one (1,500 users, 360 shops, 120,000 impressions) and its LLM
@@ -96,8 +96,8 @@ DEMO = [
         # the untouched model's figures belong to the study
         "train contrastive --set base_model= --set max_steps=8 --set eval_max_pairs=40 --set probe_max_pois=100",
         "embed scenes --set partitions=1",  # 46 texts: one worker loading the encoder beats two
+        "embed texts --set sides=[poi]",  # the POI vectors the case study recalls from
     ),
-    *LLM[3:],
     *_steps(*(f"train ctr --model {model} --set seeds=[1]" for model in DEMO_MODELS)),
     RECALL,
     *_steps("report --set min_seeds=1"),

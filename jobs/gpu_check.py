@@ -26,7 +26,7 @@ only, and its peak memory is its own) under what is left of the time budget (`--
   all-reduce, useless for one rank, is switched off: it is a JIT C++ build of minutes). ZeRO-3
   loads the weights partitioned.
 - `ctr`: training steps of every stage-3 model (`training/ctr/models`: lr, wide_deep, deepfm,
-  ple, larr, and p5 on the check LLM) through `training.ctr.train.build` and `batch_loss` (its bf16
+  ple, larr, larr_plus, and p5 on the check LLM) through `training.ctr.train.build` and `batch_loss` (its bf16
   autocast on CUDA), on random batches shaped by the synthetic world's dataset schema, LARR on a
   random 128-d scene-vector export.
 
@@ -711,24 +711,27 @@ def part_zero(ctx: Context, stage_number: int) -> dict:
     return out
 
 
-def _ctr_batch(layout, n: int, scene, rng, with_texts: bool) -> dict:
+def _ctr_batch(layout, n: int, tables, rng, with_texts: bool) -> dict:
     """A random batch of samples.ctr columns for `layout` (ids, counts, rates, labels, prompt values);
-    scene ids drawn from the export (1 in 10 unknown), as the trainer reads them."""
+    scene ids drawn from the export (1 in 10 unknown), as the trainer reads them; user and POI ids
+    among 0..399 (the text export holds some of them)."""
     import numpy as np
 
     from training.ctr.encoding import LABEL_COLUMNS, id_column, training_columns
 
     batch: dict = {}
     scene_ids = {}
-    if scene is not None:
+    if tables.scene is not None:
         for feature in layout.scene_features:
-            known = scene.vectors[feature].ids
+            known = tables.scene.vectors[feature].ids
             picked = known[rng.integers(0, len(known), n)]
             scene_ids[id_column(feature)] = np.where(rng.random(n) < 0.1, -1, picked)
     for column in training_columns(layout, with_texts=with_texts):
         if column in scene_ids:
             batch[column] = scene_ids[column]
-        elif column in layout.field_names or column in ("user_id", "poi_id"):
+        elif column in ("user_id", "poi_id"):
+            batch[column] = rng.integers(0, 400, n)
+        elif column in layout.field_names:
             batch[column] = rng.integers(0, 1 << 40, n)
         elif column in layout.numeric_names:
             batch[column] = rng.exponential(3.0, n)
@@ -765,6 +768,21 @@ def _scene_export(path: Path, scene_features: tuple[str, ...], rng) -> str:
     return str(path)
 
 
+def _text_export(path: Path, rng) -> str:
+    """Random unit text vectors of 200 user and 100 POI ids (LARR+; other ids read the mean row)."""
+    import numpy as np
+
+    from features.embeddings.vectors import save_scene_vectors
+    from training.embedding.encoder import EMBEDDING_DIM
+
+    per_side = {}
+    for side, count in (("user", 200), ("poi", 100)):
+        vectors = rng.normal(size=(count, EMBEDDING_DIM))
+        per_side[side] = (np.arange(count), vectors / np.linalg.norm(vectors, axis=1)[:, None])
+    save_scene_vectors(str(path), per_side, {"encoder_uri": "gpu-check", "encoder_version": "enc-gpu-check"})
+    return str(path)
+
+
 def part_ctr(ctx: Context) -> dict:
     need_project()
     import numpy as np
@@ -779,13 +797,14 @@ def part_ctr(ctx: Context) -> dict:
     from training.common.seed import seed_everything
     from training.ctr import train as ctr_train
     from training.ctr.encoding import EncodingConfig
-    from training.ctr.names import CTR_MODELS, LARR, P5
+    from training.ctr.names import CTR_MODELS, LARR_PLUS, P5, SCENE_MODELS
 
     sizes = ctx.sizes
     device = ctx.device()
     schema = declared_schema()
     rng = np.random.default_rng(SEED)
     export = _scene_export(ctx.workdir / "scene-vectors.npz", schema.scene_names, rng)
+    texts = _text_export(ctx.workdir / "text-vectors.npz", rng)
     data = ctr_train.CtrData(
         train=None,
         test=None,
@@ -818,21 +837,25 @@ def part_ctr(ctx: Context) -> dict:
                 encoding=EncodingConfig(id_buckets=sizes.ctr_id_buckets),
             )
             model_data = (
-                replace(data, scene_vectors=export, encoder_uri="gpu-check") if name == LARR else data
+                replace(data, scene_vectors=export, encoder_uri="gpu-check") if name in SCENE_MODELS else data
             )
+            if name == LARR_PLUS:
+                model_data = replace(model_data, text_vectors=texts)
             ctx.reset_peak()
             seed_everything(SEED)
-            model, layout, scene = ctr_train.build(cfg, model_data)
+            model, layout, tables = ctr_train.build(cfg, model_data)
             model.to(device)
             batch_size = sizes.p5_batch if is_p5 else sizes.ctr_batch
             steps = max(1, sizes.steps if is_p5 else sizes.ctr_steps)
-            batches = [_ctr_batch(layout, batch_size, scene, rng, is_p5) for _ in range(sizes.warmup + steps)]
+            batches = [
+                _ctr_batch(layout, batch_size, tables, rng, is_p5) for _ in range(sizes.warmup + steps)
+            ]
             optimizer = build_optimizer(model, 1e-4, 0.0, betas=(0.9, 0.999))
             scheduler = build_scheduler(optimizer, warmup_steps=0, max_steps=len(batches), min_ratio=1.0)
             engine = TorchEngine(model, optimizer, scheduler, grad_accum=1, clip_norm=0.0, device=device)
 
-            def loss_fn(module, batch, layout=layout, scene=scene, cfg=cfg) -> StepOutput:
-                loss, _ = ctr_train.batch_loss(module, batch, layout, scene, cfg, device)
+            def loss_fn(module, batch, layout=layout, tables=tables, cfg=cfg) -> StepOutput:
+                loss, _ = ctr_train.batch_loss(module, batch, layout, tables, cfg, device)
                 return StepOutput(loss, len(batch["click"]))
 
             def train(part, engine=engine, loss_fn=loss_fn, cfg=cfg):

@@ -87,7 +87,8 @@ def world_catalog(spark, tiny_world_config, tmp_path_factory):
 @pytest.fixture(scope="session")
 def ctr_world(spark, world_catalog, tiny_world_config, tmp_path_factory):
     """The tiny world cleaned, with its statistics, CTR samples (day 3 = test), its truth table and a
-    scene-vector export of random unit vectors (the CTR trainer and `larr bench ctr` tests)."""
+    scene-vector export of random unit vectors (the CTR trainer and `larr bench ctr` tests), and a
+    text-vector export of the same encoder (larr_plus)."""
     import numpy as np
 
     from core.catalog import TableCatalog
@@ -126,4 +127,13 @@ def ctr_world(spark, world_catalog, tiny_world_config, tmp_path_factory):
     save_scene_vectors(
         str(export), per_feature, {"encoder_uri": "test-encoder", "encoder_version": "enc-test"}
     )
+    # the same encoder's text vectors (larr_plus): every shop, every other user (the rest: unknown)
+    per_side = {}
+    for side, frame in (("poi", pois), ("user", users)):
+        ids = frame.select(f"{side}_id").toPandas()[f"{side}_id"].to_numpy()[:: 1 if side == "poi" else 2]
+        vectors = rng.normal(size=(len(ids), 8))
+        per_side[side] = (ids, vectors / np.linalg.norm(vectors, axis=1)[:, None])
+    texts = root / "_exports" / "text_vectors" / "enc-test.npz"
+    texts.parent.mkdir(parents=True)
+    save_scene_vectors(str(texts), per_side, {"encoder_uri": "test-encoder", "encoder_version": "enc-test"})
     return catalog, str(export)

@@ -7,6 +7,9 @@ study: a scene text as a query over POI vectors):
 - user: `etl.text.user_text.user_texts(...).comprehensive_text` (profile + actions) over the
   impressions before `history_end_date`, exactly as `etl pairs` builds it; users with a click.
 
+After the MERGEs the job writes the compact per-side export (`export.py`: `_exports/text_vectors/
+<encoder_version>.npz`, sides `poi` and `user`) that `larr train ctr --model larr_plus` reads.
+
 Incremental by (id, encoder version, text hash): the sha256 of each text is stored; only ids
 whose text is new or changed for this encoder version are embedded, then MERGEd on
 (id, encoder_version): a changed text replaces the row, a new id is inserted, so the table holds
@@ -30,7 +33,7 @@ from core.splits import history_end
 from etl.text.item_text import COMPREHENSIVE, item_text
 from etl.text.pairs import history
 from etl.text.user_text import user_texts
-from features.embeddings import store
+from features.embeddings import export, store
 from features.embeddings.encoder_runtime import (
     EncoderRef,
     check_precision,
@@ -57,6 +60,9 @@ class EmbedTextsConfig:
     batch_size: int = 16  # texts per forward pass (these texts are long)
     precision: str = "auto"  # auto: bfloat16 on a task's GPU, float32 on CPU
     partitions: int = 0  # UDF tasks; 0 = the cluster's default parallelism
+    export: bool = True  # write the per-side .npz export (`larr_plus` reads it) after the MERGEs
+    export_dir: str = ""  # "" = <lakehouse>/_exports/text_vectors
+    max_export_rows: int = 2_000_000  # per side: the driver holds the export (rows x encoder width)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sides) - set(SIDES))
@@ -72,6 +78,8 @@ class EmbedTextsConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.partitions < 0:
             raise ValueError(f"partitions must be >= 0, got {self.partitions}")
+        if self.max_export_rows < 1:
+            raise ValueError(f"max_export_rows must be >= 1, got {self.max_export_rows}")
         check_precision(self.precision)
 
 
@@ -207,4 +215,11 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: EmbedTextsConfig, log=p
         skipped_existing=skipped,
         texts_per_s=round(embedded / seconds, 2) if embedded else 0.0,
     )
+    if cfg.export:  # every side this encoder has vectors of, also those embedded by an earlier run
+        sides = {side: catalog.version(spark, OUTPUTS[side]) for side in SIDES}
+        sides = {side: output_versions.get(OUTPUTS[side], v) for side, v in sides.items() if v is not None}
+        path = export.export_text_vectors(spark, catalog, ref, sides, cfg.max_export_rows, cfg.export_dir)
+        figures["export_path"] = path
+        export.log_export(path, "text_vectors")
+        log(f"embed texts: export of {', '.join(sorted(sides))} vectors -> {path}")
     return {**figures, "input_versions": input_versions, "output_versions": output_versions}

@@ -3,7 +3,9 @@ import pytest
 
 from features.embeddings import texts
 from features.embeddings.encoder_runtime import get_encoder, resolve_encoder
+from features.embeddings.export import ExportTooLarge
 from features.embeddings.texts import EmbedTextsConfig
+from features.embeddings.vectors import load_scene_meta, load_scene_vectors
 from jobs.config import default_config_path, load_config
 from tests.etl.text_fixtures import POIS, POIS_SCHEMA, write_clean
 from tests.features.builders import tiny_encoder_model
@@ -35,6 +37,14 @@ def test_embed_texts_matches_the_encoder_and_reembeds_only_changed_texts(spark, 
     rows = list(pois.values()) + list(users.values())
     direct, _ = model.embed([r["text"] for r in rows], batch_size=2)
     assert np.allclose(np.array([r["vector"] for r in rows]), direct, atol=1e-5)
+    # the compact export larr_plus reads: each side's ids and vectors, then its unknown (mean) row
+    exported = load_scene_vectors(first["export_path"])
+    meta = load_scene_meta(first["export_path"])
+    assert first["export_path"].endswith(f"_exports/text_vectors/{meta['encoder_version']}.npz")
+    assert meta["encoder_uri"] == resolve_encoder(cfg.encoder)[0].uri and set(exported) == {"poi", "user"}
+    assert exported["poi"].ids.tolist() == [1, 2, 3] and exported["user"].ids.tolist() == [10, 11]
+    assert np.allclose(exported["user"].matrix[:2], np.array([users[10]["vector"], users[11]["vector"]]))
+    assert exported["poi"].matrix.shape == (4, len(pois[1]["vector"]))
 
     again = texts.run(spark, catalog, cfg, log=QUIET)
     assert (again["embedded"], again["skipped_existing"]) == (0, 5)
@@ -47,6 +57,13 @@ def test_embed_texts_matches_the_encoder_and_reembeds_only_changed_texts(spark, 
     assert len(updated) == 3 and updated[1]["text_hash"] != pois[1]["text_hash"]
     assert updated[1]["text"].startswith("<POI_name>Aunt Li's Claypot II</POI_name>")
     assert updated[2]["vector"] == pois[2]["vector"]
+    # a POI-only run still exports the user vectors an earlier run embedded, and the new POI text
+    exported = load_scene_vectors(third["export_path"])
+    assert exported["user"].ids.tolist() == [10, 11]
+    assert np.allclose(exported["poi"].matrix[0], updated[1]["vector"])
+    # an export the driver should not hold is refused in one line
+    with pytest.raises(ExportTooLarge, match=r"features.poi_embeddings holds 3 vectors .* max_export_rows=2"):
+        texts.run(spark, catalog, EmbedTextsConfig(**{**cfg.__dict__, "max_export_rows": 2}), log=QUIET)
 
 
 def test_blank_texts_are_rejects(spark):
@@ -67,3 +84,5 @@ def test_yaml_defaults_and_config_checks():
         EmbedTextsConfig(sides=["shop"])
     with pytest.raises(ValueError, match="history_end_date"):
         EmbedTextsConfig(history_end_date="soon")
+    with pytest.raises(ValueError, match="max_export_rows must be >= 1"):
+        EmbedTextsConfig(max_export_rows=0)

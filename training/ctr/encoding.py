@@ -10,7 +10,9 @@ request-item features (distance_km as log1p, open_now as it is) unless `request_
 and any `extra_numeric` columns as they are. For
 LARR every scene value is also mapped to its row in the frozen scene table (the stage-3 export
 of one encoder version, features concatenated in the schema's order); an id the export does not
-hold gets its feature's unknown row and is counted.
+hold gets its feature's unknown row and is counted. For `larr_plus` the user and POI ids are also
+mapped to their rows in the frozen text table (the `larr embed texts` export of the same encoder,
+sides in `TEXT_SIDES` order); an id without a text vector gets its side's unknown row (the mean).
 
 Training batches already carry the `*_id` columns Spark computed; a scoring request carries the
 raw strings, and `with_hashed_ids` derives the same ids (Spark's xxhash64, re-implemented in
@@ -21,6 +23,7 @@ its raw inputs and `with_request_item` derives it (`request_item.py`, Spark's se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,6 +49,8 @@ def value_column(feature: str) -> str:
 
 
 LABEL_COLUMNS = ("click", "ctcvr", "neg_rate")
+# the sides of the text export (features/embeddings/export.py TEXT_TABLES) and the id each is keyed by
+TEXT_SIDES = {"user": "user_id", "poi": "poi_id"}
 
 
 class FeatureError(ValueError):
@@ -70,9 +75,17 @@ class EncodingConfig:
 
 
 def build_layout(
-    cfg: EncodingConfig, fields: SampleFields, scene_features: tuple[str, ...], with_scene: bool
+    cfg: EncodingConfig,
+    fields: SampleFields,
+    scene_features: tuple[str, ...],
+    with_scene: bool,
+    text_sides: tuple[str, ...] = (),
 ) -> FeatureLayout:
-    """The layout of a dataset's samples: `fields` and `scene_features` from its schema."""
+    """The layout of a dataset's samples: `fields` and `scene_features` from its schema; `text_sides`
+    (larr_plus) the sides of the text export the model reads, in `TEXT_SIDES` order."""
+    unknown = [side for side in text_sides if side not in TEXT_SIDES]
+    if unknown:
+        raise FeatureError(f"text side {unknown[0]!r} is not one of {', '.join(TEXT_SIDES)}")
     names = (
         "user_id",
         "poi_id",
@@ -106,6 +119,7 @@ def build_layout(
         poi_columns=("poi_id", *fields.item_fields.values()),
         all_scene_features=tuple(scene_features),
         request_item=tuple((f.name, f.derive, *f.inputs) for f in derived),
+        text_sides=tuple(side for side in TEXT_SIDES if side in text_sides),
     )
 
 
@@ -149,7 +163,8 @@ def training_columns(layout: FeatureLayout, with_texts: bool = False) -> list[st
 
 
 class SceneTable:
-    """The frozen scene table of one export: every feature's matrix stacked, and id -> row lookup."""
+    """A frozen vector table of one export: every feature's matrix stacked, and id -> row lookup.
+    The scene table's features are the scene features; the text table's are the sides (user, poi)."""
 
     def __init__(self, vectors: dict[str, SceneVectors], scene_features: tuple[str, ...]) -> None:
         missing = [f for f in scene_features if f not in vectors]
@@ -173,6 +188,33 @@ class SceneTable:
         return rows, unknown
 
 
+class FrozenTables(NamedTuple):
+    """A model's frozen vector tables: the scene table (LARR, LARR+), the text table (LARR+)."""
+
+    scene: SceneTable | None = None
+    text: SceneTable | None = None
+
+    @classmethod
+    def load(cls, scene_vectors: str | None, text_vectors: str | None, scene_features: tuple[str, ...]):
+        """From the exports' paths (None: no such table); the text table holds the export's sides."""
+        from features.embeddings.vectors import load_scene_vectors
+
+        scene = SceneTable(load_scene_vectors(scene_vectors), scene_features) if scene_vectors else None
+        text = None
+        if text_vectors:
+            by_side = load_scene_vectors(text_vectors)
+            text = SceneTable(by_side, tuple(side for side in TEXT_SIDES if side in by_side))
+        return cls(scene, text)
+
+    def model_inputs(self) -> tuple:
+        """`build_model`'s scene_table and text_table arguments."""
+        scene = None if self.scene is None else self.scene.matrix
+        if self.text is None:
+            return scene, None
+        side_rows = tuple(len(self.text.vectors[side].matrix) for side in self.text.features)
+        return scene, (self.text.matrix, side_rows)
+
+
 def _column(batch: dict, name: str, source: str) -> np.ndarray:
     try:
         return np.asarray(batch[name])
@@ -186,6 +228,7 @@ def encode(
     scene_table: SceneTable | None = None,
     texts: list[str] | None = None,
     source: str = "batch",
+    text_table: SceneTable | None = None,
 ) -> tuple[CtrInputs, np.ndarray]:
     """A batch (`dict` or DataFrame of sample columns) -> (CtrInputs, unknown scene values per feature)."""
     columns = [_column(batch, name, source).astype(np.int64) for name in layout.field_names]
@@ -206,11 +249,18 @@ def encode(
         )
         rows, unknown = scene_table.rows(scene_ids)
         scene_rows = torch.from_numpy(rows)
+    text_rows = None
+    if layout.text_sides:
+        if text_table is None:
+            raise FeatureError("the model needs text vectors (larr embed texts) but none were given")
+        ids = np.stack([_column(batch, TEXT_SIDES[s], source).astype(np.int64) for s in layout.text_sides], 1)
+        text_rows = torch.from_numpy(text_table.rows(ids)[0])  # new users and shops: their side's mean
     inputs = CtrInputs(
         categorical=torch.from_numpy(categorical),
         numeric=torch.from_numpy(numeric.astype(np.float32)),
         scene_rows=scene_rows,
         texts=texts,
+        text_rows=text_rows,
     )
     return inputs, unknown
 

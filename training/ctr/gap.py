@@ -9,7 +9,7 @@ and trains, at one set of settings (`train`) and on the same seeds:
 - `model` (the best ID model: PLE by default), the baseline;
 - `model` with each oracle column as one more numeric input, then with all of them;
 - `model` without the dataset's request-item features (what distance and open-now add);
-- every other model of `compare` (all the ID models by default: LR, Wide&Deep, DeepFM, LARR).
+- every other model of `compare` (all the ID models by default: LR, Wide&Deep, DeepFM, LARR, LARR+).
 Each variant is a child MLflow run (tag `larr.gap`) whose seed runs carry `larr.sweep = gap`, so
 `larr report` keeps them out of Tables 2 and 3. The result is a table and a plot (test CTR AUC
 against the Bayes AUC of the same test rows) and each compared model's **semantic capture**:

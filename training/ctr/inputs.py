@@ -3,7 +3,8 @@
 
 A batch of samples becomes `CtrInputs`: one bucket index per categorical field (ids hashed into
 that field's embedding table), normalised numeric features, for LARR the row of every scene
-feature's value in the model's frozen scene table, and for the P5-style model the prompt texts.
+feature's value in the model's frozen scene table, for `larr_plus` also the user's and the POI's
+rows in its frozen text table, and for the P5-style model the prompt texts.
 A model returns `CtrOutput`: one CTR and one CTCVR logit per sample (in the negatively sampled
 space the model is trained in) and, for LARR, its unweighted alignment loss.
 """
@@ -36,6 +37,7 @@ class FeatureLayout:
     # request-item features among numeric_names: (name, derive, *scoring inputs), so scoring derives
     # a missing one from raw rows (training/ctr/request_item.py)
     request_item: tuple[tuple[str, ...], ...] = ()
+    text_sides: tuple[str, ...] = ()  # larr_plus: the sides (user, poi) of CtrInputs.text_rows
 
     def __post_init__(self) -> None:  # a layout read back from JSON holds lists
         object.__setattr__(self, "request_item", tuple(tuple(r) for r in self.request_item))
@@ -55,10 +57,17 @@ class CtrInputs:
     numeric: torch.Tensor  # (B, N) float32
     scene_rows: torch.Tensor | None = None  # (B, n) int64 row of each scene value in the scene table
     texts: list[str] | None = None  # P5-style prompts, one per sample
+    text_rows: torch.Tensor | None = None  # (B, sides) larr_plus: the user's / POI's row in the text table
 
     def to(self, device: torch.device | str) -> CtrInputs:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return CtrInputs(move(self.categorical), move(self.numeric), move(self.scene_rows), self.texts)
+        return CtrInputs(
+            move(self.categorical),
+            move(self.numeric),
+            move(self.scene_rows),
+            self.texts,
+            move(self.text_rows),
+        )
 
     def __len__(self) -> int:
         return int(self.categorical.shape[0])

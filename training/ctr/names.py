@@ -10,8 +10,10 @@ from core.tracking import VARIANTS
 
 # -- models (`larr train ctr --model`) ---------------------------------------------------------------
 LR, WIDE_DEEP, DEEPFM, PLE, LARR, P5 = "lr", "wide_deep", "deepfm", "ple", "larr", "p5"
+LARR_PLUS = "larr_plus"  # beyond the paper: LARR plus the frozen user and POI text vectors
 # LR first: the plain logistic regression every deep model must beat
-ID_MODELS = (LR, WIDE_DEEP, DEEPFM, PLE, LARR)  # built by training.ctr.models.build_model
+ID_MODELS = (LR, WIDE_DEEP, DEEPFM, PLE, LARR, LARR_PLUS)  # built by training.ctr.models.build_model
+SCENE_MODELS = (LARR, LARR_PLUS)  # read the scene vectors of `larr embed scenes`
 CTR_MODELS = (*ID_MODELS, P5)  # P5 is an LLM scoring a prompt (training/ctr/models/p5.py)
 
 # -- ablations of LARR (`--ablation`): the encoder's variants, and no alignment loss ----------------

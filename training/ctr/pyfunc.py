@@ -17,7 +17,7 @@ re-calibrates for the negative sampling of the training data (`metrics.recalibra
 frozen table of vectors.
 
 Artifact `ctr` (a folder): `model.pt` (state dict), `model.json` (model name, network and
-encoding configs, feature layout, r) and, for LARR, `scene_vectors.npz` (the export it trained on).
+encoding configs, feature layout, r) and, for LARR, `scene_vectors.npz` (the export it trained on; LARR+ also `text_vectors.npz`).
 The training code travels with the model (`code_paths`).
 """
 
@@ -38,6 +38,7 @@ MODEL_NAME = "model"
 SETTINGS_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
 SCENE_FILE = "scene_vectors.npz"
+TEXT_FILE = "text_vectors.npz"  # larr_plus: the text export it trained on
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("core", "training", "features", "etl")
 
@@ -51,8 +52,7 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         self.load_folder(context.artifacts[ARTIFACT])
 
     def load_folder(self, folder) -> None:
-        from features.embeddings.vectors import load_scene_vectors
-        from training.ctr.encoding import SceneTable
+        from training.ctr.encoding import FrozenTables
         from training.ctr.inputs import FeatureLayout, ModelConfig
         from training.ctr.models import build_model
 
@@ -60,13 +60,13 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         self.settings = json.loads((folder / SETTINGS_FILE).read_text())
         self.layout = FeatureLayout(**_tuple_fields(self.settings["layout"]))
         network = ModelConfig(**_tuple_fields(self.settings["network"]))
-        self.scene = (
-            SceneTable(load_scene_vectors(folder / SCENE_FILE), self.layout.scene_features)
-            if self.layout.scene_features
-            else None
+        self.tables = FrozenTables.load(
+            folder / SCENE_FILE if self.layout.scene_features else None,
+            folder / TEXT_FILE if self.layout.text_sides else None,
+            self.layout.scene_features,
         )
-        table = None if self.scene is None else self.scene.matrix
-        self.model = build_model(self.settings["model"], self.layout, network, table)
+        self.scene = self.tables.scene
+        self.model = build_model(self.settings["model"], self.layout, network, *self.tables.model_inputs())
         self.model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         self.model.eval()
         self.neg_rate = float(self.settings["neg_rate"])
@@ -79,7 +79,9 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
 
         frame = with_request_item(pd.DataFrame(model_input), self.layout, source="scoring request")
         frame = with_hashed_ids(frame, self.layout, source="scoring request")
-        inputs, _ = encode(frame, self.layout, self.scene, source="scoring request")
+        inputs, _ = encode(
+            frame, self.layout, self.scene, source="scoring request", text_table=self.tables.text
+        )
         out = self.model(inputs)
         p_ctr = torch.sigmoid(out.ctr_logit.float()).numpy().astype(np.float64)
         p_ctcvr = torch.sigmoid(out.ctcvr_logit.float()).numpy().astype(np.float64)
@@ -114,6 +116,8 @@ def save_folder(cfg, data, model: torch.nn.Module, layout, folder) -> Path:
     (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
     if data.scene_vectors:
         (folder / SCENE_FILE).write_bytes(Path(data.scene_vectors).read_bytes())
+    if data.text_vectors:
+        (folder / TEXT_FILE).write_bytes(Path(data.text_vectors).read_bytes())
     return folder
 
 

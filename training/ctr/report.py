@@ -28,6 +28,7 @@ from training.ctr.names import (
     ABLATION_TAG,
     DEEPFM,
     LARR,
+    LARR_PLUS,
     LR,
     MODEL_TAG,
     NEG_RATIO_SWEEP,
@@ -50,6 +51,7 @@ MODELS = (
     (P5, "P5-style"),
     (PLE, "PLE"),
     (LARR, "LARR"),
+    (LARR_PLUS, "LARR+ (text vectors, beyond the paper)"),
 )
 # (key, label, model, ablation) of Table 3
 ABLATIONS = (

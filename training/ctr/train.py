@@ -76,7 +76,7 @@ from training.common.trainer import (
     run_ranks,
 )
 from training.ctr import names
-from training.ctr.encoding import EncodingConfig, SceneTable, build_layout, encode, training_columns
+from training.ctr.encoding import EncodingConfig, FrozenTables, build_layout, encode, training_columns
 from training.ctr.inputs import ModelConfig
 
 TABLE = "samples.ctr"
@@ -108,7 +108,7 @@ class P5Config:
 
 @dataclass(frozen=True)
 class CtrConfig:
-    model: str = names.PLE  # lr | wide_deep | deepfm | ple | larr | p5
+    model: str = names.PLE  # lr | wide_deep | deepfm | ple | larr | larr_plus | p5
     table: str = TABLE  # the CTR samples (features/samples.py)
     ablation: str = FULL_METHOD  # LARR only: none | no_cpt | no_ft | no_al
     seeds: tuple[int, ...] = (1, 2, 3)
@@ -123,6 +123,7 @@ class CtrConfig:
     sample_weight: str = "log"  # with a declared events.weight: log (1 + ln w) | count (w) | none
     encoder: str = ""  # LARR: "" = latest:contrastive (or latest:contrastive/<ablation>)
     scene_vectors: str = ""  # LARR: an explicit export .npz (overrides `encoder`)
+    text_vectors: str = ""  # larr_plus: an explicit text export .npz ("" = the scene export's encoder's)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     network: ModelConfig = field(default_factory=ModelConfig)
     p5: P5Config = field(default_factory=P5Config)
@@ -238,13 +239,15 @@ class CtrData:
     scene_features: tuple[str, ...] = ()  # the dataset schema's scene features
     weighted: bool = False  # the samples carry a `weight` the loss uses
     validation: DeltaSnapshot | None = None  # the validation split (None: samples.ctr has none)
+    text_vectors: str | None = None  # the text export .npz (larr_plus)
 
     @property
     def snapshots(self) -> list[DeltaSnapshot]:
         return [self.train, self.test] + ([self.validation] if self.validation is not None else [])
 
     def key(self) -> str:
-        return f"{self.train.table}@{self.train.version}:{self.scene_vectors or ''}"
+        texts = f":{self.text_vectors}" if self.text_vectors else ""
+        return f"{self.train.table}@{self.train.version}:{self.scene_vectors or ''}{texts}"
 
 
 # -- driver side --------------------------------------------------------------------------------
@@ -259,6 +262,26 @@ def find_scene_export(catalog, encoder_uri: str) -> str:
         raise CtrError(
             f"no scene vectors of encoder {encoder_uri} in {folder}: run "
             f"`larr embed scenes --set encoder={encoder_uri}` first"
+        )
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def resolve_text_vectors(catalog, cfg: CtrConfig, encoder_uri: str) -> str:
+    """larr_plus's text export: `text_vectors`, else the newest `larr embed texts` export of the
+    encoder whose scene vectors it reads (one encoder: the frozen cosine compares like with like)."""
+    from features.embeddings.export import TEXT_EXPORT_DIR
+    from features.embeddings.vectors import load_scene_meta
+
+    if cfg.text_vectors:
+        if not Path(cfg.text_vectors).is_file():
+            raise CtrError(f"text_vectors {cfg.text_vectors} does not exist")
+        return cfg.text_vectors
+    folder = Path(catalog.root) / TEXT_EXPORT_DIR
+    found = [p for p in folder.glob("*.npz") if load_scene_meta(p).get("encoder_uri") == encoder_uri]
+    if not found:
+        raise CtrError(
+            f"no text vectors of encoder {encoder_uri} in {folder}: run "
+            f"`larr embed texts --set encoder={encoder_uri} --set sides=[poi,user]` first"
         )
     return str(max(found, key=lambda p: p.stat().st_mtime))
 
@@ -331,13 +354,15 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
         catalog.read(spark, cfg.table, version=train.version).where("split = 'train'").agg(sf.avg("neg_rate"))
     )
     scene_vectors, encoder_uri = (
-        resolve_scene_vectors(catalog, cfg) if cfg.model == names.LARR else (None, None)
+        resolve_scene_vectors(catalog, cfg) if cfg.model in names.SCENE_MODELS else (None, None)
     )
+    text_vectors = resolve_text_vectors(catalog, cfg, encoder_uri) if cfg.model == names.LARR_PLUS else None
     bayes = bayes_aucs(spark, catalog, cfg.table, test.version)
     log(
         f"train ctr: {cfg.table} version {train.version}: {train.num_rows} train rows, "
         f"{validation.num_rows} validation rows, {test.num_rows} test rows"
         + (f"; scene vectors {scene_vectors}" if scene_vectors else "")
+        + (f"; text vectors {text_vectors}" if text_vectors else "")
         + (
             f"; loss weighted by events.weight {schema.events.weight} ({cfg.sample_weight})"
             if weighted
@@ -355,34 +380,40 @@ def prepare(spark, catalog, cfg: CtrConfig, log=print) -> CtrData:
         scene_features,
         weighted,
         validation if validation.num_rows else None,
+        text_vectors,
     )
 
 
 # -- model --------------------------------------------------------------------------------------
 def build(cfg: CtrConfig, data: CtrData):
-    """(model, layout, scene table) for `cfg.model`."""
-    from features.embeddings.vectors import load_scene_vectors
+    """(model, layout, its frozen tables) for `cfg.model`."""
     from training.ctr.models import build_model
 
     if cfg.is_p5:
         from training.ctr.models.p5 import build_p5
 
         layout = build_layout(cfg.encoding, data.fields, data.scene_features, with_scene=False)
-        return build_p5(cfg.p5.source, cfg.p5.max_length, cfg.p5.train_layers, torch.float32), layout, None
-    vectors = load_scene_vectors(data.scene_vectors) if data.scene_vectors else None
-    scene = SceneTable(vectors, data.scene_features) if vectors is not None else None
-    layout = build_layout(cfg.encoding, data.fields, data.scene_features, with_scene=scene is not None)
-    model = build_model(cfg.model, layout, cfg.network_config(), None if scene is None else scene.matrix)
-    return model, layout, scene
+        model = build_p5(cfg.p5.source, cfg.p5.max_length, cfg.p5.train_layers, torch.float32)
+        return model, layout, FrozenTables()
+    tables = FrozenTables.load(data.scene_vectors, data.text_vectors, data.scene_features)
+    layout = build_layout(
+        cfg.encoding,
+        data.fields,
+        data.scene_features,
+        with_scene=tables.scene is not None,
+        text_sides=() if tables.text is None else tables.text.features,
+    )
+    model = build_model(cfg.model, layout, cfg.network_config(), *tables.model_inputs())
+    return model, layout, tables
 
 
-def batch_inputs(batch: dict, layout, scene, is_p5: bool, device):
+def batch_inputs(batch: dict, layout, tables: FrozenTables, is_p5: bool, device):
     texts = None
     if is_p5:
         from training.ctr.prompts import build_prompts
 
         texts = build_prompts(batch, layout)
-    inputs, unknown = encode(batch, layout, scene, texts)
+    inputs, unknown = encode(batch, layout, tables.scene, texts, text_table=tables.text)
     return inputs.to(device), unknown
 
 
@@ -433,14 +464,14 @@ def rank_slice(batch: dict, rank: int, world_size: int) -> dict:
 
 
 def batch_loss(
-    module, batch: dict, layout, scene, cfg: CtrConfig, device, rank: int = 0, world_size: int = 1
+    module, batch: dict, layout, tables, cfg: CtrConfig, device, rank: int = 0, world_size: int = 1
 ) -> tuple[torch.Tensor, np.ndarray]:
     """The training loss of one batch of sample columns, and its unknown scene values per feature.
 
     With `world_size` > 1 `batch` is the global batch and the loss is that of this rank's slice,
     scaled so that its mean over the ranks is the global batch's loss."""
     local = rank_slice(batch, rank, world_size)
-    inputs, unknown = batch_inputs(local, layout, scene, cfg.is_p5, device)
+    inputs, unknown = batch_inputs(local, layout, tables, cfg.is_p5, device)
     click = torch.as_tensor(local["click"], dtype=torch.float32, device=device)
     ctcvr = torch.as_tensor(local["ctcvr"], dtype=torch.float32, device=device)
     with autocast(device):
@@ -467,7 +498,7 @@ PREDICTED = ("user_id", "click", "ctcvr", "neg_rate", "p_ctr", "p_ctcvr")
 
 @torch.no_grad()
 def predict_split(
-    model, cfg: CtrConfig, split: DeltaSnapshot, layout, scene, device
+    model, cfg: CtrConfig, split: DeltaSnapshot, layout, tables, device
 ) -> dict[str, np.ndarray] | None:
     """Sampled-space probabilities for an evaluation split (or its hashed subsample) and the labels.
 
@@ -487,7 +518,7 @@ def predict_split(
             (
                 index,
                 _predict_batch(
-                    model, cfg, batch, split.num_rows, eval_rows, batch_size, layout, scene, device
+                    model, cfg, batch, split.num_rows, eval_rows, batch_size, layout, tables, device
                 ),
             )
         )
@@ -510,7 +541,7 @@ def _predict_batch(
     eval_rows: int,
     batch_size: int,
     layout,
-    scene,
+    tables,
     device,
 ) -> dict[str, np.ndarray]:
     """One evaluation batch's kept rows (hashed subsample) with their predicted probabilities."""
@@ -520,7 +551,7 @@ def _predict_batch(
     parts |= {"p_ctr": [np.zeros(0, np.float32)], "p_ctcvr": [np.zeros(0, np.float32)]}
     for start in range(0, len(batch["click"]), batch_size):
         part = {k: v[start : start + batch_size] for k, v in batch.items()}
-        inputs, _ = batch_inputs(part, layout, scene, cfg.is_p5, device)
+        inputs, _ = batch_inputs(part, layout, tables, cfg.is_p5, device)
         with autocast(device):
             out = model(inputs)
         parts["p_ctr"].append(torch.sigmoid(out.ctr_logit.float()).cpu().numpy())
@@ -552,7 +583,7 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
             f"batch_size {batch_size} must divide by the {info.world_size} ranks (the global batch is split evenly)"
         )
     seed_everything(seed)  # the same init on every rank (and DDP broadcasts rank 0's weights)
-    model, layout, scene = build(cfg, data)
+    model, layout, tables = build(cfg, data)
     model.to(device)
     if cfg.is_p5:
         max_steps, lr = cfg.p5.max_steps, cfg.p5.learning_rate
@@ -570,12 +601,12 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
 
     def loss_fn(module, batch) -> StepOutput:
         nonlocal unknown_total
-        loss, unknown = batch_loss(module, batch, layout, scene, cfg, device, info.rank, info.world_size)
+        loss, unknown = batch_loss(module, batch, layout, tables, cfg, device, info.rank, info.world_size)
         unknown_total = unknown_total + unknown
         return StepOutput(loss, len(batch["click"]) // info.world_size)
 
     settings = loop_settings(cfg, checkpoint_dir, max_steps)
-    validation, evaluated = early_stopping(cfg, data, layout, scene, device)
+    validation, evaluated = early_stopping(cfg, data, layout, tables, device)
     result = train_loop(
         engine,
         loader.epoch,
@@ -592,12 +623,12 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
     if data.validation is not None:
         scored, on_validation = _scored_at_best(result, evaluated) if validation else (False, None)
         if not scored:  # a run without early stopping, or resumed past its best step
-            predicted = predict_split(model, cfg, data.validation, layout, scene, device)
+            predicted = predict_split(model, cfg, data.validation, layout, tables, device)
             on_validation = None if predicted is None else _evaluate(predicted)
         if on_validation is not None:
             validated = {f"{VALIDATION_PREFIX}{k}": v for k, v in on_validation.items()}
     if cfg.evaluate_test:
-        predictions = predict_split(model, cfg, data.test, layout, scene, device)
+        predictions = predict_split(model, cfg, data.test, layout, tables, device)
     else:  # a tuning trial: the test split stays unread
         predictions = {} if info.is_primary else None
     if predictions is None:  # not rank 0: rank 0 evaluates the gathered predictions
@@ -619,7 +650,7 @@ def train_seed(cfg: CtrConfig, data: CtrData, seed: int, checkpoint_dir: str, lo
 
 
 def early_stopping(
-    cfg: CtrConfig, data: CtrData, layout, scene, device
+    cfg: CtrConfig, data: CtrData, layout, tables, device
 ) -> tuple[Validation | None, list[dict | None]]:
     """Validation CTR AUC every `validate_every` steps (0: once per epoch), stopping after
     `patience` scores without improvement (None without a validation split, and for P5); and the
@@ -629,7 +660,7 @@ def early_stopping(
         return None, evaluated
 
     def score(model) -> float | None:
-        predicted = predict_split(model, cfg, data.validation, layout, scene, device)
+        predicted = predict_split(model, cfg, data.validation, layout, tables, device)
         evaluated.append(None if predicted is None else _evaluate(predicted))
         return None if evaluated[-1] is None else evaluated[-1]["ctr_auc"]
 
@@ -691,6 +722,7 @@ def _seed_run(cfg: CtrConfig, data: CtrData, seed: int):
         f"input_versions.{cfg.table}": data.train.version,
         "neg_rate": data.neg_rate,
         "scene_vectors": data.scene_vectors or "",
+        "text_vectors": data.text_vectors or "",
     }
     log_params(params)
     return run
@@ -771,6 +803,7 @@ def train_seeds(cfg: CtrConfig, data: CtrData, folders: dict[int, str], log=prin
         "neg_rate": data.neg_rate,
         "encoder_uri": data.encoder_uri,
         "scene_vectors": data.scene_vectors,
+        "text_vectors": data.text_vectors,
         "seed_runs": run_ids,
         "per_seed": per_seed,
         "world_size": info.world_size,

@@ -69,7 +69,7 @@ class SearchSpace:
             "width_factor": float(shared.choice(self.width_factor)),
             "dropout": float(shared.choice(self.dropout)),
         }
-        if model == names.LARR:
+        if model in names.SCENE_MODELS:  # the alignment's own settings
             own = np.random.default_rng([search_seed, trial, 1])
             settings["align_weight"] = _log_uniform(own, self.align_weight)
             settings["align_temperature"] = float(own.choice(self.align_temperature))

@@ -282,7 +282,9 @@ def test_the_ctr_trainer_accepts_exactly_the_named_models_and_ablations():
         assert CtrConfig(model=model).model == model
     for ablation in names.CTR_ABLATIONS:
         assert CtrConfig(model=names.LARR, ablation=ablation).ablation == ablation
-    with pytest.raises(ValueError, match="model must be one of lr, wide_deep, deepfm, ple, larr, p5"):
+    with pytest.raises(
+        ValueError, match="model must be one of lr, wide_deep, deepfm, ple, larr, larr_plus, p5"
+    ):
         CtrConfig(model="dcn")
     with pytest.raises(ValueError, match="ablation must be one of none, no_cpt, no_ft, no_al"):
         CtrConfig(model=names.LARR, ablation="no_x")

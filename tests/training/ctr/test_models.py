@@ -1,4 +1,5 @@
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from training.ctr.inputs import CtrInputs, FeatureLayout, ModelConfig
 from training.ctr.layers import CGCLayer, FMInteraction, LinearTerms, mix_experts
 from training.ctr.models import build_model
 from training.ctr.models.larr import SceneAggregator, distinct_rows, table_weighted_values, weighted_values
-from training.ctr.names import ID_MODELS
+from training.ctr.names import ID_MODELS, SCENE_MODELS
 
 BATCH, FIELDS, BUCKETS, NUMERIC, SCENE_FEATURES, TABLE_ROWS, SCENE_DIM = 8, 5, 50, 3, 10, 40, 16
 LAYOUT = FeatureLayout(
@@ -20,6 +21,8 @@ LAYOUT = FeatureLayout(
     poi_field=1,
     scene_features=tuple(f"scene_{k}" for k in range(SCENE_FEATURES)),
 )
+TEXT_SIDES, USER_TEXTS, POI_TEXTS = ("user", "poi"), 12, 7  # rows of each side (its unknown row included)
+PLUS_LAYOUT = replace(LAYOUT, text_sides=TEXT_SIDES)
 SMALL = dict(
     embedding_dim=8,
     hidden=(32, 16),
@@ -53,15 +56,29 @@ def batch(seed: int = 0) -> tuple[CtrInputs, torch.Tensor, torch.Tensor]:
         categorical=torch.randint(BUCKETS, (BATCH, FIELDS), generator=g),
         numeric=torch.randn(BATCH, NUMERIC, generator=g),
         scene_rows=torch.randint(TABLE_ROWS, (BATCH, SCENE_FEATURES), generator=g),
+        text_rows=torch.stack(  # each side's rows of the stacked text table (larr_plus)
+            [
+                torch.randint(USER_TEXTS, (BATCH,), generator=g),
+                USER_TEXTS + torch.randint(POI_TEXTS, (BATCH,), generator=g),
+            ],
+            dim=1,
+        ),
     )
     click = torch.tensor([1, 0, 1, 0, 1, 1, 0, 0], dtype=torch.float32)
     ctcvr = torch.tensor([1, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float32)
     return inputs, click, ctcvr
 
 
+def text_table(width: int = SCENE_DIM, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(USER_TEXTS + POI_TEXTS, width)).astype(np.float32)
+
+
 def model(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(name, LAYOUT, config(**overrides), scene_table() if name == "larr" else None)
+    if name == "larr_plus":
+        texts = (text_table(), (USER_TEXTS, POI_TEXTS))
+        return build_model(name, PLUS_LAYOUT, config(**overrides), scene_table(), texts)
+    return build_model(name, LAYOUT, config(**overrides), scene_table() if name in SCENE_MODELS else None)
 
 
 def objective(out, click, ctcvr) -> torch.Tensor:
@@ -77,7 +94,7 @@ def test_forward_gives_finite_logits_for_both_tasks(name):
     for logit in (out.ctr_logit, out.ctcvr_logit):
         assert logit.shape == (BATCH,) and torch.isfinite(logit).all()
     assert not torch.allclose(out.ctr_logit, out.ctcvr_logit)  # two heads, not one logit twice
-    if name == "larr":
+    if name in SCENE_MODELS:
         assert out.align_loss.ndim == 0 and torch.isfinite(out.align_loss)
     else:
         assert out.align_loss is None
@@ -102,7 +119,7 @@ def test_adamw_changes_every_trainable_parameter_and_fits_the_batch(name):
             unchanged = [k for k, p in net.named_parameters() if torch.equal(p, before[k])]
             assert unchanged == [], f"{name}: one step left {unchanged} unchanged"
     assert losses[-1] < losses[0] - 0.1, losses
-    for key, value in net.named_buffers():  # LARR's frozen scene table
+    for key, value in net.named_buffers():  # LARR's frozen scene table (and LARR+'s text table)
         assert torch.equal(value, buffers[key]), key
 
 
@@ -430,3 +447,116 @@ def test_larr_aggregates_each_distinct_scene_once_with_the_same_result():
     assert calls == [len(torch.unique(rows, dim=0))] and calls[0] < len(rows)
     torch.testing.assert_close(out.ctr_logit, per_row[:, 0])
     torch.testing.assert_close(out.ctcvr_logit, per_row[:, 1])
+
+
+# -- LARR+ (training/ctr/models/larr_plus.py) ------------------------------------------------------
+def _plus_reference(net, inputs: CtrInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(PLE input, t, the match columns) of LARR+ computed the plain way, from its definition."""
+    d = SMALL["embedding_dim"]
+    dense, fields = net.inputs(inputs)
+    user_text = torch.from_numpy(text_table())[inputs.text_rows[:, 0]]
+    poi_text = torch.from_numpy(text_table())[inputs.text_rows[:, 1]]
+    user = fields[:, 0] + net.text_to_target["user"](user_text)
+    poi = fields[:, 1] + net.text_to_target["poi"](poi_text)
+    target = torch.cat([user, poi], dim=1)
+    scenes = torch.from_numpy(scene_table())[inputs.scene_rows]  # (B, n, w)
+    bilinear = torch.einsum("bnd,bd->bn", net.scene_match(scenes), net.poi_match(poi_text)) / d**0.5
+    cosine = F.cosine_similarity(scenes, poi_text[:, None], dim=-1)
+    user_poi = (net.user_match(user_text) * net.poi_match(poi_text)).sum(-1, keepdim=True) / d**0.5
+    matches = torch.cat([bilinear, cosine, user_poi], dim=1)
+    others = [fields[:, f] for f in range(FIELDS) if f not in (0, 1)]
+    ple_input = torch.cat([net.scene(inputs.scene_rows), target, *others, inputs.numeric, matches], dim=1)
+    return ple_input, target, matches
+
+
+def test_larr_plus_reads_texts_in_t_and_as_scene_and_user_matches_with_each_shop():
+    net = model("larr_plus").eval()
+    d = SMALL["embedding_dim"]
+    assert (
+        net.network.levels[0].task_gates[0].in_features
+        == 2 * d + FIELDS * d + NUMERIC + 2 * SCENE_FEATURES + 1
+    )
+    inputs, _, _ = batch()
+    seen = []
+    hook = net.network.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    with torch.no_grad():
+        net(inputs)
+        want, _, _ = _plus_reference(net, inputs)
+    hook.remove()
+    torch.testing.assert_close(seen[0], want)
+    # another shop text changes the prediction; the text table is a frozen buffer in the state dict
+    other_shop = inputs.text_rows.clone()
+    other_shop[:, 1] = USER_TEXTS + (other_shop[:, 1] - USER_TEXTS + 1) % POI_TEXTS
+    moved = CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows, text_rows=other_shop)
+    with torch.no_grad():
+        assert not torch.allclose(net(moved).ctr_logit, net(inputs).ctr_logit)
+    assert "text_table" in net.state_dict()
+    assert all(p.data_ptr() != net.text_table.data_ptr() for p in net.parameters())
+
+
+def test_larr_plus_aligns_the_scene_with_the_text_enriched_t():
+    net = model("larr_plus")
+    inputs, _, _ = batch()
+    got = net(inputs).align_loss
+    _, target, _ = _plus_reference(net, inputs)
+    from tests.training.ctr.test_alignment import naive_symmetric_info_nce
+
+    want = naive_symmetric_info_nce(net.scene(inputs.scene_rows), target, 0.1)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_larr_plus_sampled_negatives_take_texts_from_each_sides_own_rows():
+    net = model("larr_plus", align_negatives_ratio=3)
+    seen = {"user": [], "poi": []}
+    for side in seen:
+        net.text_to_target[side].register_forward_pre_hook(
+            lambda _m, args, side=side: seen[side].append(args[0])
+        )
+    torch.manual_seed(5)
+    negatives = net.sampled_targets(BATCH)
+    assert negatives.shape == (3 * BATCH, 2 * SMALL["embedding_dim"])
+    table = torch.from_numpy(text_table())
+    user_rows = [(row == table).all(1).nonzero().item() for row in seen["user"][0]]
+    poi_rows = [(row == table).all(1).nonzero().item() for row in seen["poi"][0]]
+    assert all(r < USER_TEXTS for r in user_rows) and all(r >= USER_TEXTS for r in poi_rows)
+
+
+def test_larr_plus_without_user_texts_or_with_another_encoders_width():
+    torch.manual_seed(0)
+    d = SMALL["embedding_dim"]
+    poi_only = replace(LAYOUT, text_sides=("poi",))
+    net = build_model(
+        "larr_plus", poi_only, config(), scene_table(), (text_table()[:POI_TEXTS], (POI_TEXTS,))
+    )
+    assert net.user_match is None and set(net.text_to_target) == {"poi"}
+    assert (
+        net.network.levels[0].task_gates[0].in_features == 2 * d + FIELDS * d + NUMERIC + 2 * SCENE_FEATURES
+    )
+    inputs, _, _ = batch()
+    inputs.text_rows = inputs.text_rows[:, 1:] - USER_TEXTS
+    assert torch.isfinite(net(inputs).ctr_logit).all()
+    # texts of a wider encoder: no frozen cosine (the spaces differ), the learned matches remain
+    wide = build_model(
+        "larr_plus", PLUS_LAYOUT, config(), scene_table(), (text_table(24), (USER_TEXTS, POI_TEXTS))
+    )
+    assert not wide.same_space
+    assert (
+        wide.network.levels[0].task_gates[0].in_features == 2 * d + FIELDS * d + NUMERIC + SCENE_FEATURES + 1
+    )
+    assert torch.isfinite(wide(batch()[0]).ctr_logit).all()
+
+
+def test_larr_plus_bad_requests_are_named():
+    texts = (text_table(), (USER_TEXTS, POI_TEXTS))
+    with pytest.raises(ValueError, match="needs a scene_table and a text_table"):
+        build_model("larr_plus", PLUS_LAYOUT, config(), scene_table())
+    with pytest.raises(ValueError, match="the POI side of the text vectors"):
+        build_model("larr_plus", replace(LAYOUT, text_sides=("user",)), config(), scene_table(), texts)
+    with pytest.raises(ValueError, match=r"side_rows \[12, 6\]"):
+        build_model("larr_plus", PLUS_LAYOUT, config(), scene_table(), (text_table(), (USER_TEXTS, 6)))
+    net = model("larr_plus")
+    inputs, _, _ = batch()
+    with pytest.raises(ValueError, match=r"text_rows of shape \(8, 2\), got None"):
+        net(CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows))
+    with pytest.raises(ValueError, match="text_rows must be rows of the text table"):
+        net(CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows, text_rows=inputs.text_rows + 50))

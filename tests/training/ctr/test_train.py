@@ -17,7 +17,7 @@ from training.common.guard import NonFiniteLossError
 from training.ctr import train
 from training.ctr.encoding import FeatureError
 from training.ctr.inputs import ModelConfig
-from training.ctr.names import ID_MODELS
+from training.ctr.names import ID_MODELS, SCENE_MODELS
 from training.ctr.train import CtrConfig, CtrError
 
 QUIET = lambda _: None  # noqa: E731
@@ -41,7 +41,7 @@ def _cfg(tmp_path, **kwargs) -> CtrConfig:
 @pytest.mark.parametrize("model", ID_MODELS)
 def test_every_model_trains_and_is_evaluated_against_the_bayes_optimum(spark, ctr_world, tmp_path, model):
     catalog, export = ctr_world
-    cfg = _cfg(tmp_path, model=model, scene_vectors=export if model == "larr" else "")
+    cfg = _cfg(tmp_path, model=model, scene_vectors=export if model in SCENE_MODELS else "")
     summary = train.run(spark, catalog, cfg, log=QUIET)
     for key in ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr"):
         assert math.isfinite(summary[key]), key
@@ -52,7 +52,9 @@ def test_every_model_trains_and_is_evaluated_against_the_bayes_optimum(spark, ct
     # the day before the test day is the validation split, evaluated with the same metrics
     assert summary["validation_rows"] > 0 and 0.3 < summary["val_ctr_auc"] < 1.0
     assert math.isfinite(summary["per_seed"][0]["val_logloss"])
-    assert (summary["scene_vectors"] is not None) == (model == "larr")
+    assert (summary["scene_vectors"] is not None) == (model in SCENE_MODELS)
+    if model == "larr_plus":  # the text export of the scene export's encoder, found in the lakehouse
+        assert summary["text_vectors"].endswith("_exports/text_vectors/enc-test.npz")
 
 
 def test_a_rerun_resumes_from_the_checkpoint_and_gives_the_same_figures(spark, ctr_world, tmp_path):
@@ -259,6 +261,47 @@ def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown
     np.testing.assert_allclose(derived, rows[["distance_km", "open_now"]], rtol=0, atol=1e-9)
     assert rows["open_now"].nunique() == 2 and rows["distance_km"].nunique() > 50
     np.testing.assert_allclose(scorer.predict(from_inputs)["p_ctr"], scored["p_ctr"], rtol=1e-6)
+
+
+def test_larr_plus_scores_raw_rows_like_the_trainer_and_a_missing_text_export_is_one_line(
+    spark, ctr_world, tmp_path
+):
+    from features.embeddings.vectors import load_scene_vectors, save_scene_vectors
+    from training.ctr.encoding import FrozenTables, encode, raw_columns
+    from training.ctr.metrics import recalibrate_ctr
+    from training.ctr.pyfunc import save_scoring_model
+
+    catalog, export = ctr_world
+    cfg = _cfg(tmp_path, model="larr_plus", scene_vectors=export, max_steps=2)
+    data = train.prepare(spark, catalog, cfg, log=QUIET)
+    trained = train.train_seed(cfg, data, 1, str(tmp_path / "ckpt"), log=QUIET)
+    model, layout = trained.model, trained.preprocessor
+    assert layout.text_sides == ("user", "poi")
+    scorer = mlflow.pyfunc.load_model(str(save_scoring_model(cfg, data, model, layout, tmp_path / "scoring")))
+    rows = (
+        catalog.read(spark, "samples.ctr").where("split = 'test'").orderBy("sample_id").limit(60).toPandas()
+    )
+    scored = scorer.predict(rows[list(raw_columns(layout))])
+
+    tables = FrozenTables.load(export, data.text_vectors, layout.scene_features)
+    inputs, _ = encode(rows, layout, tables.scene, text_table=tables.text)
+    users_unknown = inputs.text_rows[:, 0].numpy() == tables.text.unknown_rows[0]
+    assert 0 < users_unknown.sum() < len(rows)  # half the users have no text vector: their side's mean
+    model.eval()
+    p = torch.sigmoid(model(inputs).ctr_logit.detach().double()).numpy()
+    np.testing.assert_allclose(scored["p_ctr"], recalibrate_ctr(p, data.neg_rate), rtol=1e-5)
+
+    # scene vectors of an encoder without text vectors: one line naming it and the command to run
+    other = tmp_path / "other.npz"
+    save_scene_vectors(
+        str(other),
+        {f: (v.ids, v.matrix[:-1]) for f, v in load_scene_vectors(export).items()},
+        {"encoder_uri": "other-encoder", "encoder_version": "enc-other"},
+    )
+    with pytest.raises(CtrError, match=r"no text vectors of encoder other-encoder in .*`larr embed texts"):
+        train.prepare(spark, catalog, replace(cfg, scene_vectors=str(other)), log=QUIET)
+    with pytest.raises(CtrError, match="text_vectors .*missing.npz does not exist"):
+        train.prepare(spark, catalog, replace(cfg, text_vectors=str(tmp_path / "missing.npz")), log=QUIET)
 
 
 def test_the_p5_baseline_trains_on_prompts_and_is_evaluated_on_a_hashed_subsample(spark, ctr_world, tmp_path):

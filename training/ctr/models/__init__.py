@@ -13,6 +13,7 @@ from training.ctr import names
 from training.ctr.inputs import FeatureLayout, ModelConfig
 from training.ctr.models.deepfm import DeepFM
 from training.ctr.models.larr import LARR
+from training.ctr.models.larr_plus import LARRPlus
 from training.ctr.models.lr import LogisticRegression
 from training.ctr.models.ple import PLE
 from training.ctr.models.wide_deep import WideDeep
@@ -26,9 +27,14 @@ MODEL_REVISIONS = {names.LARR: 2}
 
 
 def build_model(
-    name: str, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray | None = None
+    name: str,
+    layout: FeatureLayout,
+    cfg: ModelConfig,
+    scene_table: np.ndarray | None = None,
+    text_table: tuple[np.ndarray, tuple[int, ...]] | None = None,
 ) -> nn.Module:
-    """A fresh model `name` for `layout`; LARR also needs the frozen (rows, dim) scene table."""
+    """A fresh model `name` for `layout`; LARR also needs the frozen (rows, dim) scene table, LARR+
+    also the frozen text table and its rows per side (`layout.text_sides`)."""
     if name == names.LR:
         return LogisticRegression(layout)  # cfg has nothing for it: no embeddings, no hidden layer
     if name == names.WIDE_DEEP:
@@ -41,4 +47,8 @@ def build_model(
         if scene_table is None:
             raise ValueError("model 'larr' needs a scene_table (the exported scene vectors), got None")
         return LARR(layout, cfg, scene_table)
+    if name == names.LARR_PLUS:
+        if scene_table is None or text_table is None:
+            raise ValueError("model 'larr_plus' needs a scene_table and a text_table (the exported vectors)")
+        return LARRPlus(layout, cfg, scene_table, *text_table)
     raise ValueError(f"unknown CTR model {name!r}; choose one of {', '.join(names.ID_MODELS)}")

@@ -15,6 +15,8 @@ batch, and scoring batches can be large.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -184,8 +186,21 @@ def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     return rows[first], inverse
 
 
+class SceneParts(NamedTuple):
+    """What LARR's forward computes before its PLE (`larr_plus` adds to it, training/ctr/models/larr_plus.py)."""
+
+    rows: Tensor  # (B, n) scene-table rows
+    ordered: Tensor  # (B, F*D) the field embeddings: t = the first 2D, then the other fields
+    numeric: Tensor  # (B, N)
+    distinct_scenes: Tensor  # (K, 2D) s of each distinct scene of the batch
+    inverse: Tensor  # (B,) each sample's row of distinct_scenes
+
+
 class LARR(nn.Module):
-    def __init__(self, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray) -> None:
+    def __init__(
+        self, layout: FeatureLayout, cfg: ModelConfig, scene_table: np.ndarray, extra_inputs: int = 0
+    ) -> None:
+        """`extra_inputs`: more PLE input columns a subclass appends (`LARRPlus`); 0 for the paper's LARR."""
         super().__init__()
         if not layout.scene_features:
             raise ValueError("LARR needs a layout with scene_features (the n scene features of scene_rows)")
@@ -212,9 +227,13 @@ class LARR(nn.Module):
         )
         self.scene = SceneAggregator(scene_table, self.target_dim, cfg)
         # concat(s, t, the other features): PLE's own input (every field once, numeric) plus s
-        self.network = PleNetwork(self.target_dim + self.inputs.output_dim, cfg)
+        self.network = PleNetwork(self.target_dim + self.inputs.output_dim + extra_inputs, cfg)
 
     def forward(self, inputs: CtrInputs) -> CtrOutput:
+        parts = self.scene_parts(inputs)
+        return self.predict(parts, parts.ordered[:, : self.target_dim])
+
+    def scene_parts(self, inputs: CtrInputs) -> SceneParts:
         rows = inputs.scene_rows
         if rows is None or rows.ndim != 2 or rows.shape != (len(inputs), self.num_scene_features):
             got = None if rows is None else tuple(rows.shape)
@@ -223,20 +242,29 @@ class LARR(nn.Module):
             )
         dense, fields = self.inputs(inputs)  # (B, F*D + N), (B, F, D)
         ordered = fields[:, self.field_order].flatten(1)  # (B, F*D): t, then the other fields
-        target = ordered[:, : self.target_dim]  # (B, 2D)
         numeric = dense[:, ordered.shape[1] :]  # (B, N)
         # samples of one request (and many requests) share their scene: aggregate each distinct
         # one once, and align each distinct one once (one row of the similarity matrix)
         self.scene.check_rows(rows)
         distinct, inverse = distinct_rows(rows)
-        distinct_scenes = self.scene(distinct)  # (K, 2D)
-        scene = distinct_scenes[inverse]  # (B, 2D)
+        return SceneParts(rows, ordered, numeric, self.scene(distinct), inverse)
+
+    def predict(self, parts: SceneParts, target: Tensor, extra: tuple[Tensor, ...] = ()) -> CtrOutput:
+        """PLE over concat(s, t, the other fields, numeric, `extra`), t = `target` (B, 2D), aligned with s."""
+        scene = parts.distinct_scenes[parts.inverse]  # (B, 2D)
         align_loss = None
         if self.align and self.training:
             align_loss = symmetric_info_nce(
-                distinct_scenes, target, self.temperature, self.sampled_targets(len(inputs)), inverse
+                parts.distinct_scenes,
+                target,
+                self.temperature,
+                self.sampled_targets(len(target)),
+                parts.inverse,
             )
-        return task_output(self.network(torch.cat([scene, ordered, numeric], dim=1)), align_loss)
+        others = parts.ordered[:, self.target_dim :]
+        return task_output(
+            self.network(torch.cat([scene, target, others, parts.numeric, *extra], dim=1)), align_loss
+        )
 
     def sampled_targets(self, batch: int) -> Tensor | None:
         """Extra alignment negatives: ratio * B random (user row, POI row) pairs of the embedding
