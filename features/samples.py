@@ -38,8 +38,10 @@ opening hours include the event's UTC minute, else 0.0). A null input (missing c
 unreadable hours) gives null, filled with 0.0, as the statistics' counts are zero-filled.
 
 Columns (`sample_columns(schema)`): ids, the declared fields, the request-item features and the
-hashed ids of the string ones, the point-in-time statistics (counts zero-filled, rates filled
-with the day's global rate, which is the smoothed rate of zero counts), the scene value strings
+hashed ids of the string ones, the point-in-time statistics of the user, the POI and the pair
+as of the start of the sample's day (`stats.as_of` over the stored activity rows, with the
+`prior_strength` and `lookback_days` recorded in features.global_stats; no earlier activity:
+counts 0 and the day's global rates, the smoothed rate of zero counts), the scene value strings
 and ids, labels, `neg_rate`, dt, split. Split: the log's last `events.test_days` days (by date)
 are `test`, the `validation_days` days before them `validation` (model selection and early
 stopping read it, so the test split is read once per final configuration), the earlier ones
@@ -336,16 +338,6 @@ def sample_positive_only(
     return positive_rows.unionByName(negative_rows)
 
 
-def _fill_stats(df: DataFrame) -> list[Column]:
-    """Counts: 0 without history; rates: the day's global rate (the smoothed rate of zero counts)."""
-    columns = []
-    for col in STAT_COLUMNS:
-        kind = col.rsplit("_", 1)[1]
-        fill = F.lit(0).cast("long") if kind in stats.COUNTS else F.col(f"global_{kind}")
-        columns.append(F.coalesce(F.col(col), fill).alias(col))
-    return columns
-
-
 def transform(
     impressions: DataFrame,
     users: DataFrame,
@@ -362,8 +354,10 @@ def transform(
     seed: int,
     test_day_index: int,
     validation_days: int = 0,
+    stats_config: stats.StatsConfig,
 ) -> DataFrame:
-    """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables."""
+    """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables;
+    `stats_config` = the settings the stats were computed with (`stats.recorded_config`)."""
     scene = with_scene_values(impressions, pois, schema.scene_features)
     scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema, "event")])
     if mode == "impressions":
@@ -388,15 +382,25 @@ def transform(
     joined = (
         sampled.join(user_fields, "user_id", "left")
         .join(poi_fields, "poi_id", "left")
-        .join(user_stats, ["user_id", "dt"], "left")
-        .join(poi_stats, ["poi_id", "dt"], "left")
-        .join(user_poi_stats, ["user_id", "poi_id", "dt"], "left")
-        .join(global_stats.select("dt", "global_ctr", "global_cvr"), "dt", "left")
         .crossJoin(F.broadcast(days))
     )
+    # the as-of windows run over the narrow distinct (user, poi, day)s, then one join: the wide
+    # sample rows are shuffled once, not once per stats table
+    statistics = sampled.select("user_id", "poi_id", "dt").distinct()
+    stored = {stats.USER_STATS: user_stats, stats.POI_STATS: poi_stats, stats.USER_POI_STATS: user_poi_stats}
+    for name, (keys, prefix) in stats.ENTITIES.items():
+        statistics = stats.as_of(
+            statistics,
+            stored[name],
+            keys,
+            prefix,
+            stats_config.lookback_days,
+            global_stats,
+            stats_config.prior_strength,
+        )
+    joined = joined.join(statistics, ["user_id", "poi_id", "dt"], "left")
     filled = joined.select(
-        *[c for c in joined.columns if c not in STAT_COLUMNS],
-        *_fill_stats(joined),
+        *joined.columns,
         *request_item_columns(schema),
         *[F.xxhash64(F.lit(name), F.col(name)).alias(f"{name}_id") for name in fields.hashed],
         split.alias("split"),
@@ -460,6 +464,7 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=prin
     schema = read_schema(spark, catalog, versions[SCHEMA_TABLE])
     frames = {name: catalog.read(spark, name, version=versions[name]) for name in names}
     check_split_days(frames["clean.impressions"], schema, cfg)
+    stats_config = stats.recorded_config(frames[stats.GLOBAL_STATS])
     samples = transform(
         frames["clean.impressions"],
         frames["clean.users"],
@@ -475,6 +480,7 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: SamplesConfig, log=prin
         seed=cfg.seed,
         test_day_index=cfg.test_day_index,
         validation_days=cfg.validation_days,
+        stats_config=stats_config,
     )
     output_version = catalog.write(samples, OUTPUT, partition_by=["split", "dt"])
     log(
