@@ -265,17 +265,20 @@ def encode(
     return inputs, unknown
 
 
-def with_hashed_ids(frame, layout: FeatureLayout, source: str = "request"):
-    """A scoring request (pandas, raw strings) plus the `*_id` columns Spark computes for samples."""
+def with_hashed_ids(frame, layout: FeatureLayout, source: str = "request") -> dict[str, np.ndarray]:
+    """A scoring request (pandas, raw strings) as {column: array}: its raw columns plus the `*_id`
+    columns Spark computes for samples, what `encode` reads. A dict, not a DataFrame: inserting
+    columns into a frame costs more than hashing a request's 100 rows (`larr bench ctr`)."""
     from training.ctr.hashing import spark_xxhash64
 
     needed = raw_columns(layout)
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise FeatureError(f"{source} has no column {missing[0]!r} (needs {', '.join(needed)})")
-    out = frame.copy()
+    wanted = set(needed)
+    out = {name: column.to_numpy() for name, column in frame.items() if name in wanted}
     for name in layout.hashed_fields:
-        out[f"{name}_id"] = spark_xxhash64(name, frame[name].to_numpy(dtype=object))
+        out[f"{name}_id"] = spark_xxhash64(name, out[name])
     for feature in layout.all_scene_features:
-        out[id_column(feature)] = spark_xxhash64(feature, frame[value_column(feature)].to_numpy(dtype=object))
+        out[id_column(feature)] = spark_xxhash64(feature, out[value_column(feature)])
     return out

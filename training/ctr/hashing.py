@@ -6,11 +6,14 @@ argument leaves the seed unchanged. A string is hashed as its UTF-8 bytes, an in
 4-byte word and a long column as one 8-byte word (Spark's `XXH64.hashInt` / `hashLong`, which are
 XXH64 of the little-endian bytes). Results are Spark's signed longs.
 
-Strings are hashed in pure Python once per distinct value (a request repeats its values across
-candidates), ints and longs with vectorised uint64 numpy arithmetic.
+Strings are hashed in pure Python once per distinct value and remembered per process (a request
+repeats its values across candidates, and requests repeat cities, cuisines and scene values), ints
+and longs with vectorised uint64 numpy arithmetic.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -28,6 +31,9 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
+SMALL_REQUEST = 4096  # string arrays up to this size are hashed value by value through the cache
+
+
 class HashingError(ValueError):
     pass
 
@@ -40,7 +46,9 @@ def spark_xxhash64(prefix: str | None, values, kind: str = "string") -> np.ndarr
     """
     if kind not in KINDS:
         raise HashingError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    seed = SPARK_SEED if prefix is None else xxh64_bytes(prefix.encode("utf-8"), SPARK_SEED)
+    seed = SPARK_SEED if prefix is None else _prefix_seed(prefix)
+    if kind == "string" and len(values) <= SMALL_REQUEST:
+        return _small_string_hashes(values, seed)
     codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object), dtype=object))
     if kind == "string":
         distinct = _hash_strings(uniques, seed)
@@ -101,7 +109,33 @@ def _hash_strings(uniques, seed: int) -> np.ndarray:
     bad = [type(v).__name__ for v in uniques if not isinstance(v, str)]
     if bad:
         raise HashingError(f"kind='string' needs str values (or nulls), got {bad[0]}")
-    return np.array([xxh64_bytes(v.encode("utf-8"), seed) for v in uniques], dtype=np.uint64)
+    return np.array([_string_hash(v, seed) for v in uniques], dtype=np.uint64)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prefix_seed(prefix: str) -> int:
+    return xxh64_bytes(prefix.encode("utf-8"), SPARK_SEED)
+
+
+# A scoring process sees the same cities, cuisines and scene values again and again: each string's
+# hash is computed once (pure-Python XXH64 costs ~20 us a string, a cache hit well under 1 us).
+@functools.lru_cache(maxsize=1 << 18)
+def _string_hash(value: str, seed: int) -> int:
+    return xxh64_bytes(value.encode("utf-8"), seed)
+
+
+def _small_string_hashes(values, seed: int) -> np.ndarray:
+    """`spark_xxhash64` of a request-sized array of strings: per value through the cache (no
+    factorize: at 100 values pandas' set-up costs more than the lookups)."""
+    hashes = np.empty(len(values), dtype=np.uint64)
+    for position, value in enumerate(values):  # a scoring request's rows, not a table's
+        if isinstance(value, str):
+            hashes[position] = _string_hash(value, seed)
+        elif value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            hashes[position] = seed  # null: the hash of the prefix alone, as in Spark
+        else:
+            raise HashingError(f"kind='string' needs str values (or nulls), got {type(value).__name__}")
+    return hashes.view(np.int64)
 
 
 def _integers(uniques, kind: str) -> np.ndarray:

@@ -72,15 +72,16 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         self.neg_rate = float(self.settings["neg_rate"])
         self.unknown_scene_values_seen = 0
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad per op)
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from training.ctr.encoding import encode, with_hashed_ids, with_request_item
         from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
 
-        frame = with_request_item(pd.DataFrame(model_input), self.layout, source="scoring request")
-        frame = with_hashed_ids(frame, self.layout, source="scoring request")
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        frame = with_request_item(frame, self.layout, source="scoring request")
+        columns = with_hashed_ids(frame, self.layout, source="scoring request")
         inputs, _ = encode(
-            frame, self.layout, self.scene, source="scoring request", text_table=self.tables.text
+            columns, self.layout, self.scene, source="scoring request", text_table=self.tables.text
         )
         out = self.model(inputs)
         p_ctr = torch.sigmoid(out.ctr_logit.float()).numpy().astype(np.float64)
@@ -89,14 +90,15 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         if self.scene is not None:
             unknown = (inputs.scene_rows.numpy() == self.scene.unknown_rows[None, :]).sum(axis=1)
         self.unknown_scene_values_seen += int(unknown.sum())
-        return pd.DataFrame(
+        scored = pd.DataFrame(
             {
                 "p_ctr": recalibrate_ctr(p_ctr, self.neg_rate),
                 "p_ctcvr": recalibrate_ctcvr(p_ctcvr, p_ctr, self.neg_rate),
                 "unknown_scene_values": unknown,
-            },
-            index=frame.index,
+            }
         )
+        scored.index = frame.index  # set, not passed: the constructor would align (union) indexes
+        return scored
 
 
 def save_folder(cfg, data, model: torch.nn.Module, layout, folder) -> Path:

@@ -84,7 +84,7 @@ SAMPLE_WEIGHTS = ("log", "count", "none")  # how samples.ctr's `weight` enters t
 HEADLINE = ("ctr_auc", "ctcvr_auc", "ctr_gauc", "ctcvr_gauc", "logloss", "bayes_auc_ctr")
 VALIDATION_PREFIX = "val_"  # the validation split's metrics: val_ctr_auc, ...
 # fields added after checkpoints existed: left out of the key at their default, so those keep their keys
-LATER_FIELDS = {"sample_weight": "log", "validate_every": 0, "patience": 2}
+LATER_FIELDS = {"sample_weight": "log", "validate_every": 0, "patience": 2, "text_vectors": ""}
 LATER_ENCODING_FIELDS = {"request_item": True, "extra_numeric": ()}  # the same, inside `encoding`
 VALIDATION_CURVE = "val_ctr_auc_by_step"  # early stopping's scores, one MLflow point per scored step
 

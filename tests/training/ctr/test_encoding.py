@@ -49,7 +49,7 @@ def test_raw_strings_hash_to_the_ids_spark_wrote(spark, ctr_world):
     )
     for column in [f"{f}_id" for f in layout.hashed_fields] + [f"scene_{f}_id" for f in SCENES]:
         np.testing.assert_array_equal(
-            derived[column].to_numpy(np.int64), rows[column].to_numpy(np.int64), column
+            np.asarray(derived[column], np.int64), rows[column].to_numpy(np.int64), column
         )
 
 

@@ -86,14 +86,29 @@ def test_null_gives_the_prefix_hash_and_nan_counts_as_null():
     assert hashed[0] == hashed[2] == spark_xxhash64("position", [3], kind="int")[0]
 
 
-def test_hashes_each_distinct_value_once(monkeypatch):
+@pytest.mark.parametrize("copies", [100, 1000])  # a request-sized array and one past SMALL_REQUEST
+def test_hashes_each_distinct_value_once_per_process(monkeypatch, copies):
+    hashing._string_hash.cache_clear()
+    hashing._prefix_seed.cache_clear()
     calls = []
     real = hashing.xxh64_bytes
     monkeypatch.setattr(hashing, "xxh64_bytes", lambda data, seed: calls.append(data) or real(data, seed))
-    values = np.array(["a", "b", "a", None, "b", "a"] * 100, dtype=object)
+    values = np.array(["a", "b", "a", None, "b", "a"] * copies, dtype=object)
     hashed = spark_xxhash64("f", values)
-    assert len(hashed) == 600 and hashed.dtype == np.int64
+    assert len(hashed) == 6 * copies and hashed.dtype == np.int64
     assert sorted(calls) == [b"a", b"b", b"f"]  # the prefix once, each distinct value once
+    assert (hashed[3::6] == hashed[3]).all() and (hashed[::6] == hashed[0]).all()
+    again = spark_xxhash64("f", values[::-1])  # a later request: nothing hashed again
+    assert len(calls) == 3 and (again == hashed[::-1]).all()
+
+
+def test_request_sized_and_large_arrays_hash_alike():
+    values = np.array(
+        [f"value {k % 37}" if k % 11 else None for k in range(3 * hashing.SMALL_REQUEST)], object
+    )
+    large = spark_xxhash64("f", values)  # factorize, then each distinct value
+    small = np.concatenate([spark_xxhash64("f", part) for part in np.array_split(values, 4)])  # per value
+    np.testing.assert_array_equal(large, small)
 
 
 def test_empty_input():
