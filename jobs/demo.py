@@ -129,7 +129,7 @@ PROFILES = {"demo": DEMO, "study": STUDY}
 EXPECTED = {
     "demo": "about 15 minutes on 2 cores after set-up",
     # the same steps as the full demo of 2026-11-29, which took 2,569 s (docs/benchmarks.md)
-    "study": "about 80 minutes on 2 cores (its own, larger world: the demo's tables are replaced)",
+    "study": "about 90 minutes on 2 cores (its own, larger world: the demo's tables are replaced)",
 }
 
 

@@ -251,17 +251,20 @@ class CtrData:
 
 
 # -- driver side --------------------------------------------------------------------------------
-def find_scene_export(catalog, encoder_uri: str) -> str:
-    """The newest `larr embed scenes` export whose header names `encoder_uri`."""
-    from features.embeddings.export import EXPORT_DIR
+def newest_export(catalog, encoder_uri: str, texts: bool = False) -> str:
+    """The newest `larr embed scenes` (or, `texts`, `larr embed texts`) export whose header names
+    `encoder_uri`."""
+    from features.embeddings.export import EXPORT_DIR, TEXT_EXPORT_DIR
     from features.embeddings.vectors import load_scene_meta
 
-    folder = Path(catalog.root) / EXPORT_DIR
+    folder = Path(catalog.root) / (TEXT_EXPORT_DIR if texts else EXPORT_DIR)
     found = [p for p in folder.glob("*.npz") if load_scene_meta(p).get("encoder_uri") == encoder_uri]
     if not found:
+        kind, command = ("text", "embed texts") if texts else ("scene", "embed scenes")
+        sides = " --set sides=[poi,user]" if texts else ""
         raise CtrError(
-            f"no scene vectors of encoder {encoder_uri} in {folder}: run "
-            f"`larr embed scenes --set encoder={encoder_uri}` first"
+            f"no {kind} vectors of encoder {encoder_uri} in {folder}: run "
+            f"`larr {command} --set encoder={encoder_uri}{sides}` first"
         )
     return str(max(found, key=lambda p: p.stat().st_mtime))
 
@@ -269,21 +272,11 @@ def find_scene_export(catalog, encoder_uri: str) -> str:
 def resolve_text_vectors(catalog, cfg: CtrConfig, encoder_uri: str) -> str:
     """larr_plus's text export: `text_vectors`, else the newest `larr embed texts` export of the
     encoder whose scene vectors it reads (one encoder: the frozen cosine compares like with like)."""
-    from features.embeddings.export import TEXT_EXPORT_DIR
-    from features.embeddings.vectors import load_scene_meta
-
     if cfg.text_vectors:
         if not Path(cfg.text_vectors).is_file():
             raise CtrError(f"text_vectors {cfg.text_vectors} does not exist")
         return cfg.text_vectors
-    folder = Path(catalog.root) / TEXT_EXPORT_DIR
-    found = [p for p in folder.glob("*.npz") if load_scene_meta(p).get("encoder_uri") == encoder_uri]
-    if not found:
-        raise CtrError(
-            f"no text vectors of encoder {encoder_uri} in {folder}: run "
-            f"`larr embed texts --set encoder={encoder_uri} --set sides=[poi,user]` first"
-        )
-    return str(max(found, key=lambda p: p.stat().st_mtime))
+    return newest_export(catalog, encoder_uri, texts=True)
 
 
 def resolve_scene_vectors(catalog, cfg: CtrConfig) -> tuple[str, str]:
@@ -299,7 +292,7 @@ def resolve_scene_vectors(catalog, cfg: CtrConfig) -> tuple[str, str]:
         uri = resolve_latest(cfg.default_encoder())
     except TrackingError as err:
         raise CtrError(str(err)) from None
-    return find_scene_export(catalog, uri), uri
+    return newest_export(catalog, uri), uri
 
 
 def bayes_aucs(spark, catalog, table: str, test_version: int) -> dict:

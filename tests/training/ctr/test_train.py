@@ -193,20 +193,26 @@ def test_checkpoint_keys_follow_the_config_and_the_model_revision(monkeypatch):
     assert larr.key("samples@0") != keys[0] and ple.key("samples@0") == keys[1]
 
 
+def _trained_scorer(spark, catalog, cfg: CtrConfig, tmp_path):
+    """(data, model, layout, the loaded scoring pyfunc) of one seed of `cfg` trained on the tiny world."""
+    from training.ctr.pyfunc import save_scoring_model
+
+    data = train.prepare(spark, catalog, cfg, log=QUIET)
+    trained = train.train_seed(cfg, data, 1, str(tmp_path / "ckpt"), log=QUIET)
+    model, layout = trained.model, trained.preprocessor
+    path = save_scoring_model(cfg, data, model, layout, tmp_path / "scoring")
+    return data, model, layout, mlflow.pyfunc.load_model(str(path))
+
+
 def test_the_scoring_model_reproduces_the_trainer_on_raw_rows_and_counts_unknown_scenes(
     spark, ctr_world, tmp_path
 ):
     from training.ctr.encoding import raw_columns, with_request_item
     from training.ctr.metrics import recalibrate_ctcvr, recalibrate_ctr
-    from training.ctr.pyfunc import save_scoring_model
 
     catalog, export = ctr_world
     cfg = _cfg(tmp_path, model="larr", scene_vectors=export, max_steps=3)
-    data = train.prepare(spark, catalog, cfg, log=QUIET)
-    trained = train.train_seed(cfg, data, 1, str(tmp_path / "ckpt"), log=QUIET)
-    model, layout = trained.model, trained.preprocessor
-    path = save_scoring_model(cfg, data, model, layout, tmp_path / "scoring")
-    scorer = mlflow.pyfunc.load_model(str(path))
+    data, model, layout, scorer = _trained_scorer(spark, catalog, cfg, tmp_path)
 
     rows = (
         catalog.read(spark, "samples.ctr").where("split = 'test'").orderBy("sample_id").limit(100).toPandas()
@@ -269,15 +275,11 @@ def test_larr_plus_scores_raw_rows_like_the_trainer_and_a_missing_text_export_is
     from features.embeddings.vectors import load_scene_vectors, save_scene_vectors
     from training.ctr.encoding import FrozenTables, encode, raw_columns
     from training.ctr.metrics import recalibrate_ctr
-    from training.ctr.pyfunc import save_scoring_model
 
     catalog, export = ctr_world
     cfg = _cfg(tmp_path, model="larr_plus", scene_vectors=export, max_steps=2)
-    data = train.prepare(spark, catalog, cfg, log=QUIET)
-    trained = train.train_seed(cfg, data, 1, str(tmp_path / "ckpt"), log=QUIET)
-    model, layout = trained.model, trained.preprocessor
+    data, model, layout, scorer = _trained_scorer(spark, catalog, cfg, tmp_path)
     assert layout.text_sides == ("user", "poi")
-    scorer = mlflow.pyfunc.load_model(str(save_scoring_model(cfg, data, model, layout, tmp_path / "scoring")))
     rows = (
         catalog.read(spark, "samples.ctr").where("split = 'test'").orderBy("sample_id").limit(60).toPandas()
     )
