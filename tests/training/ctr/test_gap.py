@@ -23,8 +23,14 @@ SMALL = ModelConfig(embedding_dim=4, hidden=(16,), expert_hidden=(16,), tower_hi
 def test_bad_settings_are_refused_naming_the_field():
     with pytest.raises(ValueError, match="model 'p5' is not an ID model"):
         GapConfig(compare=(names.P5,))
-    assert GapConfig().compared == (names.LR, names.WIDE_DEEP, names.DEEPFM, names.LARR)
-    assert GapConfig(model=names.LR).compared == (names.WIDE_DEEP, names.DEEPFM, names.PLE, names.LARR)
+    assert GapConfig().compared == (names.LR, names.WIDE_DEEP, names.DEEPFM, names.LARR, names.LARR_PLUS)
+    assert GapConfig(model=names.LR).compared == (
+        names.WIDE_DEEP,
+        names.DEEPFM,
+        names.PLE,
+        names.LARR,
+        names.LARR_PLUS,
+    )
     with pytest.raises(ValueError, match="oracles names a column twice"):
         GapConfig(oracles=("semantic_logit", "semantic_logit"))
     with pytest.raises(ValueError, match="extra_numeric names a column twice"):
