@@ -36,7 +36,7 @@ format: setup
 test: setup lint  # the suite as CI runs it: every marker but `extended`
 	$(BIN)/python -m pytest -m "not extended" $(PYTEST_ARGS)
 
-test-extended: setup  # the long matrices' other cases (every multi-table job killed), about 10 minutes
+test-extended: setup  # the long matrices' other cases (every multi-table job killed, a cluster worker killed), about 15 minutes
 	$(BIN)/python -m pytest -m extended $(PYTEST_ARGS)
 
 test-fast: setup lint  # the inner loop: no Spark, no cluster, no GPU (markers set in tests/conftest.py)

@@ -265,6 +265,7 @@ def test_ctr_trains_on_two_executors_like_one_process(spark, cluster, cluster_ru
     assert len(barrier) == 2, barrier
 
 
+@pytest.mark.extended  # about 2 minutes; Spark's task retry, not ours: `make test-extended`
 def test_a_worker_killed_mid_clean_is_survived_by_task_retry(spark, cluster, cluster_run, tmp_path):
     """SIGKILL one worker (and its executor) once the job's tasks run: Spark retries them on the
     other executor, the job finishes, and the tables equal the undisturbed run's."""

@@ -175,7 +175,8 @@ def test_fields_and_point_in_time_statistics_are_joined_and_zero_filled(spark, c
     assert table.count() == len(LOG)
 
 
-@pytest.mark.parametrize("mode", ["impressions", "positive_only"])
+# positive_only (the draw) runs in CI; impressions in `make test-extended`
+@pytest.mark.parametrize("mode", [pytest.param("impressions", marks=pytest.mark.extended), "positive_only"])
 def test_same_result_under_any_partitioning_and_when_run_twice(spark, tmp_path, mode):
     from core.catalog import TableCatalog
 
