@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from benchmarks.spark_metrics import measured, stage_metrics
 from core.catalog import TableCatalog, is_remote
 from etl.synthetic import job as generate_job
 from etl.synthetic.config import GenerateConfig, WorldConfig
@@ -47,9 +48,23 @@ def _timed(step) -> float:
     return time.perf_counter() - started
 
 
-def _copy_seconds(spark: SparkSession, scratch: TableCatalog) -> float:
+def _profiled(spark: SparkSession, label: str, step) -> tuple[float, dict | None]:
+    """(seconds, what Spark measured: stages, task time, shuffle, spill, skew) of one step, with
+    `busy` = task time / (seconds x cores): near 1 is CPU-bound work, low is the driver or waits."""
+    with measured(spark, label) as group:
+        seconds = _timed(step)
+    metrics = stage_metrics(spark, group)
+    if metrics is None:
+        return seconds, None
+    cores = spark.sparkContext.defaultParallelism
+    return seconds, {**metrics.as_dict(), "busy": round(metrics.task_seconds / (seconds * cores), 3)}
+
+
+def _copy(spark: SparkSession, scratch: TableCatalog) -> tuple[float, dict | None]:
     """The limit of this machine: read the raw log back and write a plain Delta copy of it."""
-    return _timed(lambda: scratch.write(scratch.read(spark, "raw.impressions"), "bench.copy"))
+    return _profiled(
+        spark, "plain Delta copy", lambda: scratch.write(scratch.read(spark, "raw.impressions"), "bench.copy")
+    )
 
 
 def _drop(scratch: TableCatalog, keep: bool) -> None:
@@ -62,9 +77,13 @@ def bench_generate(spark: SparkSession, catalog: TableCatalog, cfg: BenchGenerat
     for size in cfg.sizes:
         gen_cfg = _world_of_size(size, cfg.impressions_per_user, cfg.impressions_per_poi)
         scratch = _scratch(catalog, f"generate_{size}")
-        gen_seconds = _timed(lambda: generate_job.write_world(spark, scratch, gen_cfg, log=log))  # noqa: B023
+        gen_seconds, gen_metrics = _profiled(
+            spark,
+            f"generate {size}",
+            lambda: generate_job.write_world(spark, scratch, gen_cfg, log=log),  # noqa: B023
+        )
         rows = scratch.read(spark, "raw.impressions").count()
-        copy_seconds = _copy_seconds(spark, scratch)
+        copy_seconds, copy_metrics = _copy(spark, scratch)
         entry = {
             "impressions": rows,
             "seconds": round(gen_seconds, 2),
@@ -72,6 +91,8 @@ def bench_generate(spark: SparkSession, catalog: TableCatalog, cfg: BenchGenerat
             "raw_copy_seconds": round(copy_seconds, 2),
             "raw_copy_rows_per_s": round(rows / copy_seconds),
             "ratio": round(copy_seconds / gen_seconds, 3),
+            "spark": gen_metrics,
+            "raw_copy_spark": copy_metrics,
         }
         log(f"bench generate: {entry}")
         results.append(entry)
@@ -114,21 +135,23 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
             spark, scratch, _world_of_size(size, cfg.impressions_per_user, cfg.impressions_per_poi), log=log
         )
         rows = scratch.read(spark, "raw.impressions").count()
-        copy_seconds = _copy_seconds(spark, scratch)
+        copy_seconds, copy_metrics = _copy(spark, scratch)
         jobs = {}
         for name, step in _etl_steps():
-            seconds = _timed(lambda: step(spark, scratch))  # noqa: B023
+            seconds, metrics = _profiled(spark, f"{name} {size}", lambda: step(spark, scratch))  # noqa: B023
             jobs[name] = {
                 "seconds": round(seconds, 2),
                 "rows_per_s": round(rows / seconds),
                 "ratio_to_copy": round(copy_seconds / seconds, 3),
+                "spark": metrics,
             }
-            log(f"bench etl: {size} impressions: {name}: {jobs[name]}")
+            log(f"bench etl: {size} impressions: {name}: {_headline(jobs[name])}")
         per_size.append(
             {
                 "impressions": rows,
                 "copy_seconds": round(copy_seconds, 2),
                 "copy_rows_per_s": round(rows / copy_seconds),
+                "copy_spark": copy_metrics,
                 "jobs": jobs,
             }
         )
@@ -149,6 +172,19 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
         "cores": spark.sparkContext.defaultParallelism,
         "plot": plot,
     }
+
+
+def _headline(job: dict) -> str:
+    """One progress line: time, ratio, and Spark's view of where it went."""
+    line = f"{job['seconds']} s, ratio {job['ratio_to_copy']}"
+    spark = job.get("spark")
+    if spark:
+        top = spark["heaviest"][0]["name"] if spark["heaviest"] else "-"
+        line += (
+            f", {spark['stages']} stages, {spark['task_seconds']} task-s (busy {spark['busy']}), "
+            f"shuffle {spark['shuffle_write_mb']} MB, spill {spark['disk_spill_mb']} MB, heaviest: {top}"
+        )
+    return line
 
 
 def _plot_scaling(per_size: list[dict], path: str) -> str | None:

@@ -1,0 +1,149 @@
+"""What Spark itself measured for one benchmarked step: its stages, task time, shuffle bytes, spill
+and skew, read from the driver's status store (the data behind the Spark UI, kept with the UI off).
+
+`measured(spark, label)` runs a block under a job group (Delta's own background jobs inherit it);
+`stage_metrics(spark, group)` then sums the group's stages. Local and standalone masters only: the
+status store is reached through py4j, which Spark Connect (Databricks serverless) does not offer,
+so there the figures are None with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from pyspark.sql import SparkSession
+
+MB = 1024 * 1024
+# Delta's own jobs (snapshot state, history, commit statistics), told apart by their call sites
+DELTA_LOG_SITES = ("withThreadLocalCaptured", "getHistory", "recordDeltaOperation")
+TOP_STAGES = 3
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    stage_id: int
+    name: str
+    tasks: int
+    task_seconds: float
+    shuffle_read_mb: float
+    shuffle_write_mb: float
+    spill_mb: float
+    skew: float | None  # the slowest task's run time / the median task's (None: one task)
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    jobs: int
+    stages: int  # stages that ran (skipped ones, reused shuffle output, not counted)
+    tasks: int
+    task_seconds: float  # executor run time summed over tasks
+    delta_log_task_seconds: float  # of which Delta's log and snapshot jobs
+    shuffle_read_mb: float
+    shuffle_write_mb: float
+    memory_spill_mb: float
+    disk_spill_mb: float
+    input_mb: float
+    output_mb: float
+    max_skew: float | None  # the largest slowest/median task ratio over stages of >= 4 tasks
+    heaviest: list[StageFigures] = field(default_factory=list)  # by task time, the top few
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _status_store(spark: SparkSession):
+    return spark.sparkContext._jsc.sc().statusStore()
+
+
+@contextmanager
+def measured(spark: SparkSession, label: str) -> Iterator[str]:
+    """Run the block's Spark jobs under a fresh job group; yields the group id."""
+    context = spark.sparkContext
+    group = f"larr-bench-{uuid.uuid4().hex[:12]}"
+    context.setJobGroup(group, label, False)
+    try:
+        yield group
+    finally:
+        context._jsc.clearJobGroup()
+
+
+def _skew(store, gateway, stage) -> float | None:
+    """Slowest over median task run time of a stage's attempt (from the store's task summary)."""
+    if stage.numCompleteTasks() < 2:
+        return None
+    quantiles = gateway.new_array(gateway.jvm.double, 2)
+    quantiles[0], quantiles[1] = 0.5, 1.0
+    summary = store.taskSummary(stage.stageId(), stage.attemptId(), quantiles)
+    if not summary.isDefined():
+        return None
+    run_time = summary.get().executorRunTime()
+    median, slowest = run_time.apply(0), run_time.apply(1)
+    return round(slowest / max(median, 1.0), 2)
+
+
+def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
+    """The summed figures of every stage a job group ran; None where the store is out of reach."""
+    try:
+        store = _status_store(spark)
+    except Exception:  # Spark Connect: no JVM on this side
+        return None
+    gateway = spark.sparkContext._gateway
+    job_ids = spark.sparkContext.statusTracker().getJobIdsForGroup(group)
+    stage_ids = set()
+    for job_id in job_ids:
+        ids = store.job(job_id).stageIds()
+        stage_ids.update(ids.apply(i) for i in range(ids.size()))
+    stages, delta_seconds = [], 0.0
+    totals = dict.fromkeys(("tasks", "run_ms", "read", "write", "memory", "disk", "input", "output"), 0.0)
+    for stage_id in sorted(stage_ids):
+        stage = store.lastStageAttempt(stage_id)
+        if str(stage.status()) == "SKIPPED":
+            continue
+        run_seconds = stage.executorRunTime() / 1000
+        name = str(stage.name())
+        if any(site in name for site in DELTA_LOG_SITES):
+            delta_seconds += run_seconds
+        totals["tasks"] += stage.numCompleteTasks()
+        totals["run_ms"] += stage.executorRunTime()
+        totals["read"] += stage.shuffleReadBytes()
+        totals["write"] += stage.shuffleWriteBytes()
+        totals["memory"] += stage.memoryBytesSpilled()
+        totals["disk"] += stage.diskBytesSpilled()
+        totals["input"] += stage.inputBytes()
+        totals["output"] += stage.outputBytes()
+        stages.append((stage, run_seconds))
+    skews = {
+        stage.stageId(): _skew(store, gateway, stage) for stage, _ in stages if stage.numCompleteTasks() >= 2
+    }
+    wide = [s for stage, _ in stages if stage.numCompleteTasks() >= 4 and (s := skews[stage.stageId()])]
+    heaviest = [
+        StageFigures(
+            stage_id=stage.stageId(),
+            name=str(stage.name()),
+            tasks=stage.numCompleteTasks(),
+            task_seconds=round(seconds, 2),
+            shuffle_read_mb=round(stage.shuffleReadBytes() / MB, 3),
+            shuffle_write_mb=round(stage.shuffleWriteBytes() / MB, 3),
+            spill_mb=round((stage.memoryBytesSpilled() + stage.diskBytesSpilled()) / MB, 3),
+            skew=skews.get(stage.stageId()),
+        )
+        for stage, seconds in sorted(stages, key=lambda pair: -pair[1])[:TOP_STAGES]
+    ]
+    return StepMetrics(
+        jobs=len(job_ids),
+        stages=len(stages),
+        tasks=int(totals["tasks"]),
+        task_seconds=round(totals["run_ms"] / 1000, 2),
+        delta_log_task_seconds=round(delta_seconds, 2),
+        shuffle_read_mb=round(totals["read"] / MB, 3),
+        shuffle_write_mb=round(totals["write"] / MB, 3),
+        memory_spill_mb=round(totals["memory"] / MB, 3),
+        disk_spill_mb=round(totals["disk"] / MB, 3),
+        input_mb=round(totals["input"] / MB, 3),
+        output_mb=round(totals["output"] / MB, 3),
+        max_skew=max(wide) if wide else None,
+        heaviest=heaviest,
+    )

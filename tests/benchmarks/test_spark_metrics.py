@@ -1,0 +1,40 @@
+"""What `larr bench` reads from Spark's status store: a step's own stages (not another step's),
+shuffle bytes, output, and the skew of a stage whose one task does nearly all the work."""
+
+from pyspark.sql import functions as F
+
+from benchmarks.etl import _profiled
+from benchmarks.spark_metrics import measured, stage_metrics
+
+
+def test_a_steps_stages_shuffle_and_output_are_its_own(spark, catalog):
+    frame = spark.range(20_000, numPartitions=2).select((F.col("id") % 5000).alias("k"), "id")
+    spark.range(10).count()  # another step's job: not counted below
+    seconds, metrics = _profiled(
+        spark, "grouped copy", lambda: catalog.write(frame.groupBy("k").count(), "t.g")
+    )
+    assert seconds > 0 and metrics is not None
+    assert metrics["jobs"] >= 1 and metrics["stages"] >= 2  # the aggregation's map and reduce sides
+    assert metrics["shuffle_write_mb"] > 0 and metrics["output_mb"] > 0
+    assert metrics["busy"] > 0 and metrics["task_seconds"] > 0
+    assert (
+        metrics["heaviest"]
+        and metrics["heaviest"][0]["task_seconds"] >= metrics["heaviest"][-1]["task_seconds"]
+    )
+
+    with measured(spark, "nothing") as group:
+        pass
+    empty = stage_metrics(spark, group)
+    assert (empty.jobs, empty.stages, empty.tasks) == (0, 0, 0)
+
+
+def test_one_slow_task_shows_as_skew(spark):
+    heavy = spark.range(0, 3_000_000, numPartitions=1)
+    light = spark.range(0, 300, numPartitions=3)
+    rows = heavy.union(light).select(F.max(F.xxhash64("id")))
+    with measured(spark, "skewed") as group:
+        rows.collect()
+    metrics = stage_metrics(spark, group)
+    assert metrics.max_skew is not None and metrics.max_skew > 3, metrics
+    slow = metrics.heaviest[0]
+    assert slow.tasks == 4 and slow.skew == metrics.max_skew
