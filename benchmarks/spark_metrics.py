@@ -9,6 +9,7 @@ so there the figures are None with the reason.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,15 +18,18 @@ from dataclasses import asdict, dataclass, field
 from pyspark.sql import SparkSession
 
 MB = 1024 * 1024
-# Delta's own jobs (snapshot state, history, commit statistics), told apart by their call sites
-DELTA_LOG_SITES = ("withThreadLocalCaptured", "getHistory", "recordDeltaOperation")
+DELTA_PREFIX = "Delta:"  # Delta describes its own queries (log replay, snapshots, file listing) so
+DELTA_SITES = ("DeltaTableOperations", "DatabricksLogging")  # history, commit bookkeeping
 TOP_STAGES = 3
+PLAN_OPERATORS = 8  # a stage's query: its first few physical operators, root first
+_OPERATOR = re.compile(r"^[\s+:\-*]*([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)*) \(\d+\)", re.M)
 
 
 @dataclass(frozen=True)
 class StageFigures:
     stage_id: int
     name: str
+    query: str  # the SQL execution it ran for: its description and operators (AQE's final plan)
     tasks: int
     task_seconds: float
     shuffle_read_mb: float
@@ -40,7 +44,7 @@ class StepMetrics:
     stages: int  # stages that ran (skipped ones, reused shuffle output, not counted)
     tasks: int
     task_seconds: float  # executor run time summed over tasks
-    delta_log_task_seconds: float  # of which Delta's log and snapshot jobs
+    delta_log_task_seconds: float  # of which Delta's own jobs (log replay, snapshots, listing)
     shuffle_read_mb: float
     shuffle_write_mb: float
     memory_spill_mb: float
@@ -84,6 +88,39 @@ def _skew(store, gateway, stage) -> float | None:
     return round(slowest / max(median, 1.0), 2)
 
 
+def _executions(spark: SparkSession, stage_ids: set[int]) -> dict[int, object]:
+    """stage id -> the SQL execution (status store data) that ran it, newest executions first."""
+    executions = spark._jsparkSession.sharedState().statusStore().executionsList()
+    found: dict[int, object] = {}
+    for index in reversed(range(executions.size())):
+        if len(found) == len(stage_ids):
+            break
+        execution = executions.apply(index)
+        stages = execution.stages().iterator()
+        while stages.hasNext():
+            stage_id = stages.next()
+            if stage_id in stage_ids:
+                found[stage_id] = execution
+    return found
+
+
+def _query(execution) -> str:
+    """ "<description> | <operators of AQE's final plan, root first>"."""
+    if execution is None:
+        return ""
+    plan = str(execution.physicalPlanDescription()).split("== Initial Plan ==")[0]
+    operators = list(dict.fromkeys(_OPERATOR.findall(plan)))[:PLAN_OPERATORS]
+    return f"{execution.description()} | {' < '.join(operators)}"
+
+
+def _is_delta(stage, execution) -> bool:
+    """Delta's own work: its queries describe themselves ("Delta: ..."), its history and commit
+    bookkeeping run from its own call sites."""
+    if execution is not None and str(execution.description()).startswith(DELTA_PREFIX):
+        return True
+    return any(site in str(stage.name()) for site in DELTA_SITES)
+
+
 def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
     """The summed figures of every stage a job group ran; None where the store is out of reach."""
     try:
@@ -96,6 +133,7 @@ def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
     for job_id in job_ids:
         ids = store.job(job_id).stageIds()
         stage_ids.update(ids.apply(i) for i in range(ids.size()))
+    executions = _executions(spark, stage_ids)
     stages, delta_seconds = [], 0.0
     totals = dict.fromkeys(("tasks", "run_ms", "read", "write", "memory", "disk", "input", "output"), 0.0)
     for stage_id in sorted(stage_ids):
@@ -103,8 +141,7 @@ def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
         if str(stage.status()) == "SKIPPED":
             continue
         run_seconds = stage.executorRunTime() / 1000
-        name = str(stage.name())
-        if any(site in name for site in DELTA_LOG_SITES):
+        if _is_delta(stage, executions.get(stage_id)):
             delta_seconds += run_seconds
         totals["tasks"] += stage.numCompleteTasks()
         totals["run_ms"] += stage.executorRunTime()
@@ -119,10 +156,12 @@ def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
         stage.stageId(): _skew(store, gateway, stage) for stage, _ in stages if stage.numCompleteTasks() >= 2
     }
     wide = [s for stage, _ in stages if stage.numCompleteTasks() >= 4 and (s := skews[stage.stageId()])]
+    top = sorted(stages, key=lambda pair: -pair[1])[:TOP_STAGES]
     heaviest = [
         StageFigures(
             stage_id=stage.stageId(),
             name=str(stage.name()),
+            query=_query(executions.get(stage.stageId())),
             tasks=stage.numCompleteTasks(),
             task_seconds=round(seconds, 2),
             shuffle_read_mb=round(stage.shuffleReadBytes() / MB, 3),
@@ -130,7 +169,7 @@ def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
             spill_mb=round((stage.memoryBytesSpilled() + stage.diskBytesSpilled()) / MB, 3),
             skew=skews.get(stage.stageId()),
         )
-        for stage, seconds in sorted(stages, key=lambda pair: -pair[1])[:TOP_STAGES]
+        for stage, seconds in top
     ]
     return StepMetrics(
         jobs=len(job_ids),

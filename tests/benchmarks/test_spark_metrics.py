@@ -22,6 +22,10 @@ def test_a_steps_stages_shuffle_and_output_are_its_own(spark, catalog):
         and metrics["heaviest"][0]["task_seconds"] >= metrics["heaviest"][-1]["task_seconds"]
     )
 
+    # Delta's own jobs (the new table's snapshot) are told apart from the query's
+    assert 0 < metrics["delta_log_task_seconds"] < metrics["task_seconds"]
+    assert any("Exchange" in stage["query"] for stage in metrics["heaviest"]), metrics["heaviest"]
+
     with measured(spark, "nothing") as group:
         pass
     empty = stage_metrics(spark, group)
