@@ -29,8 +29,15 @@ def _scratch(catalog: TableCatalog, name: str) -> TableCatalog:
     return TableCatalog(root=f"{catalog.root.rstrip('/')}/_bench/{name}", unity_prefix=None)
 
 
-def _world_of_size(size: int, impressions_per_user: int, impressions_per_poi: int) -> GenerateConfig:
-    """The default world scaled to `size` impressions; users and POIs grow with it."""
+def _world_of_size(
+    size: int,
+    impressions_per_user: int,
+    impressions_per_poi: int,
+    hot_user_share: float = 0.0,
+    hot_poi_share: float = 0.0,
+) -> GenerateConfig:
+    """The default world scaled to `size` impressions; users and POIs grow with it; optionally
+    skewed (one user and one POI with these shares of the impressions)."""
     world = WorldConfig()
     return GenerateConfig(
         world=replace(
@@ -38,6 +45,8 @@ def _world_of_size(size: int, impressions_per_user: int, impressions_per_poi: in
             impressions_per_day=size // world.days,
             users=max(world.users, size // impressions_per_user),
             pois=max(world.pois, size // impressions_per_poi),
+            hot_user_share=hot_user_share,
+            hot_poi_share=hot_poi_share,
         )
     )
 
@@ -106,6 +115,13 @@ class BenchEtlConfig:
     impressions_per_user: int = 100
     impressions_per_poi: int = 400
     keep_tables: bool = False
+    # a skewed world (e.g. 0.01 each: one user and one POI with 1% of the impressions); each job's
+    # `spark.max_skew` is then its slowest task over the median one, worst stage
+    hot_user_share: float = 0.0
+    hot_poi_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        _world_of_size(min(self.sizes, default=1), 1, 1, self.hot_user_share, self.hot_poi_share)
 
 
 def _etl_steps() -> list[tuple[str, Callable[[SparkSession, TableCatalog], dict]]]:
@@ -131,9 +147,10 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
     per_size = []
     for size in cfg.sizes:
         scratch = _scratch(catalog, f"etl_{size}")
-        generate_job.write_world(
-            spark, scratch, _world_of_size(size, cfg.impressions_per_user, cfg.impressions_per_poi), log=log
+        world = _world_of_size(
+            size, cfg.impressions_per_user, cfg.impressions_per_poi, cfg.hot_user_share, cfg.hot_poi_share
         )
+        generate_job.write_world(spark, scratch, world, log=log)
         rows = scratch.read(spark, "raw.impressions").count()
         copy_seconds, copy_metrics = _copy(spark, scratch)
         jobs = {}
@@ -182,7 +199,8 @@ def _headline(job: dict) -> str:
         top = spark["heaviest"][0]["name"] if spark["heaviest"] else "-"
         line += (
             f", {spark['stages']} stages, {spark['task_seconds']} task-s (busy {spark['busy']}), "
-            f"shuffle {spark['shuffle_write_mb']} MB, spill {spark['disk_spill_mb']} MB, heaviest: {top}"
+            f"shuffle {spark['shuffle_write_mb']} MB, spill {spark['disk_spill_mb']} MB, "
+            f"max task / median {spark['max_skew']}, heaviest: {top}"
         )
     return line
 

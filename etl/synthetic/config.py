@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from etl.synthetic.vocab import CITIES
 
+MAX_ID = 2**63 - 1  # ids are Spark longs: event_id = request_id x list_length + position - 1
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -21,6 +23,11 @@ class WorldConfig:
     start_date: str = "2026-04-06"  # day 1; a Monday in spring, when temperatures vary most
     away_rate: float = 0.08  # share of requests made while visiting another city
     partitions: int = 0  # input partitions of the generated ranges; 0 = Spark's default parallelism
+    # skew, for scale tests: user 0 makes this share of the requests (so of the impressions), and
+    # POI 0 (a chain's flagship, promoted in every city) takes the first slot of this share x
+    # list_length of the lists, so this share of the impressions
+    hot_user_share: float = 0.0
+    hot_poi_share: float = 0.0
     # hidden click model: base rate and the weight of each effect on the logit
     ctr_base_logit: float = -2.2
     cvr_base_logit: float = -1.8
@@ -40,6 +47,20 @@ class WorldConfig:
             )
         if not 0.0 <= self.away_rate <= 1.0:
             raise ValueError(f"world.away_rate must be in [0, 1], got {self.away_rate}")
+        if not 0.0 <= self.hot_user_share <= 1.0:
+            raise ValueError(f"world.hot_user_share must be in [0, 1], got {self.hot_user_share}")
+        if not 0.0 <= self.hot_poi_share <= 1.0 / self.list_length:
+            raise ValueError(
+                f"world.hot_poi_share must be in [0, 1/list_length = {1.0 / self.list_length:g}]: the hot "
+                f"POI takes one slot of a list, so at most one impression in {self.list_length}; got "
+                f"{self.hot_poi_share}"
+            )
+        if self.requests * self.list_length + self.list_length > MAX_ID:
+            raise ValueError(
+                f"world.impressions_per_day: days x impressions_per_day = "
+                f"{self.days * self.impressions_per_day:,} impressions overflow the 64-bit event id "
+                f"(request id x list_length + position must stay below {MAX_ID:,})"
+            )
         try:  # checked here, before Spark starts, not when the first day is built
             dt.date.fromisoformat(self.start_date)
         except (TypeError, ValueError):

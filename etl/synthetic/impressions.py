@@ -31,6 +31,15 @@ def _clamp(col: Column, low: float, high: float) -> Column:
     return F.least(F.lit(high), F.greatest(F.lit(low), col))
 
 
+def _requesting_user(cfg: WorldConfig) -> Column:
+    """A request's user: skewed towards low indices, and user 0 for `hot_user_share` of requests."""
+    drawn = F.floor(F.pow(uniform(cfg.seed, "req_user", "request_id"), 1.7) * cfg.users).cast("long")
+    if cfg.hot_user_share == 0:
+        return drawn
+    hot = uniform(cfg.seed, "req_hot_user", "request_id") < F.lit(cfg.hot_user_share)
+    return F.when(hot, F.lit(0).cast("long")).otherwise(drawn)
+
+
 def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFrame) -> DataFrame:
     """One row per request with its scene: city, place, time, weather, temperature, device."""
     seed, n_cities = cfg.seed, len(vocab.CITIES)
@@ -43,9 +52,7 @@ def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFram
         .withColumnRenamed("id", "request_id")
         .withColumn("day", (randint(seed, "req_day", cfg.days, "request_id") + 1).cast("int"))
         # heavy users: the user index is drawn with a skew towards low indices
-        .withColumn(
-            "user_id", F.floor(F.pow(uniform(seed, "req_user", "request_id"), 1.7) * cfg.users).cast("long")
-        )
+        .withColumn("user_id", _requesting_user(cfg))
         .withColumn(
             "hour", weighted_index(vocab.HOUR_WEIGHTS, uniform(seed, "req_hour", "request_id")).cast("int")
         )
@@ -120,6 +127,18 @@ def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFram
     )
 
 
+def _shown_poi(cfg: WorldConfig) -> Column:
+    """Shop `rank_in_city` of the request's city, or POI 0 (city 0's first shop) in the first slot
+    of `hot_poi_share` x list_length of the lists: rank 0 is only ever drawn by slot 0, so the
+    list's shops stay distinct."""
+    n_cities = len(vocab.CITIES)
+    shop = (F.col("city_idx") + n_cities * F.col("rank_in_city")).cast("long")
+    if cfg.hot_poi_share == 0:
+        return shop
+    promoted = uniform(cfg.seed, "list_hot_poi", "request_id") < F.lit(cfg.hot_poi_share * cfg.list_length)
+    return F.when((F.col("slot") == 0) & promoted, F.lit(0).cast("long")).otherwise(shop)
+
+
 def expand_to_lists(req: DataFrame, cfg: WorldConfig) -> DataFrame:
     """Each request shows `list_length` distinct shops of its city.
 
@@ -136,7 +155,7 @@ def expand_to_lists(req: DataFrame, cfg: WorldConfig) -> DataFrame:
     return (
         req.withColumn("slot", F.explode(F.sequence(F.lit(0), F.lit(length - 1))))
         .withColumn("rank_in_city", (F.col("slot") + length * depth).cast("long"))
-        .withColumn("poi_id", F.col("city_idx") + n_cities * F.col("rank_in_city"))
+        .withColumn("poi_id", _shown_poi(cfg))
         .withColumn("position", ((F.col("slot") + rotation) % length + 1).cast("int"))
         .withColumn("event_id", F.col("request_id") * length + F.col("position") - 1)
     )

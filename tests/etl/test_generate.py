@@ -1,5 +1,6 @@
 """The synthetic world: determinism, schemas, dirty rows, and the hidden semantic effects."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -170,3 +171,45 @@ def test_generate_stores_the_schema_its_tables_conform_to(spark, catalog, small_
         }
         declared = {name: kind.replace("long", "bigint") for name, kind in schema.raw_columns(table).items()}
         assert stored == declared, table
+
+
+def test_a_skewed_world_has_its_hot_user_and_hot_poi_and_distinct_lists(spark, small_config):
+    from etl.synthetic.config import DirtyConfig
+
+    plain_cfg = replace(  # no dirty rows: the raw table is the whole log, with its request ids
+        small_config, world=replace(small_config.world, impressions_per_day=2000), dirty=DirtyConfig(0.0)
+    )
+    skewed = replace(plain_cfg, world=replace(plain_cfg.world, hot_user_share=0.3, hot_poi_share=0.05))
+    plain, truth = (
+        job.impression_tables(job.transform(spark, cfg).scored_impressions, cfg)[0].cache()
+        for cfg in (plain_cfg, skewed)
+    )
+    total = truth.count()
+    share = lambda table, column: table.where(F.col(column) == 0).count() / total  # noqa: E731
+    # on top of the natural draws (user 0 is the heaviest user; POI 0 is city 0's first shop),
+    # which the hot share replaces: 400 requests, so a few points of noise
+    assert share(truth, "user_id") == pytest.approx(0.3 + 0.7 * share(plain, "user_id"), abs=0.06)
+    promoted = 0.05 * skewed.world.list_length  # the lists whose first slot is POI 0; in the others,
+    expected_poi = 0.05 + (1 - promoted) * share(plain, "poi_id")  # it is drawn as in the plain world
+    assert share(truth, "poi_id") == pytest.approx(expected_poi, abs=0.02)
+    assert share(truth, "poi_id") > 2 * share(plain, "poi_id")
+    lists = truth.groupBy("request_id").agg(F.countDistinct("poi_id").alias("shops"), F.count("*").alias("n"))
+    assert lists.where("shops != n").count() == 0
+
+
+@pytest.mark.parametrize(
+    ("world", "named"),
+    [
+        ({"hot_poi_share": 0.2}, "world.hot_poi_share must be in [0, 1/list_length = 0.1]"),
+        ({"hot_user_share": 1.5}, "world.hot_user_share must be in [0, 1]"),
+        (
+            {"days": 10**6, "impressions_per_day": 10**13},
+            "world.impressions_per_day: days x impressions_per_day",
+        ),
+    ],
+)
+def test_a_skew_or_size_that_cannot_be_met_is_refused_up_front(world, named):
+    from etl.synthetic.config import WorldConfig
+
+    with pytest.raises(ValueError, match=re.escape(named)):
+        WorldConfig(**world)
