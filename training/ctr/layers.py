@@ -134,6 +134,11 @@ def mix_experts(gate_logits: Tensor, experts: Sequence[Tensor]) -> Tensor:
     return torch.einsum("be,beh->bh", weights, torch.stack(list(experts), dim=1))
 
 
+def mix_stacked(gate_logits: Tensor, experts: Tensor) -> Tensor:
+    """`mix_experts` over stacked expert outputs: (B, E) gate logits, (E, B, H) -> (B, H)."""
+    return torch.einsum("be,ebh->bh", F.softmax(gate_logits, dim=-1), experts)
+
+
 class CGCLayer(nn.Module):
     """One PLE extraction level: customised gate control (Tang et al., RecSys 2020).
 
@@ -177,6 +182,14 @@ class CGCLayer(nn.Module):
     def forward(
         self, task_inputs: Sequence[Tensor], shared_input: Tensor
     ) -> tuple[list[Tensor], Tensor | None]:
+        if self.training or torch.is_grad_enabled():
+            return self.forward_each(task_inputs, shared_input)
+        return self.forward_stacked(task_inputs, shared_input)
+
+    def forward_each(
+        self, task_inputs: Sequence[Tensor], shared_input: Tensor
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """Every expert on its own (training, and whenever gradients are recorded)."""
         shared = [expert(shared_input) for expert in self.shared_experts]
         task_outputs, every_task_expert = [], []
         for x, experts, gate in zip(task_inputs, self.task_experts, self.task_gates, strict=True):
@@ -186,6 +199,50 @@ class CGCLayer(nn.Module):
         if self.shared_gate is None:
             return task_outputs, None
         return task_outputs, mix_experts(self.shared_gate(shared_input), every_task_expert + shared)
+
+    def forward_stacked(
+        self, task_inputs: Sequence[Tensor], shared_input: Tensor
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """The same outputs with every expert of the level in one batched matmul per layer
+        (inference: scoring 100 candidates is dominated by per-operation overhead, not arithmetic).
+        Experts in `every` order: task 1's, task 2's, ..., then the shared ones."""
+        per_task = len(self.task_experts[0])
+        inputs = [x for x in task_inputs for _ in range(per_task)] + [shared_input] * len(self.shared_experts)
+        if all(x is inputs[0] for x in inputs):  # level 1: every expert reads the same vector
+            hidden = inputs[0].unsqueeze(0).expand(len(inputs), -1, -1)
+        else:
+            hidden = torch.stack(inputs)  # (K, B, input_dim)
+        for weight, bias in self.stacked_weights():
+            hidden = torch.relu(torch.baddbmm(bias, hidden, weight))  # (K, B, width)
+        shared = hidden[len(task_inputs) * per_task :]
+        task_outputs = [
+            mix_stacked(gate(x), torch.cat([hidden[t * per_task : (t + 1) * per_task], shared]))
+            for t, (x, gate) in enumerate(zip(task_inputs, self.task_gates, strict=True))
+        ]
+        if self.shared_gate is None:
+            return task_outputs, None
+        return task_outputs, mix_stacked(self.shared_gate(shared_input), hidden)
+
+    def stacked_weights(self) -> list[tuple[Tensor, Tensor]]:
+        """Per expert layer: the experts' weights (K, in, out) and biases (K, 1, out), rebuilt when a
+        weight changes (its version counter), moves, or the inference mode changes."""
+        experts = [*[e for task in self.task_experts for e in task], *self.shared_experts]
+        linears = [[m for m in expert if isinstance(m, nn.Linear)] for expert in experts]
+        key = (
+            torch.is_inference_mode_enabled(),
+            *[(p._version, p.data_ptr()) for layers in linears for m in layers for p in (m.weight, m.bias)],
+        )
+        cached = getattr(self, "_stacked", None)
+        if cached is None or cached[0] != key:
+            stacked = [
+                (
+                    torch.stack([layers[depth].weight.t() for layers in linears]),
+                    torch.stack([layers[depth].bias for layers in linears]).unsqueeze(1),
+                )
+                for depth in range(len(linears[0]))
+            ]
+            cached = self._stacked = (key, stacked)
+        return cached[1]
 
 
 class TaskTowers(nn.Module):

@@ -560,3 +560,23 @@ def test_larr_plus_bad_requests_are_named():
         net(CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows))
     with pytest.raises(ValueError, match="text_rows must be rows of the text table"):
         net(CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows, text_rows=inputs.text_rows + 50))
+
+
+def test_cgc_layer_stacked_inference_equals_expert_by_expert_and_follows_weight_changes():
+    torch.manual_seed(0)
+    layer = CGCLayer(6, num_tasks=2, task_experts=2, shared_experts=3, expert_hidden=(5, 4)).double().eval()
+    tasks = [torch.randn(3, 6, dtype=torch.float64) for _ in range(2)]
+    shared = torch.randn(3, 6, dtype=torch.float64)
+    for inputs in (tasks, [shared, shared]):  # own task inputs; level 1, where every expert reads one
+        each, each_shared = layer.forward_each(inputs, shared)
+        with torch.inference_mode():
+            stacked, stacked_shared = layer(inputs, shared)
+        for a, b in zip(each, stacked, strict=True):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(each_shared, stacked_shared)
+    with torch.no_grad():  # weights changed after the stack was built: rebuilt, not stale
+        before, _ = layer(tasks, shared)
+        layer.shared_experts[0][0].weight.add_(1.0)
+        changed, _ = layer(tasks, shared)
+    torch.testing.assert_close(changed[0], layer.forward_each(tasks, shared)[0][0])
+    assert not torch.allclose(changed[0], before[0])
