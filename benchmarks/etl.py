@@ -121,7 +121,7 @@ class BenchEtlConfig:
     hot_poi_share: float = 0.0
 
     def __post_init__(self) -> None:
-        _world_of_size(min(self.sizes, default=1), 1, 1, self.hot_user_share, self.hot_poi_share)
+        replace(WorldConfig(), hot_user_share=self.hot_user_share, hot_poi_share=self.hot_poi_share)
 
 
 def _etl_steps() -> list[tuple[str, Callable[[SparkSession, TableCatalog], dict]]]:

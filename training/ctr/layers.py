@@ -130,8 +130,7 @@ class FMInteraction(nn.Module):
 
 def mix_experts(gate_logits: Tensor, experts: Sequence[Tensor]) -> Tensor:
     """Softmax-gated sum of expert outputs: (B, E) gate logits, E x (B, H) -> (B, H)."""
-    weights = F.softmax(gate_logits, dim=-1)
-    return torch.einsum("be,beh->bh", weights, torch.stack(list(experts), dim=1))
+    return mix_stacked(gate_logits, torch.stack(list(experts)))
 
 
 def mix_stacked(gate_logits: Tensor, experts: Tensor) -> Tensor:
