@@ -214,6 +214,10 @@ LATEST = "latest:"
 # the full method, stage 2 trained from the base model (no stage 1), stage 1's model without stage 2.
 FULL_METHOD, NO_CPT, NO_FT = "none", "no_cpt", "no_ft"
 VARIANTS = (FULL_METHOD, NO_CPT, NO_FT)
+# Neither stage: the untouched base model with stage 2's seeded projection, logged as an encoder
+# so the case study (`larr casestudy`) scores it like the others. Not a CTR ablation.
+BASE_ONLY = "base"
+ENCODER_VARIANTS = (*VARIANTS, BASE_ONLY)
 
 
 def record_model(uri: str, variant: str = FULL_METHOD) -> None:

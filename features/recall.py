@@ -86,10 +86,14 @@ def check_slice(schema: DatasetSchema, slice_name: str) -> None:
         )
 
 
+def scene_query(scene: str, wrap: bool, slice_name: str) -> str:
+    """The text the encoder sees: the stripped scene, wrapped in `slice_name` when `wrap`."""
+    scene = strip_tokens(scene).strip()
+    return wrap_text(slice_name, scene) if wrap else scene
+
+
 def query_text(cfg: RecallConfig) -> str:
-    """The text the encoder sees: the stripped scene, wrapped in `cfg.slice` when `cfg.wrap`."""
-    scene = strip_tokens(cfg.scene).strip()
-    return wrap_text(cfg.slice, scene) if cfg.wrap else scene
+    return scene_query(cfg.scene, cfg.wrap, cfg.slice)
 
 
 def named_values(scene: str, values: dict[str, str | None]) -> list[str]:
@@ -101,13 +105,25 @@ def named_values(scene: str, values: dict[str, str | None]) -> list[str]:
     return [f"{field}={value}" for field, value in values.items() if value and named(str(value))]
 
 
+def _sum(values: Column) -> Column:
+    return F.aggregate(values, F.lit(0.0), lambda acc, x: acc + x)
+
+
+def _norm(vector: Column) -> Column:
+    return F.sqrt(_sum(F.transform(vector, lambda a: a * a)))
+
+
+def cosine_between(vector: Column, other: Column) -> Column:
+    """Cosine between two array<float> columns of one width (norms divided out, so it holds
+    whether or not the stored vectors are L2-normalised)."""
+    return _sum(F.zip_with(vector, other, lambda a, b: a * b)) / (_norm(vector) * _norm(other))
+
+
 def cosine(vector: Column, query: np.ndarray) -> Column:
-    """Cosine between an array<float> column and a fixed query vector (norms divided out, so it
-    holds whether or not the stored vectors are L2-normalised)."""
+    """Cosine between an array<float> column and a fixed query vector (a literal in the plan)."""
     q = F.array(*[F.lit(float(x)) for x in query])
-    dot = F.aggregate(F.zip_with(vector, q, lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
-    squares = F.aggregate(F.transform(vector, lambda a: a * a), F.lit(0.0), lambda acc, x: acc + x)
-    return dot / (F.sqrt(squares) * F.lit(float(np.linalg.norm(query))))
+    dot = _sum(F.zip_with(vector, q, lambda a, b: a * b))
+    return dot / (_norm(vector) * F.lit(float(np.linalg.norm(query))))
 
 
 def item_title(schema: DatasetSchema) -> Column:

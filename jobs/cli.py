@@ -56,6 +56,7 @@ USER_ERRORS = (
     "training.ctr.metrics:MetricError",
     "training.ctr.report:ReportError",
     "features.recall:RecallError",
+    "training.embedding.casestudy:CaseStudyError",
     "training.ctr.hashing:HashingError",
     "training.ctr.prompts:PromptError",
     "training.ctr.models.p5:P5Error",

@@ -77,6 +77,7 @@ LLM = _steps(
     "embed texts",  # the POI vectors the case study recalls from, and LARR+'s user and POI vectors
 )
 RECALL = Step(("recall", "--scene", SCENE))
+CASESTUDY = Step(("casestudy",))  # the case study scored for the four encoders of the two stages
 # The demo's world is half the default one (1,500 users, 360 shops, 120,000 impressions) and its LLM
 # stages take 8 steps with smaller held-out pools: sized from the steps' measured seconds
 # (docs/commands.md) to finish in about 15 minutes on 2 cores.
@@ -100,6 +101,8 @@ DEMO = [
     ),
     *_steps(*(f"train ctr --model {model} --set seeds=[1]" for model in DEMO_MODELS)),
     RECALL,
+    # the demo trains one encoder: its case-study precision against random
+    Step(("casestudy", "--set", "encoders={full: latest:contrastive}")),
     *_steps("report --set min_seeds=1"),
 ]
 STUDY = [
@@ -108,6 +111,7 @@ STUDY = [
     *_steps(
         f"train contrastive --set ablation=no_cpt --set backbone={BASE_MODEL}",
         "train contrastive --set ablation=no_ft",
+        f"train contrastive --set ablation=base --set backbone={BASE_MODEL}",  # for the case study
         "embed scenes --set encoder=latest:contrastive/no_cpt",
         "embed scenes --set encoder=latest:contrastive/no_ft",
         # every ID model tuned with the same budget on validation; LARR's ablations at its choice
@@ -122,6 +126,7 @@ STUDY = [
     Step(("etl", "ingest", "--set", "mapping=tests/data/byo/mapping.yaml"), lakehouse="byo", quiet=True),
     Step(("etl", "clean"), lakehouse="byo", quiet=True),
     RECALL,
+    CASESTUDY,
     *_steps("report"),
 ]
 PROFILES = {"demo": DEMO, "study": STUDY}

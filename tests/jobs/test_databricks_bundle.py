@@ -314,6 +314,7 @@ def _tables_in_the_code() -> dict[str, tuple[set[str], set[str]]]:
     from training.ctr.gap import GapConfig
     from training.ctr.train import CtrConfig
     from training.embedding import contrastive
+    from training.embedding.casestudy import CaseStudyConfig
     from training.lm import cpt
 
     raw = {f"raw.{t}" for t in RAW}
@@ -342,6 +343,10 @@ def _tables_in_the_code() -> dict[str, tuple[set[str], set[str]]]:
             {GapConfig().oracle_table},
         ),
         "recall": ({SCHEMA_TABLE, recall.POI_EMBEDDINGS, recall.POIS}, set()),
+        "casestudy": (
+            {SCHEMA_TABLE, recall.POIS, CaseStudyConfig().truth_table},
+            {texts.OUTPUTS["poi"], store.REJECTS},
+        ),
         "report": nothing,  # MLflow only
         "etl vacuum": nothing,  # every table the run manifest lists (none when there is no manifest)
         # the other benchmarks work in a scratch lakehouse of their own

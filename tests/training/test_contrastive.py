@@ -241,13 +241,33 @@ def test_ablation_no_ft_logs_the_stage1_model_with_the_seeded_projection(
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
 
 
+def test_variant_base_logs_the_untouched_base_model_with_the_seeded_projection(
+    spark, pairs, base_dir, tmp_path
+):
+    cfg = _config(base_dir, tmp_path, ablation="base")
+    with tracking.stage_run("contrastive", pairs.root, cfg):
+        summary = run(spark, pairs, cfg, log=lambda _: None)
+    assert summary["steps"] == 0 and summary["checkpoint"] is None
+    # its start is the base model: the `_base` figures are the start's
+    assert summary["recall_at_10_user_poi_base"] == summary["recall_at_10_user_poi_start"]
+    assert summary["recall_at_10_user_poi"] == summary["recall_at_10_user_poi_start"]
+    assert tracking.resolve_latest("latest:contrastive/base") == summary["model_uri"]
+    texts = list(prepare(spark, pairs, cfg).heldout["poi_poi"].pool)
+    fresh, tokenizer, _ = build_encoder(cfg, SLICES)
+    expected = encode_texts(fresh, tokenizer, texts, max_length=cfg.max_length)
+    got = mlflow.pyfunc.load_model(summary["model_uri"]).predict(pd.DataFrame({"text": texts}))
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+
+
 def test_ablations_check_where_the_backbone_comes_from(spark, pairs, backbone_dir, base_dir, tmp_path):
     with pytest.raises(ContrastiveError, match=r"has not been through stage 1 .* or set ablation: no_cpt"):
         build_encoder(_config(base_dir, tmp_path), SLICES)
     with pytest.raises(ContrastiveError, match="has not been through stage 1"):
         build_encoder(_config(base_dir, tmp_path, ablation="no_ft"), SLICES)
-    with pytest.raises(ContrastiveError, match="no_cpt trains stage 2 from the base model"):
+    with pytest.raises(ContrastiveError, match="ablation no_cpt starts from the base model"):
         build_encoder(_config(backbone_dir, tmp_path, ablation="no_cpt"), SLICES)
+    with pytest.raises(ContrastiveError, match="ablation base starts from the base model"):
+        build_encoder(_config(backbone_dir, tmp_path, ablation="base"), SLICES)
     summary = run(
         spark, pairs, _config(base_dir, tmp_path, ablation="no_cpt", max_steps=1), log=lambda _: None
     )

@@ -273,7 +273,7 @@ def _number(value: float | None) -> str:
 
 def plot_gap(folder: Path, results: list[dict], bayes: float | None) -> Path:
     """Test CTR AUC of every variant (seed spread as error bars) against the Bayes AUC."""
-    from training.ctr.plots import plot_auc_bars
+    from training.common.plots import plot_auc_bars
 
     series = "test CTR AUC"
     nan = float("nan")
@@ -366,7 +366,7 @@ def write_size_table(folder: Path, sizes: list[dict]) -> Path:
 
 def plot_sizes(folder: Path, sizes: list[dict]) -> Path:
     """Test CTR AUC of every variant against the train rows, with the Bayes AUC of each size."""
-    from training.ctr.plots import plot_curves
+    from training.common.plots import plot_curves
 
     curves: dict[str, list[tuple[float, float, float]]] = {}
     for size in sizes:

@@ -271,7 +271,7 @@ def sweep_table(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
 
 
 def sweep_section(sweep: str, table: pd.DataFrame, folder: Path) -> tuple[str, str]:
-    from training.ctr.plots import plot_sweep
+    from training.common.plots import plot_sweep
 
     _, axis, log_x = SWEEPS[sweep]
     rows = [
@@ -300,7 +300,7 @@ def sweep_section(sweep: str, table: pd.DataFrame, folder: Path) -> tuple[str, s
 def models_plot_file(numbers: dict, folder: Path) -> str | None:
     """Table 2's AUCs per model that ran (mean ± std) against the Bayes-optimal AUCs; None when no
     model ran."""
-    from training.ctr.plots import plot_auc_bars
+    from training.common.plots import plot_auc_bars
 
     ran = [(key, label) for key, label in MODELS if numbers[key] is not None]
     if not ran:

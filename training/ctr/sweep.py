@@ -53,7 +53,7 @@ def _point(spark, catalog, cfg: SweepConfig, sweep: str, log, **network) -> dict
 
 
 def run(spark, catalog, cfg: SweepConfig, log=print) -> dict:
-    from training.ctr.plots import plot_sweep
+    from training.common.plots import plot_sweep
 
     plot_dir = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-sweep-"))
     plot_dir.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,11 @@ Ablations (`ablation`, for the CTR issue's Table 3): `none` is the method; `no_c
 from the base model (`backbone` must be a base model); `no_ft` skips stage 2: the stage-1 model
 becomes the encoder with the seeded initial projection (the same `nn.Linear` default init stage 2
 starts from: a random projection, which keeps cosine geometry roughly as it is), evaluated and
-logged like a trained one. A backbone has been through stage 1 when its tokenizer already holds
-the registry's special tokens; `none` and `no_ft` require that, `no_cpt` requires the opposite, so
-a mixed-up URI is an error, not a mislabelled row of the ablation table.
+logged like a trained one. `base` (not a CTR ablation: the case study's fourth encoder, `larr
+casestudy`) logs the untouched base model (`backbone` must be one) with the same seeded
+projection. A backbone has been through stage 1 when its tokenizer already holds the registry's
+special tokens; `none` and `no_ft` require that, `no_cpt` and `base` the opposite, so a mixed-up
+URI is an error, not a mislabelled row of the ablation table.
 
 Batches: every batch holds pairs of ONE type. Each type is read through its own `DeltaBatches`
 (`where pair_type = '...'`, Petastorm over the pinned snapshot; the `split` column is filtered in
@@ -68,7 +70,7 @@ import numpy as np
 import torch
 
 from core.paths import BASE_MODEL
-from core.tracking import FULL_METHOD, NO_CPT, NO_FT, VARIANTS
+from core.tracking import BASE_ONLY, ENCODER_VARIANTS, FULL_METHOD, NO_CPT, NO_FT
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, dist_info
 from training.common.engine import full_weights, zero_stage
@@ -111,7 +113,8 @@ class ContrastiveError(ValueError):
 @dataclass(frozen=True)
 class ContrastiveConfig:
     backbone: str = "latest:cpt"  # stage 1's model: latest:cpt, runs:/<id>/backbone or an HF folder
-    ablation: str = FULL_METHOD  # none | no_cpt (stage 2 from the base model) | no_ft (stage 1's, as is)
+    # none | no_cpt (stage 2 from the base model) | no_ft (stage 1's, as is) | base (the base model, as is)
+    ablation: str = FULL_METHOD
     base_model: str = BASE_MODEL  # the untouched model the `_base` figures evaluate; "" = none
     dim: int = EMBEDDING_DIM
     temperature: float = 0.05
@@ -154,8 +157,8 @@ class ContrastiveConfig:
         for name in ("temperature", "lr"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.ablation not in VARIANTS:
-            raise ValueError(f"ablation must be one of {VARIANTS}, got {self.ablation!r}")
+        if self.ablation not in ENCODER_VARIANTS:
+            raise ValueError(f"ablation must be one of {ENCODER_VARIANTS}, got {self.ablation!r}")
         if self.probe_text not in PROBE_TEXTS:
             raise ValueError(f"probe_text must be one of {PROBE_TEXTS}, got {self.probe_text!r}")
         if self.probe_attribute not in ("", *ATTRIBUTES):
@@ -457,9 +460,9 @@ def check_provenance(cfg: ContrastiveConfig, source: str, added: int) -> None:
             f"backbone {source} has not been through stage 1 (its tokenizer lacked {added} special tokens): "
             "pass the stage-1 model (latest:cpt or runs:/<id>/backbone), or set ablation: no_cpt"
         )
-    if cfg.ablation == NO_CPT and not added:
+    if cfg.ablation in (NO_CPT, BASE_ONLY) and not added:
         raise ContrastiveError(
-            f"ablation no_cpt trains stage 2 from the base model, but backbone {source} already has "
+            f"ablation {cfg.ablation} starts from the base model, but backbone {source} already has "
             "the special tokens of stage 1: pass the base model folder"
         )
 
@@ -478,8 +481,12 @@ def build_encoder(
     return encoder, tokenizer, no_decay
 
 
+FROM_BASE = (NO_CPT, BASE_ONLY)  # the ablations whose backbone is the base model
+UNTRAINED = (NO_FT, BASE_ONLY)  # the ablations that log the model they start from, untrained
+
+
 def base_source(cfg: ContrastiveConfig) -> str:
-    return cfg.backbone if cfg.ablation == NO_CPT else cfg.base_model
+    return cfg.backbone if cfg.ablation in FROM_BASE else cfg.base_model
 
 
 def base_encoder(cfg: ContrastiveConfig, device, slices: Sequence[str]) -> tuple[TextEncoder, object]:
@@ -522,7 +529,7 @@ def train(
     info, device = join(cfg.device)
     seed_everything(cfg.seed)
     settings = deepspeed_setup(
-        cfg.deepspeed_config if cfg.ablation != NO_FT else "",  # no_ft does not train
+        cfg.deepspeed_config if cfg.ablation not in UNTRAINED else "",  # no_ft and base do not train
         micro_batch_size=cfg.batch_size,
         grad_accum=1,
         clip_norm=cfg.clip_norm,
@@ -538,7 +545,7 @@ def train(
     result = None
     # ZeRO-3 forwards gather weights from every rank, so every rank evaluates; otherwise rank 0
     evaluates = info.is_primary or zero_stage(settings) == 3
-    if cfg.ablation == NO_FT:
+    if cfg.ablation in UNTRAINED:
         before = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
         after = before
     else:
@@ -565,9 +572,9 @@ def train(
         )
         encoder = engine.model
         after = evaluate(encoder, tokenizer, data, cfg, device) if evaluates else {}
-    base = before if cfg.ablation == NO_CPT else {}  # no_cpt starts from the base model
+    base = before if cfg.ablation in FROM_BASE else {}  # no_cpt and base start from the base model
     # under ZeRO-3 a second whole model does not fit beside a partitioned 7B one: no base figures
-    if cfg.ablation != NO_CPT and cfg.base_model and evaluates:
+    if cfg.ablation not in FROM_BASE and cfg.base_model and evaluates:
         base = (
             {}
             if zero_stage(settings) == 3
@@ -576,7 +583,7 @@ def train(
     if info.is_primary:
         log("contrastive: base model " + json.dumps(base))
         log("contrastive: start " + json.dumps(before))
-        if cfg.ablation != NO_FT:
+        if cfg.ablation not in UNTRAINED:
             log("contrastive: fine-tuned " + json.dumps(after))
     summary = {
         "ablation": cfg.ablation,

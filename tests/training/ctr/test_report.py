@@ -249,7 +249,7 @@ def test_bad_min_seeds():
 
 
 def test_plot_sweep_checks_lengths(tmp_path):
-    from training.ctr.plots import plot_sweep
+    from training.common.plots import plot_sweep
 
     with pytest.raises(ValueError, match="CTR AUC: 2 xs, 1 means"):
         plot_sweep("t", "x", [0.1, 0.2], {"CTR AUC": [0.8]}, {"CTR AUC": [0.01]}, tmp_path / "p.png")
@@ -260,7 +260,7 @@ def test_plot_sweep_checks_lengths(tmp_path):
 
 
 def test_plot_auc_bars_checks_lengths(tmp_path):
-    from training.ctr.plots import plot_auc_bars
+    from training.common.plots import plot_auc_bars
 
     with pytest.raises(ValueError, match="CTR AUC: 2 labels, 1 means"):
         plot_auc_bars("t", ["PLE", "LARR"], {"CTR AUC": [0.8]}, {"CTR AUC": [0.01]}, {}, tmp_path / "b.png")

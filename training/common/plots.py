@@ -1,6 +1,7 @@
-"""The report's plots: AUC per model (mean over seeds, error bar = std) against the Bayes-optimal
-ceiling, sweeps like the paper's Figure 4 (AUC against the alignment temperature or the
-alignment negative sampling ratio), and curves against the data size (`larr gap`)."""
+"""Plots shared by the report, the gap study and the case study: AUC per model (mean over seeds,
+error bar = std) against the Bayes-optimal ceiling, sweeps like the paper's Figure 4 (AUC against
+the alignment temperature or the alignment negative sampling ratio), curves against the data size
+(`larr gap`) and grouped bars (`larr casestudy`: a score per encoder and scene group)."""
 
 from __future__ import annotations
 
@@ -130,4 +131,42 @@ def plot_curves(
     ax.set(xlabel=x_label, ylabel=y_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    return _save(fig, title, path)
+
+
+def plot_grouped_bars(
+    title: str,
+    y_label: str,
+    groups: Sequence[str],
+    values: Mapping[str, Sequence[float]],
+    path: str | Path,
+    reference: Sequence[float] | None = None,
+    reference_label: str = "",
+) -> str:
+    """A PNG with one cluster of bars per group (x axis) and one bar per series of `values` in each
+    (e.g. an encoder's precision per scene group); `reference` (one value per group, e.g. what a
+    random pick scores) is a black tick across each cluster. Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(values))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(values)) ** 0.5 + 2), 3.8))
+    for i, (series, ys) in enumerate(values.items()):
+        if len(ys) != len(groups):
+            raise ValueError(f"plot_grouped_bars: {series}: {len(groups)} groups, {len(ys)} values")
+        ax.bar(x - 0.4 + width * (i + 0.5), np.asarray(ys, dtype=float), width, label=series)
+    if reference is not None:
+        if len(reference) != len(groups):
+            raise ValueError(f"plot_grouped_bars: {len(groups)} groups, {len(reference)} reference values")
+        ax.hlines(
+            reference, x - 0.42, x + 0.42, colors="black", linestyles="--", label=reference_label or None
+        )
+    ax.set_xticks(x, list(groups))
+    ax.set(ylabel=y_label)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, title, path)
