@@ -1,8 +1,8 @@
 """etl pairs: clean.users, clean.pois, clean.impressions, raw.dataset_schema -> pairs.contrastive;
 one row per (pair_type, anchor, positive); partitioned by pair_type.
 
-Stage 2 (contrastive fine-tuning) pairs, three types, their texts from the dataset schema
-(etl/text/item_text.py, etl/text/user_text.py):
+Stage 2 (contrastive fine-tuning) pairs, the paper's three types and one beyond it, their texts
+from the dataset schema (etl/text/item_text.py, etl/text/user_text.py):
 - user_user: a = the user's profile text, b = the user's action text (the items of recent
   positives, the scenes of those positives, statistics over clicks and conversions); users with
   a click and both texts.
@@ -12,10 +12,18 @@ Stage 2 (contrastive fine-tuning) pairs, three types, their texts from the datas
   text (business + basic); one row per (user, item) the user converted on (clicked, in a log
   without conversions), at most `max_pairs_per_user` per user and then `max_pairs_per_poi` per
   item, chosen by a hash rank.
+- scene_poi (beyond the paper; trained only with `weight_scene_poi` > 0): a = the environment of
+  ONE order (the user environment slice of that event alone: "Friday, 19:00, Chengdu, home,
+  rainy, 12°C, away from home"), b = the ordered item's comprehensive text; anchor = the event,
+  at most `max_pairs_per_poi` per item by a hash rank of the event. The scene side of the
+  contrastive pairs: what a typed scene (`larr recall`, `larr casestudy`) asks the encoder, and
+  what the user_poi pairs blur (all of a user's environments against each of their items).
+  Needs the schema's `user_actions.environment`; none without it.
 A pair with an empty side is left out; the figures count the users without profile text and the
 items without business / basic text (`MISSING_TEXTS`).
 Point in time: only impressions with dt < `history_end_date` are read. The held-out split is a
-hash of the anchor id (users for user_user and user_poi, items for poi_poi).
+hash of the user (user_user, user_poi and scene_poi: a held-out user's scenes are held out too)
+or of the item (poi_poi).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.catalog import TableCatalog
@@ -31,14 +39,16 @@ from core.dataset_schema import DatasetSchema
 from core.schema_table import SCHEMA_TABLE, read_schema
 from core.splits import history_end
 from etl.text.item_text import COMPREHENSIVE, item_text
+from etl.text.slice_text import slice_value
 from etl.text.slices import BASIC, BUSINESS
 from etl.text.split import SPLITS, check_fraction, heldout_split
-from etl.text.user_text import profile_text, user_texts
+from etl.text.user_text import environment_columns, profile_text, user_texts
+from etl.tokens import wrap
 
 INPUTS = ("clean.users", "clean.pois", "clean.impressions")
 OUTPUT = "pairs.contrastive"
-USER_USER, POI_POI, USER_POI = "user_user", "poi_poi", "user_poi"
-PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
+USER_USER, POI_POI, USER_POI, SCENE_POI = "user_user", "poi_poi", "user_poi", "scene_poi"
+PAIR_TYPES = (USER_USER, POI_POI, USER_POI, SCENE_POI)
 MISSING_TEXTS = ("users_without_profile_text", "items_without_business_text", "items_without_basic_text")
 COLUMNS = ("pair_type", "anchor_id", "positive_id", "text_a", "text_b", "split")
 
@@ -89,6 +99,35 @@ def capped_orders(orders: DataFrame, max_per_user: int, max_per_poi: int, seed: 
     )
 
 
+def scene_pairs(
+    orders: DataFrame, poi_texts: DataFrame, schema: DatasetSchema, cfg: PairsConfig, split: Column
+) -> DataFrame | None:
+    """scene_poi pairs (module docstring), or None when the schema declares no environment slice."""
+    spec = schema.user_actions.environment
+    if spec is None:
+        return None
+    scene = wrap(spec.name, slice_value(spec, environment_columns(schema, spec)))
+    rank_key = F.xxhash64(F.lit(cfg.seed), F.lit("scene_cap"), "event_id")
+    per_poi = Window.partitionBy("poi_id").orderBy("_key", "event_id")
+    capped = (
+        orders.withColumn("_key", rank_key)
+        .withColumn("_rank", F.row_number().over(per_poi))
+        .where(F.col("_rank") <= cfg.max_pairs_per_poi)
+    )
+    return (
+        capped.select("event_id", "user_id", "poi_id", scene.alias("text_a"))
+        .join(poi_texts.select("poi_id", F.col("comprehensive").alias("text_b")), "poi_id")
+        .select(
+            F.lit(SCENE_POI).alias("pair_type"),
+            F.col("event_id").alias("anchor_id"),
+            F.col("poi_id").alias("positive_id"),
+            "text_a",
+            "text_b",
+            split.alias("split"),
+        )
+    )
+
+
 def missing_texts(users: DataFrame, pois: DataFrame, schema: DatasetSchema) -> dict[str, int]:
     """Users without profile text, items without business / basic text (one scan of each table)."""
     user_counts = users.agg(F.count(F.when(profile_text(schema) == "", 1))).first()
@@ -114,6 +153,7 @@ def transform(
         item_text(schema, COMPREHENSIVE).alias("comprehensive"),
     )
     user_split = heldout_split(cfg.seed, cfg.heldout_fraction, "user", "anchor_id")
+    scene_split = heldout_split(cfg.seed, cfg.heldout_fraction, "user", "user_id")  # the user's split
     user_user = texts.select(
         F.lit(USER_USER).alias("pair_type"),
         F.col("user_id").alias("anchor_id"),
@@ -142,18 +182,17 @@ def transform(
         )
         .withColumn("split", user_split)
     )
-    return (
-        user_user.unionByName(poi_poi)
-        .unionByName(user_poi)
-        .where((F.col("text_a") != "") & (F.col("text_b") != ""))
-        .select(
-            F.col("pair_type"),
-            F.col("anchor_id").cast("long"),
-            F.col("positive_id").cast("long"),
-            "text_a",
-            "text_b",
-            "split",
-        )
+    every = user_user.unionByName(poi_poi).unionByName(user_poi)
+    scene_poi = scene_pairs(orders, poi_texts, schema, cfg, scene_split)
+    if scene_poi is not None:
+        every = every.unionByName(scene_poi)
+    return every.where((F.col("text_a") != "") & (F.col("text_b") != "")).select(
+        F.col("pair_type"),
+        F.col("anchor_id").cast("long"),
+        F.col("positive_id").cast("long"),
+        "text_a",
+        "text_b",
+        "split",
     )
 
 

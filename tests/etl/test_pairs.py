@@ -51,6 +51,23 @@ EXPECTED = sorted(
         *[("poi_poi", p, p, BUSINESS[p], BASIC[p], "train") for p in (1, 2, 3)],
         # user 10 ordered from POIs 2 and 1 before the test day; user 12's test-day order is unseen
         *[("user_poi", 10, p, PROFILE_10 + ACTION_10, BUSINESS[p] + BASIC[p], "train") for p in (1, 2)],
+        # each of user 10's orders: that order's scene alone -> the ordered POI; anchor = the event
+        (
+            "scene_poi",
+            1,
+            2,
+            "<user_env>Monday, 08:00, Chengdu, office, rainy, 18°C</user_env>",
+            BUSINESS[2] + BASIC[2],
+            "train",
+        ),
+        (
+            "scene_poi",
+            3,
+            1,
+            "<user_env>Tuesday, 12:00, Chengdu, office, sunny, 24°C, away from home</user_env>",
+            BUSINESS[1] + BASIC[1],
+            "train",
+        ),
     ]
 )
 
@@ -66,7 +83,8 @@ def test_pairs_whole_table_and_idempotent(spark, catalog):
     assert sorted(table.columns) == sorted(COLUMNS)
     assert _rows(table) == EXPECTED
     assert (figures["user_user_rows"], figures["poi_poi_rows"], figures["user_poi_rows"]) == (2, 3, 2)
-    assert figures["rows"] == figures["user_user_train_rows"] + 5 == 7
+    assert figures["scene_poi_rows"] == figures["scene_poi_train_rows"] == 2
+    assert figures["rows"] == figures["user_user_train_rows"] + 7 == 9
     assert figures["input_versions"] == {
         "clean.users": 0,
         "clean.pois": 0,
@@ -151,7 +169,19 @@ def test_heldout_users_are_held_out_in_every_pair_type(spark):
     impressions = spark.createDataFrame(rows, IMPRESSIONS_SCHEMA)
     pois = spark.createDataFrame(POIS, POIS_SCHEMA)
     cfg = PairsConfig(history_end_date=TEST_DAY.isoformat(), heldout_fraction=0.2, max_pairs_per_poi=1000)
-    out = pairs.transform(users, pois, impressions, SCHEMA, cfg).where(F.col("pair_type") != "poi_poi")
+    every = pairs.transform(users, pois, impressions, SCHEMA, cfg)
+    out = every.where(F.col("pair_type").isin("user_user", "user_poi"))
+    # a held-out user's scenes are held out too (scene_poi's anchor is the event, 1000 + user)
+    scenes = every.where(F.col("pair_type") == "scene_poi").select(
+        (F.col("anchor_id") - 1000).alias("anchor_id"), "split"
+    )
+    assert scenes.count() == 300
+    assert (
+        scenes.join(out.select("anchor_id", F.col("split").alias("user_split")).distinct(), "anchor_id")
+        .where(F.col("split") != F.col("user_split"))
+        .count()
+        == 0
+    )
     by_user = out.groupBy("anchor_id").agg(F.collect_set("split").alias("s"), F.count("*").alias("n"))
     assert by_user.where(F.size("s") != 1).count() == 0
     assert by_user.where(F.col("n") != 2).count() == 0

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -32,6 +33,7 @@ from training.lm.backbone import add_special_tokens, save_backbone
 from training.lm.tiny import tiny_llama, tiny_tokenizer
 
 SLICES = token_slices(SCHEMA)  # the synthetic world's declared slices
+PAPER_TYPES = ("user_user", "poi_poi", "user_poi")  # trained by default (weight_scene_poi 0)
 
 DISHES = ["claypot rice", "roast goose", "cold noodles", "hot pot", "iced tea", "dumplings", "milk tea"]
 
@@ -105,7 +107,7 @@ def _tiny_encoder(seed: int = 0):
 def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, base_dir, tmp_path):
     cfg = _config(backbone_dir, tmp_path, base_model=str(base_dir))  # 3 steps: one batch of each type
     data = prepare(spark, pairs, cfg)
-    assert data.train_rows == dict.fromkeys(PAIR_TYPES, 12)
+    assert data.train_rows == dict.fromkeys(PAPER_TYPES, 12)
     assert {t: len(h.anchors) for t, h in data.heldout.items()} == {"user_poi": 4, "poi_poi": 4}
     with tracking.stage_run("contrastive", pairs.root, cfg) as mlflow_run:
         summary = run(spark, pairs, cfg, log=lambda _: None)
@@ -140,7 +142,7 @@ def test_one_step_per_pair_type_through_petastorm(spark, pairs, backbone_dir, ba
 
 
 def test_batches_hold_one_pair_type_each(spark, pairs, backbone_dir, tmp_path):
-    assert type_schedule(dict.fromkeys(PAIR_TYPES, 1.0), 6) == list(PAIR_TYPES) * 2
+    assert type_schedule(dict.fromkeys(PAIR_TYPES, 1.0), 2 * len(PAIR_TYPES)) == list(PAIR_TYPES) * 2
     weighted = type_schedule({"user_user": 2.0, "poi_poi": 1.0, "user_poi": 0.0}, 9)
     assert weighted.count("user_user") == 6 and weighted.count("poi_poi") == 3 and "user_poi" not in weighted
 
@@ -151,7 +153,7 @@ def test_batches_hold_one_pair_type_each(spark, pairs, backbone_dir, tmp_path):
     length = epoch_length(cfg, data.train_rows, 1)
     assert length == 9
     batches = list(contrastive_batches(loaders, tokenizer, cfg, length, epoch=0, skip=0))
-    assert [b.pair_type for b in batches] == list(PAIR_TYPES) * 3
+    assert [b.pair_type for b in batches] == list(PAPER_TYPES) * 3
     for batch in batches:
         texts = tokenizer.batch_decode(batch.input_ids, skip_special_tokens=True)
         assert batch.size == 4 and len(texts) == 8
@@ -160,6 +162,16 @@ def test_batches_hold_one_pair_type_each(spark, pairs, backbone_dir, tmp_path):
         assert all(" 12" not in t and " 13" not in t for t in texts)  # no held-out rows
     resumed = list(contrastive_batches(loaders, tokenizer, cfg, length, epoch=0, skip=5))
     assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(resumed, batches[5:], strict=True))
+
+    # beyond the paper: the scene pairs join the round-robin with a positive weight, under a new key
+    scenes = replace(cfg, weight_scene_poi=1.0)
+    assert scenes.key() != cfg.key()
+    data = prepare(spark, pairs, scenes)
+    assert data.train_rows == dict.fromkeys(PAIR_TYPES, 12)
+    loaders = {t: DeltaBatches(s, cfg.batch_size, shuffle_seed=cfg.seed) for t, s in data.snapshots.items()}
+    length = epoch_length(scenes, data.train_rows, 1)
+    batches = list(contrastive_batches(loaders, tokenizer, scenes, length, epoch=0, skip=0))
+    assert length == 12 and [b.pair_type for b in batches] == list(PAIR_TYPES) * 3
 
 
 def test_retrieval_metrics_on_a_hand_made_similarity_matrix():

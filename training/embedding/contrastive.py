@@ -71,6 +71,7 @@ import torch
 
 from core.paths import BASE_MODEL
 from core.tracking import BASE_ONLY, ENCODER_VARIANTS, FULL_METHOD, NO_CPT, NO_FT
+from etl.text.pairs import PAIR_TYPES, POI_POI, SCENE_POI, USER_POI, USER_USER  # noqa: F401 - re-exported
 from training.common.data import DeltaBatches, DeltaSnapshot, delta_snapshot
 from training.common.device import autocast, dist_info
 from training.common.engine import full_weights, zero_stage
@@ -99,8 +100,6 @@ from training.lm.backbone import add_special_tokens, load_backbone
 from training.lm.cpt import select_trainable
 
 TABLE = "pairs.contrastive"
-USER_USER, POI_POI, USER_POI = "user_user", "poi_poi", "user_poi"
-PAIR_TYPES = (USER_USER, POI_POI, USER_POI)
 EVAL_TYPES = (USER_POI, POI_POI)  # user -> POI and POI -> POI retrieval
 COLUMNS = ["text_a", "text_b", "split"]
 EPOCH_STRIDE = 1_000_000  # a type's data epochs inside loop epoch e are e * EPOCH_STRIDE + r
@@ -121,6 +120,8 @@ class ContrastiveConfig:
     weight_user_user: float = 1.0  # a1
     weight_poi_poi: float = 1.0  # a2
     weight_user_poi: float = 1.0  # a3
+    # beyond the paper: one order's scene -> the ordered item (etl pairs' scene_poi); 0 = the paper's three
+    weight_scene_poi: float = 0.0
     max_length: int = 256  # tokens per text (middle-truncated; the closing token stays)
     batch_size: int = 16  # pairs per batch per rank (2 x batch_size texts per forward)
     lr: float = 1e-4
@@ -177,12 +178,15 @@ class ContrastiveConfig:
             USER_USER: self.weight_user_user,
             POI_POI: self.weight_poi_poi,
             USER_POI: self.weight_user_poi,
+            SCENE_POI: self.weight_scene_poi,
         }
 
     def key(self) -> str:
         """A short hash of the settings that shape the trained weights (not of evaluation or bookkeeping)."""
         evaluation = ("eval_batch_size", "eval_max_pairs", "probe_attribute", "probe_max_pois", "probe_text")
-        return config_key(self, skip=(*evaluation, "base_model"))
+        # a scene weight of 0 (the paper's three types) keeps the keys of checkpoints made before it
+        later = () if self.weight_scene_poi else ("weight_scene_poi",)
+        return config_key(self, skip=(*evaluation, "base_model", *later))
 
 
 @dataclass(frozen=True)
