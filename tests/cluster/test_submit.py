@@ -230,6 +230,7 @@ TRAIN_TOLERANCE = 1e-4  # gloo's all-reduce sums in another order than one proce
 GAUC_TOLERANCE = 1e-3  # per-user AUCs over a few impressions each: a 1e-7 change flips a near-tie
 
 
+@pytest.mark.extended  # about 2 minutes: `make test-extended` (the recipe's ETL on the cluster stays in CI)
 def test_ctr_trains_on_two_executors_like_one_process(spark, cluster, cluster_run, tmp_path):
     """`train ctr` submitted with the TorchDistributor launcher in executor mode: 2 ranks in a
     barrier stage on the two executors, the same global batch as one local process."""

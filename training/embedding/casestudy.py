@@ -93,6 +93,18 @@ DEFAULT_CASES = [
     Case("meal", "a late-night snack after working overtime", "meal = 'late_night'"),
     Case("taste", "craving something really spicy", "spicy = 1"),
     Case("taste", "something sweet for dessert", "sweet = 1"),
+    # the same effects phrased as the log's user environment slice phrases an order's scene (what
+    # the scene_poi pairs of stage 2 show the encoder): typed text and logged text side by side
+    Case(
+        "vacation_logged",
+        "Saturday, 12:00, {city}, hotel, sunny, 20°C, away from home",
+        "dish_province = {province}",
+        ["city", "province"],
+    ),
+    Case("weather_logged", "Monday, 19:00, Harbin, home, snowy, -12°C", "temperature = 1"),
+    Case("weather_logged", "Sunday, 15:00, Guangzhou, home, sunny, 35°C", "temperature = -1"),
+    Case("meal_logged", "Tuesday, 07:00, Shanghai, office, cloudy, 16°C", "meal = 'breakfast'"),
+    Case("meal_logged", "Wednesday, 23:00, Beijing, home, cloudy, 12°C", "meal = 'late_night'"),
 ]
 
 
@@ -106,6 +118,7 @@ class CaseStudyConfig:
     truth_table: str = TRUTH_POIS  # the items' hidden facts the targets read
     embed_missing: bool = True  # embed the shops with an encoder that has no vectors yet
     max_scenes: int = 500  # a bound on the expanded scenes (they are broadcast and collected)
+    center: bool = False  # subtract the mean shop vector of each encoder before the cosine
     plot_dir: str = ""  # "" = a temporary folder (the files are logged to MLflow)
 
     def __post_init__(self) -> None:
@@ -227,6 +240,15 @@ def score_scenes(vectors: DataFrame, fits: DataFrame, queries: DataFrame, top_k:
             "top"
         ),
     )
+
+
+def centered(vectors: DataFrame) -> DataFrame:
+    """The vectors minus their mean (one aggregate; the mean's `dim` floats come back to the
+    driver): the direction every shop shares no longer decides which shops are nearest."""
+    means = vectors.select(F.posexplode("vector").alias("i", "x")).groupBy("i").agg(F.avg("x").alias("m"))
+    mean = [float(r["m"]) for r in sorted(means.collect(), key=lambda r: r["i"])]
+    shift = F.array(*[F.lit(m) for m in mean])
+    return vectors.select("poi_id", F.zip_with("vector", shift, lambda a, b: a - b).alias("vector"))
 
 
 def encoder_vectors(spark, catalog: TableCatalog, label: str, source: str, ref, cfg, log) -> DataFrame:
@@ -378,6 +400,8 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: CaseStudyConfig, log=pr
             "scene_idx int, query array<float>",
         )
         vectors = encoder_vectors(spark, catalog, label, source, ref, cfg, log)
+        if cfg.center:
+            vectors = centered(vectors)
         rows = {r["scene_idx"]: r for r in score_scenes(vectors, fits, queries, cfg.top_k).collect()}
         results, top_lists = [], []
         for i, _ in enumerate(scenes):
