@@ -1,6 +1,7 @@
 """larr casestudy: typed scenes with targets from the truth table, scored per encoder against a
 numpy reference over the same vectors; bad input is one line naming the case, target or encoder."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,17 @@ def test_scores_every_scene_as_numpy_and_embeds_an_encoder_without_vectors(spark
     assert result["precision_at_3_random_weather"] == pytest.approx(
         sum(r[3] == -1 for r in truth.values()) / N_POIS, abs=1e-4
     )
+    # centred: the mean shop vector subtracted before the cosine, as numpy does it
+    mean = np.mean([v for v in first_vectors.values()], axis=0)
+    shifted = {i: v - mean for i, v in first_vectors.items()}
+    centred = casestudy.run(
+        spark, lakehouse, replace(cfg, encoders={"first": cfg.encoders["first"]}, center=True), log=QUIET
+    )
+    for scene in centred["scenes"]:
+        fits = targets[scene["group"]](scene["scene"])
+        precision, top = _reference(shifted, encoders["first"], scene["scene"], fits, top_k=3)
+        assert [t["poi_id"] for t in scene["first"]["top"]] == top
+        assert scene["first"]["precision"] == pytest.approx(precision, abs=1e-4)
     table = Path(result["table"]).read_text()
     assert "| second |" in table and "a user visiting Xi'an on vacation" in table
     assert any(line.startswith("casestudy: second") for line in lines)
