@@ -16,6 +16,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -62,16 +64,42 @@ def set_tag(spark: SparkSession, tag: RunTag | None) -> None:
         spark.conf.set(RUN_TAG_CONF, tag.render())
 
 
-def config_hash(config: Any) -> str:
-    """A stable hash of a typed config (and the package version: new code may change outputs)."""
+# The project's packages: their sources are the code a job's outputs depend on.
+CODE_PACKAGES = ("core", "etl", "features", "training", "jobs")
+
+
+def source_digest(root: Path, packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """sha256 over the .py and .yaml files of `packages` under `root` (relative path and content,
+    in path order): a checkout's edits change it, not only a release's version number."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".yaml") and path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@cache
+def code_revision() -> str:
+    """The package version and the digest of the sources this process runs (once per process;
+    from a checkout or an installed wheel alike)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         package = version("larr-platform")
     except PackageNotFoundError:
         package = "unknown"
+    root = Path(__file__).resolve().parent.parent
+    if root.is_file():  # imported from an archive (spark-submit --py-files larr.zip): its bytes
+        return f"{package}+{hashlib.sha256(root.read_bytes()).hexdigest()[:16]}"
+    return f"{package}+{source_digest(root)}"
+
+
+def config_hash(config: Any) -> str:
+    """A stable hash of a typed config and of the code (new code may change the outputs: a re-run
+    after any source change re-computes)."""
     data = asdict(config) if is_dataclass(config) else config
-    text = json.dumps({"config": data, "package": package}, sort_keys=True, default=str)
+    text = json.dumps({"config": data, "code": code_revision()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -2,8 +2,9 @@
 
 The command's table commits carry its run tag (core/manifest.py); its run manifest row set is
 committed after the last of them, with the input versions it read and its config hash. A re-run
-whose config and recorded input versions are unchanged, and whose outputs nobody has written
-since, writes nothing and says "up to date" (`--force` re-computes).
+whose config, code (core/manifest.py `code_revision`: the package version and a digest of its
+sources) and recorded input versions are unchanged, and whose outputs nobody has written since,
+writes nothing and says "up to date" (`--force` re-computes).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def run_published(
         last = unchanged_since(spark, catalog, command, digest)
         if last is not None:
             ctx.log(
-                f"{command.name}: up to date: config and input versions unchanged since run {last.run_id} "
+                f"{command.name}: up to date: config, code and input versions unchanged since run {last.run_id} "
                 f"({last.committed_at:%Y-%m-%d %H:%M:%S} UTC); nothing written (--force re-computes)"
             )
             return {

@@ -65,3 +65,29 @@ def test_unwritable_lakehouse_is_named(tmp_path):
         catalog.check_writable()
     with pytest.raises(CatalogError, match=f"lakehouse {blocker} cannot be a folder: {blocker} is a file"):
         TableCatalog.resolve(str(blocker)).check_writable()
+
+
+def test_the_config_hash_changes_with_the_sources_not_only_the_version(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from core import manifest
+
+    for package in manifest.CODE_PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "job.py").write_text("X = 1\n")
+    (tmp_path / "etl" / "__pycache__").mkdir()
+    before = manifest.source_digest(tmp_path)
+    (tmp_path / "etl" / "__pycache__" / "job.cpython-311.pyc").write_bytes(b"compiled")
+    (tmp_path / "etl" / "notes.txt").write_text("not code")
+    assert manifest.source_digest(tmp_path) == before  # caches and other files are not code
+    (tmp_path / "etl" / "job.py").write_text("X = 2\n")
+    assert manifest.source_digest(tmp_path) != before
+
+    @dataclass
+    class Config:
+        rows: int = 1
+
+    first = manifest.config_hash(Config())
+    assert manifest.config_hash(Config()) == first and manifest.config_hash(Config(rows=2)) != first
+    monkeypatch.setattr(manifest, "code_revision", lambda: "0.1.0+edited")
+    assert manifest.config_hash(Config()) != first
