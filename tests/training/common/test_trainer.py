@@ -86,11 +86,13 @@ def test_the_trainers_keys_are_the_ones_they_wrote_before():
         "probe_max_pois",
         "probe_text",
         "base_model",
+        "weight_scene_poi",  # added later: at 0 (the paper's three types) keys stay as they were
     }
     assert contrastive.key() == _reference_key(
         {k: v for k, v in asdict(contrastive).items() if k not in skip}
     )
     assert replace(contrastive, eval_max_pairs=9, base_model="").key() == contrastive.key()
+    assert replace(contrastive, weight_scene_poi=1.0).key() != contrastive.key()
 
 
 # -- checkpoint folder ---------------------------------------------------------------------------------
