@@ -51,10 +51,12 @@ from features.embeddings.encoder_runtime import EmbedError, resolve_encoder
 from features.recall import (
     POI_EMBEDDINGS,
     POIS,
+    RecallError,
     check_slice,
     cosine_between,
     default_slice,
     item_title,
+    poi_vectors,
     scene_query,
 )
 from training.embedding.casestudy_report import ALL, IDEAL, RANDOM, summarize, write_report
@@ -251,23 +253,23 @@ def centered(vectors: DataFrame) -> DataFrame:
 
 
 def encoder_vectors(spark, catalog: TableCatalog, label: str, source: str, ref, cfg, log) -> DataFrame:
-    """The shops' vectors of the encoder's version, embedded first when missing and allowed."""
-    if catalog.exists(spark, POI_EMBEDDINGS):
-        rows = catalog.read(spark, POI_EMBEDDINGS).where(F.col("encoder_version") == ref.version)
-        if not rows.isEmpty():
-            return rows.select("poi_id", "vector")
-    if not cfg.embed_missing:
-        raise CaseStudyError(
-            f"encoders.{label}: {POI_EMBEDDINGS} has no rows for {source} (version {ref.version}): run "
-            f"`larr embed texts --set encoder={source} --set sides=[poi]` or set embed_missing: true"
-        )
-    from features.embeddings.texts import EmbedTextsConfig
-    from features.embeddings.texts import run as embed_texts
+    """The shops' vectors of the encoder's version (`larr recall`'s lookup, at the table's published
+    version), embedded first when missing and allowed."""
+    try:
+        vectors, _ = poi_vectors(spark, catalog, ref.version, source)
+    except RecallError:
+        if not cfg.embed_missing:
+            raise CaseStudyError(
+                f"encoders.{label}: {POI_EMBEDDINGS} has no rows for {source} (version {ref.version}): run "
+                f"`larr embed texts --set encoder={source} --set sides=[poi]` or set embed_missing: true"
+            ) from None
+        from features.embeddings.texts import EmbedTextsConfig
+        from features.embeddings.texts import run as embed_texts
 
-    log(f"casestudy: {label}: embedding the shops with {source}")
-    embed_texts(spark, catalog, EmbedTextsConfig(encoder=source, sides=["poi"], export=False), log=log)
-    rows = catalog.read(spark, POI_EMBEDDINGS).where(F.col("encoder_version") == ref.version)
-    return rows.select("poi_id", "vector")
+        log(f"casestudy: {label}: embedding the shops with {source}")
+        embed_texts(spark, catalog, EmbedTextsConfig(encoder=source, sides=["poi"], export=False), log=log)
+        vectors, _ = poi_vectors(spark, catalog, ref.version, source)
+    return vectors.select("poi_id", "vector")
 
 
 def run(spark: SparkSession, catalog: TableCatalog, cfg: CaseStudyConfig, log=print) -> dict:
