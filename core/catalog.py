@@ -59,6 +59,16 @@ class TableHead:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """What one commit recorded: its version, the `larr` run that made it (None: made outside one)
+    and Delta's operation metrics (rows written, rows merged, ...)."""
+
+    version: int
+    writer: manifest.RunTag | None
+    metrics: dict[str, str]
+
+
+@dataclass(frozen=True)
 class TableCatalog:
     root: str
     unity_prefix: str | None = None  # "catalog.schema" to use Unity Catalog tables
@@ -66,6 +76,11 @@ class TableCatalog:
     reads: dict[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
     # runs known to have completed (a completed run stays completed, so the cache never goes stale)
     _completed: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    # commits read from Delta's history, by (location, version): a commit never changes, so a
+    # table whose latest version is already here needs no history query (each costs a Spark job)
+    _commits: dict[tuple[str, int], Commit] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def resolve(cls, lakehouse: str | None = None, unity_prefix: str | None = None) -> TableCatalog:
@@ -134,10 +149,42 @@ class TableCatalog:
 
     def head(self, spark: SparkSession, name: str) -> TableHead | None:
         """The latest commit of a table, or None when it does not exist yet."""
+        commit = self.last_commit(spark, name)
+        return None if commit is None else TableHead(version=commit.version, writer=commit.writer)
+
+    def last_commit(self, spark: SparkSession, name: str) -> Commit | None:
+        """The table's latest commit, or None when it does not exist yet.
+
+        The latest version comes from Delta's log snapshot (milliseconds, no Spark job); the
+        commit's facts from the history only the first time this catalog sees that version."""
         if not self.exists(spark, name):
             return None
-        row = self.delta(spark, name).history(1).select("version", "userMetadata").first()
-        return TableHead(version=int(row["version"]), writer=manifest.RunTag.parse(row["userMetadata"]))
+        location = self.location(name)
+        version = self._snapshot_version(spark, name)
+        if version is not None and (location, version) in self._commits:
+            return self._commits[(location, version)]
+        row = self.delta(spark, name).history(1).select("version", "userMetadata", "operationMetrics").first()
+        commit = Commit(
+            version=int(row["version"]),
+            writer=manifest.RunTag.parse(row["userMetadata"]),
+            metrics=dict(row["operationMetrics"] or {}),
+        )
+        self._commits[(location, commit.version)] = commit
+        return commit
+
+    def _snapshot_version(self, spark: SparkSession, name: str) -> int | None:
+        """The latest version by Delta's own log snapshot, through the JVM; None where there is no
+        JVM to ask (Spark Connect), for Unity Catalog names, or if this Delta's API differs (the
+        caller then reads the history, as it would without this shortcut)."""
+        jvm = getattr(spark, "_jvm", None)
+        if jvm is None or self.unity_name(name):
+            return None
+        try:
+            log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, self.location(name))
+            empty = jvm.scala.Option.empty()
+            return int(log.update(False, empty, empty).version())
+        except Exception:  # noqa: BLE001 - any failure of the shortcut falls back to the history
+            return None
 
     def data_changed_since(self, spark: SparkSession, name: str, version: int) -> bool:
         """True when a commit after `version` changed the table's rows (VACUUM and OPTIMIZE commit
@@ -218,8 +265,8 @@ class TableCatalog:
 
     def last_commit_rows(self, spark: SparkSession, name: str) -> int | None:
         """Rows written by the table's latest commit (from the Delta log, no extra scan)."""
-        metrics = self.delta(spark, name).history(1).select("operationMetrics").first()[0] or {}
-        rows = metrics.get("numOutputRows")
+        commit = self.last_commit(spark, name)
+        rows = None if commit is None else commit.metrics.get("numOutputRows")
         return int(rows) if rows is not None else None
 
     def write(

@@ -47,9 +47,11 @@ def merge_rows(
     with catalog.committing(spark, name):
         merge.whenNotMatchedInsertAll().execute()
     faults.after_commit()
-    metrics = catalog.delta(spark, name).history(1).select("operationMetrics").first()[0] or {}
-    changed = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
-    return catalog.latest_version(spark, name), changed
+    commit = catalog.last_commit(spark, name)
+    changed = int(commit.metrics.get("numTargetRowsInserted", 0)) + int(
+        commit.metrics.get("numTargetRowsUpdated", 0)
+    )
+    return commit.version, changed
 
 
 def write_rejects(

@@ -31,6 +31,33 @@ def test_write_read_and_time_travel(spark, catalog):
     assert os.path.isdir(os.path.join(catalog.location("raw.numbers"), "_delta_log"))
 
 
+def test_the_latest_commit_is_read_from_the_history_once_per_version(spark, catalog, monkeypatch):
+    catalog.write(spark.range(5), "raw.numbers")
+    first = catalog.last_commit(spark, "raw.numbers")
+    assert (first.version, first.metrics["numOutputRows"]) == (0, "5")
+    history_reads = []
+    real_delta = TableCatalog.delta
+    monkeypatch.setattr(
+        TableCatalog, "delta", lambda self, s, name: history_reads.append(name) or real_delta(self, s, name)
+    )
+    assert catalog.head(spark, "raw.numbers").version == 0
+    assert catalog.version(spark, "raw.numbers") == 0
+    assert history_reads == []  # the version came from Delta's log snapshot, the facts from the cache
+    # a commit by another writer (another catalog on the same lakehouse) is seen at once
+    TableCatalog.resolve(catalog.root).write(spark.range(2), "raw.numbers")
+    assert catalog.head(spark, "raw.numbers").version == 1
+    assert catalog.last_commit_rows(spark, "raw.numbers") == 2
+    assert history_reads == ["raw.numbers"] * 2  # version 1's facts: once by each catalog
+
+
+def test_without_the_log_snapshot_the_history_answers(spark, catalog, monkeypatch):
+    monkeypatch.setattr(TableCatalog, "_snapshot_version", lambda self, s, name: None)  # Spark Connect
+    catalog.write(spark.range(5), "raw.numbers")
+    catalog.write(spark.range(3), "raw.numbers")
+    assert catalog.head(spark, "raw.numbers").version == 1
+    assert catalog.last_commit_rows(spark, "raw.numbers") == 3
+
+
 def test_replace_where_overwrites_only_that_partition(spark, catalog):
     df = spark.createDataFrame([(1, "a"), (2, "b")], "day int, v string")
     catalog.write(df, "raw.days", partition_by=["day"])
