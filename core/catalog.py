@@ -52,20 +52,12 @@ def is_remote(root: str) -> bool:
 
 @dataclass(frozen=True)
 class TableHead:
-    """A table's latest commit: its version and the `larr` run that made it (None: made outside one)."""
-
-    version: int
-    writer: manifest.RunTag | None
-
-
-@dataclass(frozen=True)
-class Commit:
-    """What one commit recorded: its version, the `larr` run that made it (None: made outside one)
+    """A table's latest commit: its version, the `larr` run that made it (None: made outside one)
     and Delta's operation metrics (rows written, rows merged, ...)."""
 
     version: int
     writer: manifest.RunTag | None
-    metrics: dict[str, str]
+    metrics: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,7 +70,7 @@ class TableCatalog:
     _completed: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
     # commits read from Delta's history, by (location, version): a commit never changes, so a
     # table whose latest version is already here needs no history query (each costs a Spark job)
-    _commits: dict[tuple[str, int], Commit] = field(
+    _commits: dict[tuple[str, int], TableHead] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
 
@@ -148,12 +140,7 @@ class TableCatalog:
         return reader.table(uc) if uc else reader.load(self.location(name))
 
     def head(self, spark: SparkSession, name: str) -> TableHead | None:
-        """The latest commit of a table, or None when it does not exist yet."""
-        commit = self.last_commit(spark, name)
-        return None if commit is None else TableHead(version=commit.version, writer=commit.writer)
-
-    def last_commit(self, spark: SparkSession, name: str) -> Commit | None:
-        """The table's latest commit, or None when it does not exist yet.
+        """The latest commit of a table, or None when it does not exist yet.
 
         The latest version comes from Delta's log snapshot (milliseconds, no Spark job); the
         commit's facts from the history only the first time this catalog sees that version."""
@@ -164,7 +151,7 @@ class TableCatalog:
         if version is not None and (location, version) in self._commits:
             return self._commits[(location, version)]
         row = self.delta(spark, name).history(1).select("version", "userMetadata", "operationMetrics").first()
-        commit = Commit(
+        commit = TableHead(
             version=int(row["version"]),
             writer=manifest.RunTag.parse(row["userMetadata"]),
             metrics=dict(row["operationMetrics"] or {}),
@@ -265,7 +252,7 @@ class TableCatalog:
 
     def last_commit_rows(self, spark: SparkSession, name: str) -> int | None:
         """Rows written by the table's latest commit (from the Delta log, no extra scan)."""
-        commit = self.last_commit(spark, name)
+        commit = self.head(spark, name)
         rows = None if commit is None else commit.metrics.get("numOutputRows")
         return int(rows) if rows is not None else None
 

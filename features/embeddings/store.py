@@ -47,7 +47,7 @@ def merge_rows(
     with catalog.committing(spark, name):
         merge.whenNotMatchedInsertAll().execute()
     faults.after_commit()
-    commit = catalog.last_commit(spark, name)
+    commit = catalog.head(spark, name)
     changed = int(commit.metrics.get("numTargetRowsInserted", 0)) + int(
         commit.metrics.get("numTargetRowsUpdated", 0)
     )

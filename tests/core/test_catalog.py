@@ -33,7 +33,7 @@ def test_write_read_and_time_travel(spark, catalog):
 
 def test_the_latest_commit_is_read_from_the_history_once_per_version(spark, catalog, monkeypatch):
     catalog.write(spark.range(5), "raw.numbers")
-    first = catalog.last_commit(spark, "raw.numbers")
+    first = catalog.head(spark, "raw.numbers")
     assert (first.version, first.metrics["numOutputRows"]) == (0, "5")
     history_reads = []
     real_delta = TableCatalog.delta
