@@ -11,7 +11,7 @@ import pytest
 
 from core import tracking
 from training.ctr import names
-from training.ctr.gap import GapConfig, GapError, oracle_samples, run
+from training.ctr.gap import GapConfig, GapError, oracle_samples, run, unchanged_oracles
 from training.ctr.inputs import ModelConfig
 from training.ctr.report import load_runs, table2
 from training.ctr.train import CtrConfig
@@ -179,3 +179,42 @@ def test_each_data_size_is_a_column_of_the_size_table_read_back_from_mlflow(spar
         lr = figures["variants"][0]
         assert f"{lr['ctr_auc']:.4f} ± {lr['ctr_auc_std']:.4f}" in lr_row
     assert Path(full["size_plot"]).stat().st_size > 0
+
+
+def test_a_gap_rerun_on_unchanged_samples_reuses_the_oracle_table_and_reads_back_its_variants(
+    spark, ctr_world, capsys
+):
+    """`larr gap` twice: the second writes no new oracle table, so every variant keeps its data key
+    and is read back from its finished checkpoint with the same figures; a write to the oracle
+    table by anyone else (or other oracle columns) makes the next run rebuild it."""
+    from jobs.cli import main
+
+    catalog, _ = ctr_world
+    args = [
+        "gap", "--lakehouse", catalog.root, "--model", names.LR, "--set", "compare=[]",
+        "--set", "oracles=[semantic_logit]", "--set", "request_item=false", "--set", "seeds=[1]",
+        "--set", "train.epochs=1", "--set", "train.batch_size=256", "--set", "train.progress=false",
+    ]  # fmt: skip
+
+    def gap() -> tuple[int, str]:
+        capsys.readouterr()
+        assert main(args) == 0
+        return catalog.latest_version(spark, "samples.ctr_oracle"), capsys.readouterr().out
+
+    def figures(said: str) -> list[str]:
+        return [line.split(" seed 1: ")[1] for line in said.splitlines() if "train ctr: lr/" in line]
+
+    first_version, first = gap()
+    assert "is up to date" not in first and "resuming from" not in first and len(figures(first)) == 2
+    second_version, second = gap()
+    assert second_version == first_version
+    assert f"gap: samples.ctr_oracle version {first_version} is up to date" in second
+    assert second.count("resuming from") == 2 and figures(second) == figures(first)
+
+    samples = catalog.read(spark, "samples.ctr").columns
+    semantic = GapConfig(oracles=("semantic_logit",))
+    assert unchanged_oracles(spark, catalog, semantic, samples) == first_version
+    assert unchanged_oracles(spark, catalog, GapConfig(), samples) is None  # other oracle columns
+    oracle = catalog.read(spark, "samples.ctr_oracle")
+    catalog.write(oracle, "samples.ctr_oracle", partition_by=["split", "dt"])  # a write by someone else
+    assert unchanged_oracles(spark, catalog, semantic, samples) is None
