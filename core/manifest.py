@@ -189,3 +189,11 @@ def last_run(spark: SparkSession, catalog: TableCatalog, job: str) -> RunRecord 
         outputs={r["table"]: int(r["version"]) for r in rows},
         inputs=json.loads(rows[0]["input_versions"]),
     )
+
+
+def still_current(spark: SparkSession, catalog: TableCatalog, record: RunRecord) -> bool:
+    """Whether a completed run's outputs are what readers see now: no commit changed the rows of an
+    output since, and every input it read is still at the version it read."""
+    if any(catalog.data_changed_since(spark, t, v) for t, v in record.outputs.items()):
+        return False  # a table was written since (by hand, or by a run that did not complete)
+    return all(catalog.version(spark, t) == v for t, v in record.inputs.items())

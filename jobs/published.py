@@ -22,11 +22,7 @@ def unchanged_since(spark, catalog: TableCatalog, command: Command, digest: str)
     last = manifest.last_run(spark, catalog, command.name)
     if last is None or last.config_hash != digest:
         return None
-    if any(catalog.data_changed_since(spark, t, v) for t, v in last.outputs.items()):
-        return None  # a table was written since (by hand, or by a run that did not complete)
-    if any(catalog.version(spark, t) != v for t, v in last.inputs.items()):
-        return None
-    return last
+    return last if manifest.still_current(spark, catalog, last) else None
 
 
 def _published_by(spark, catalog: TableCatalog, table: str, tag: manifest.RunTag) -> int | None:

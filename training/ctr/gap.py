@@ -152,17 +152,15 @@ def oracle_samples(spark, catalog, cfg: GapConfig, log=print) -> int:
 
 
 def unchanged_oracles(spark, catalog, cfg: GapConfig, sample_columns: list[str]) -> int | None:
-    """The oracle table's version when the last completed `larr gap` wrote it from the samples and
-    truth versions readers see now, with exactly these oracle columns, and nobody changed it since;
-    else None. Rewriting it would give it a new version, a new data key and so fresh checkpoints:
-    every variant would retrain (the baseline and its oracles are most of a run's time)."""
+    """The oracle table's version when the last completed `larr gap` wrote it, its outputs and the
+    inputs it read (samples, truth) are still current and it has exactly these oracle columns; else
+    None. Rewriting it would give it a new version, a new data key and so fresh checkpoints: every
+    variant would retrain (the baseline and its oracles are most of a run's time)."""
     from core import manifest
 
     last = manifest.last_run(spark, catalog, GAP_JOB)
     version = None if last is None else last.outputs.get(cfg.oracle_table)
-    if version is None or catalog.data_changed_since(spark, cfg.oracle_table, version):
-        return None
-    if any(last.inputs.get(t) != catalog.version(spark, t) for t in (cfg.samples_table, cfg.truth_table)):
+    if version is None or not manifest.still_current(spark, catalog, last):
         return None
     columns = catalog.read(spark, cfg.oracle_table, version=version).columns
     return version if sorted(columns) == sorted({*sample_columns, *cfg.oracles}) else None
