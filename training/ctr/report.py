@@ -42,6 +42,7 @@ from training.ctr.names import (
     TUNED_TAG,
     WIDE_DEEP,
 )
+from training.ctr.report_studies import study_sections
 
 # (key, label) of Table 2, every model with ablation "none"
 MODELS = (
@@ -400,6 +401,10 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
             {k: int(v) if k == "seeds" else _number(v) for k, v in row.items()}
             for row in table.to_dict("records")
         ]
+    # the studies beside the tables: where the gap to Bayes goes, the case study (their newest runs)
+    studies_markdown, studies, study_plots = study_sections(path.parent)
+    sections += studies_markdown
+    figures.update(study_plots)
     path.write_text("\n\n".join(sections) + "\n")
     if active():
         mlflow.log_artifact(str(path))
@@ -420,5 +425,6 @@ def run(spark, catalog: TableCatalog, cfg: ReportConfig, log=print) -> dict:
         "runs": int(len(runs)),
         "short_of_seeds": short,
         "samples_versions": versions,
+        "studies": studies,
         **figures,
     }

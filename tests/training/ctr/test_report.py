@@ -269,3 +269,66 @@ def test_plot_auc_bars_checks_lengths(tmp_path):
         {"CTR AUC": 0.85}, tmp_path / "b.png",
     )  # fmt: skip
     assert path == str(tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 0
+
+
+def _study_run(client, stage, start, files, tmp_path, status="FINISHED", tags=None):
+    """A finished run of a study (`larr gap`, `larr casestudy`) with its logged files."""
+    run_id = client.create_run(tracking.experiment_for(stage), start_time=start, tags=tags or {}).info.run_id
+    for name, content in files.items():
+        path = tmp_path / run_id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+def test_the_report_shows_the_newest_gap_and_case_study_runs(store, catalog, lakehouse, tmp_path):
+    client = mlflow.MlflowClient()
+    gap = {"larr.gap_model": "ple"}
+    _study_run(client, "ctr", T0 + 10, {"gap.md": "| old gap |\n"}, tmp_path, tags=gap)
+    newest_gap = _study_run(
+        client,
+        "ctr",
+        T0 + 20,
+        {
+            "gap.md": "| variant | test CTR AUC |\n| ple | 0.8267 |\n\nSemantic capture of larr: 0.421 ± 0.187\n",
+            "gap_by_size.md": "| variant | 25,648 train rows | 102,492 train rows |\n",
+            "gap_by_size.png": PNG,
+        },
+        tmp_path,
+        tags=gap,
+    )
+    _study_run(client, "ctr", T0 + 30, {"gap.md": "| unfinished |\n"}, tmp_path, status="KILLED", tags=gap)
+    case = _study_run(
+        client,
+        "casestudy",
+        T0 + 40,
+        {
+            "casestudy.md": "# Case study: precision@10\n\n| encoder | all |\n| full | 0.386 |\n\n| group | scene |\n| x | y |\n",
+            "casestudy.png": PNG,
+        },
+        tmp_path,
+    )
+    result = run(None, catalog, ReportConfig(min_seeds=2), log=lambda _: None)
+    report = Path(result["report"]).read_text()
+    assert result["studies"] == {"larr gap": newest_gap, "larr casestudy": case}
+    gap_part = report.split("## Where the gap to Bayes goes (`larr gap`)")[1].split("## The case study")[0]
+    assert newest_gap in gap_part and "Semantic capture of larr: 0.421 ± 0.187" in gap_part
+    assert "102,492 train rows" in gap_part and "![gap_by_size.png](gap_by_size.png)" in gap_part
+    assert "old gap" not in report and "unfinished" not in report  # the newest finished run only
+    case_part = report.split("## The case study (`larr casestudy`)")[1]
+    assert "| full | 0.386 |" in case_part and "| group |" not in case_part  # the summary, not every scene
+    assert "# Case study" not in case_part  # its own title gives way to the report's section
+    assert (Path(result["report"]).parent / "casestudy.png").read_bytes() == PNG
+    assert result["gap_by_size_plot"].endswith("gap_by_size.png")
+    assert "gap_plot" not in result  # a plot the run did not log is not claimed
+
+
+def test_the_report_without_study_runs_has_no_study_sections(store, catalog):
+    result = run(None, catalog, ReportConfig(min_seeds=2), log=lambda _: None)
+    assert result["studies"] == {}
+    assert "## Where the gap" not in Path(result["report"]).read_text()
