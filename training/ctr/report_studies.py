@@ -12,8 +12,7 @@ from pathlib import Path
 
 from core.tracking import experiment_name
 from training.ctr.names import GAP_MODEL_TAG
-
-CASESTUDY_SUMMARY_END = "\n\n| group |"  # casestudy.md: the per-encoder summary, then the per-scene tables
+from training.embedding.casestudy_report import PER_SCENE_HEADER
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,8 @@ def section(study: Study, folder: Path) -> tuple[str, str, list[str]] | None:
     ]
     for name in study.tables:
         if name in logged:
-            text = Path(client.download_artifacts(run_id, name, str(folder))).read_text()
-            kept = text.split(CASESTUDY_SUMMARY_END)[0]
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{name}")  # read, not copied beside the report
+            kept = text.split("\n\n" + PER_SCENE_HEADER)[0]  # casestudy.md: its summary only
             parts.append("\n".join(line for line in kept.splitlines() if not line.startswith("# ")).strip())
     plots = []
     for name in study.plots:

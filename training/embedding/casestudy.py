@@ -59,7 +59,7 @@ from features.recall import (
     poi_vectors,
     scene_query,
 )
-from training.embedding.casestudy_report import ALL, IDEAL, RANDOM, summarize, write_report
+from training.embedding.casestudy_report import ALL, IDEAL, PER_SCENE_HEADER, RANDOM, summarize, write_report
 
 TRUTH_POIS = "truth.pois"
 
@@ -352,7 +352,7 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: CaseStudyConfig, log=pr
     folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-casestudy-"))
     folder.mkdir(parents=True, exist_ok=True)
     table, plot = write_report(folder, scenes, per_encoder, summary, cfg.top_k)
-    log(table.read_text().split("\n\n| group |")[0])
+    log(table.read_text().split("\n\n" + PER_SCENE_HEADER)[0])
     figures = {
         f"precision_at_{cfg.top_k}_{label}": summary["means"][label][ALL]["mean"]
         for label in [*per_encoder, RANDOM, IDEAL]
