@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from benchmarks.projection import project
 from benchmarks.spark_metrics import measured, stage_metrics
 from core.catalog import TableCatalog, is_remote
 from etl.synthetic import job as generate_job
@@ -119,9 +120,13 @@ class BenchEtlConfig:
     # `spark.max_skew` is then its slowest task over the median one, worst stage
     hot_user_share: float = 0.0
     hot_poi_share: float = 0.0
+    # impressions the `projection` scales each job's measured cost to (core-hours, shuffle)
+    project_to: list[int] = field(default_factory=lambda: [1_000_000_000, 10_000_000_000])
 
     def __post_init__(self) -> None:
         replace(WorldConfig(), hot_user_share=self.hot_user_share, hot_poi_share=self.hot_poi_share)
+        if not self.sizes or any(size <= 0 for size in self.sizes):
+            raise ValueError(f"sizes must be positive impression counts, got {self.sizes}")
 
 
 def _etl_steps() -> list[tuple[str, Callable[[SparkSession, TableCatalog], dict]]]:
@@ -150,18 +155,20 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
         world = _world_of_size(
             size, cfg.impressions_per_user, cfg.impressions_per_poi, cfg.hot_user_share, cfg.hot_poi_share
         )
-        generate_job.write_world(spark, scratch, world, log=log)
+        # generation is timed like a job (its ratio to the copy is in the table)
+        generated = _profiled(
+            spark,
+            f"generate {size}",
+            lambda: generate_job.write_world(spark, scratch, world, log=log),  # noqa: B023
+        )
         rows = scratch.read(spark, "raw.impressions").count()
         copy_seconds, copy_metrics = _copy(spark, scratch)
-        jobs = {}
+
+        jobs = {"generate": _job_figures(rows, copy_seconds, *generated)}
+        log(f"bench etl: {size} impressions: generate: {_headline(jobs['generate'])}")
         for name, step in _etl_steps():
-            seconds, metrics = _profiled(spark, f"{name} {size}", lambda: step(spark, scratch))  # noqa: B023
-            jobs[name] = {
-                "seconds": round(seconds, 2),
-                "rows_per_s": round(rows / seconds),
-                "ratio_to_copy": round(copy_seconds / seconds, 3),
-                "spark": metrics,
-            }
+            measured_step = _profiled(spark, f"{name} {size}", lambda: step(spark, scratch))  # noqa: B023
+            jobs[name] = _job_figures(rows, copy_seconds, *measured_step)
             log(f"bench etl: {size} impressions: {name}: {_headline(jobs[name])}")
         per_size.append(
             {
@@ -181,13 +188,24 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
     }
     growth["copy"] = round(last["copy_seconds"] / first["copy_seconds"], 2)
     slowest = min(last["jobs"], key=lambda name: last["jobs"][name]["rows_per_s"])
+    cores = spark.sparkContext.defaultParallelism
     return {
         "sizes": per_size,
         "time_growth": growth,
         "size_growth": round(last["impressions"] / first["impressions"], 2),
         "slowest_job": slowest,
-        "cores": spark.sparkContext.defaultParallelism,
+        "cores": cores,
+        "projection": project(per_size, cores, cfg.project_to),
         "plot": plot,
+    }
+
+
+def _job_figures(rows: int, copy_seconds: float, seconds: float, metrics: dict | None) -> dict:
+    return {
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "ratio_to_copy": round(copy_seconds / seconds, 3),
+        "spark": metrics,
     }
 
 

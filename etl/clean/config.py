@@ -17,6 +17,9 @@ class CleanConfig:
     ts_tolerance_hours: int = 0  # an event's ts must fall on its dt (UTC day), give or take this
     min_date: str = ""  # "YYYY-MM-DD": earliest accepted dt ("" = no bound)
     max_date: str = ""  # latest accepted dt ("" = no bound)
+    # keys held by several valid rows are found first and only their rows ranked; up to this many
+    # are broadcast to the rows (8 bytes each), more are met by shuffling the rows (slower)
+    broadcast_contested_keys: int = 2_000_000
 
     def __post_init__(self) -> None:
         for column, values in self.vocab.items():
@@ -31,5 +34,7 @@ class CleanConfig:
                     dt.date.fromisoformat(value)
                 except ValueError:
                     raise ValueError(f"{key} must be a date YYYY-MM-DD or empty, got {value!r}") from None
+        if self.broadcast_contested_keys < 0:
+            raise ValueError(f"broadcast_contested_keys must be >= 0, got {self.broadcast_contested_keys}")
         if self.min_date and self.max_date and self.min_date > self.max_date:
             raise ValueError(f"min_date {self.min_date} is after max_date {self.max_date}")

@@ -24,6 +24,7 @@ from etl.clean import rules
 from etl.clean.config import CleanConfig
 
 REASON = "_reason"
+KEY_HASH, CONTESTED = "_key_hash", "_contested"  # a row's key hash; its key is held by other rows
 RAW_PREFIX = "_raw_"  # source values carried for the payload of rejects
 REJECTS = "clean.rejects"
 REJECT_COLUMNS = ("source_table", "reason", "raw_payload", "dt", "input_version")
@@ -100,31 +101,60 @@ def with_references(impressions: DataFrame, users: DataFrame, pois: DataFrame) -
     return joined.withColumn(REASON, reason).select(*columns)
 
 
-def with_duplicates(annotated: DataFrame, table: str) -> DataFrame:
-    """Keep one valid row per key, the first by content hash (then content); reject the others.
+def contested_keys(annotated: DataFrame, table: str) -> DataFrame:
+    """The hashes of the keys that more than one row holds. Only the key column is read and one
+    long per row shuffled, not the rows. It is a superset of the keys that need a ranking (a key
+    whose second row fails a rule is in it, and so is a hash collision): more rows are ranked,
+    never fewer."""
+    return (
+        annotated.groupBy(F.xxhash64(KEYS[table]).alias(KEY_HASH))
+        .count()
+        .where(F.col("count") > 1)
+        .select(KEY_HASH, F.lit(True).alias(CONTESTED))
+    )
 
-    Rows already rejected sort last and keep their reason; rows without a key are spread by their
-    content hash instead of piling into one partition.
+
+def split_contested(annotated: DataFrame, table: str, contested: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(the valid rows whose key no other row holds; every other row, ranked): the second part is
+    the rows already rejected and the rows of contested keys, few on a real log.
+
+    A contested key keeps one valid row, the first by content hash (then content); the others get
+    `duplicate_<key>`. Rows already rejected sort last and keep their reason; rows without a key
+    are spread by their content hash instead of piling into one partition. When `contested` is
+    broadcast, only the second part is shuffled.
     """
     key, content = KEYS[table], [F.col(c) for c in _columns(annotated)]
+    flagged = annotated.withColumn(KEY_HASH, F.xxhash64(key)).join(contested, KEY_HASH, "left")
+    plain = F.col(CONTESTED).isNull() & F.col(REASON).isNull()
     order = Window.partitionBy(F.coalesce(F.col(key), F.xxhash64(*content))).orderBy(
         F.col(REASON).isNotNull(), F.xxhash64(*content), *content
     )
     duplicate = F.when(F.row_number().over(order) > 1, F.lit(f"duplicate_{key}"))
-    return annotated.withColumn(REASON, F.coalesce(F.col(REASON), duplicate))
+    ranked = flagged.where(~plain).withColumn(REASON, F.coalesce(F.col(REASON), duplicate))
+    return flagged.where(plain).drop(KEY_HASH, CONTESTED), ranked.drop(KEY_HASH, CONTESTED)
 
 
-def transform_entities(raw: DataFrame, table: str, cfg: CleanConfig, schema: DatasetSchema) -> DataFrame:
+def with_duplicates(annotated: DataFrame, table: str, contested: DataFrame | None = None) -> DataFrame:
+    """The annotated rows with `duplicate_<key>` on every valid row of a key but the first (see
+    `split_contested`); `contested` = `contested_keys(annotated, table)` when not given."""
+    if contested is None:
+        contested = contested_keys(annotated, table)
+    plain, ranked = split_contested(annotated, table, contested)
+    return plain.unionByName(ranked)
+
+
+def transform_entities(
+    raw: DataFrame, table: str, cfg: CleanConfig, schema: DatasetSchema, contested: DataFrame | None = None
+) -> DataFrame:
     """raw.users or raw.pois -> annotated rows (see `annotate`), duplicates of the key rejected."""
-    return with_duplicates(annotate(raw, table, cfg, schema), table)
+    return with_duplicates(annotate(raw, table, cfg, schema), table, contested)
 
 
-def transform_impressions(
+def check_references(
     raw: DataFrame, valid_users: DataFrame, valid_pois: DataFrame, cfg: CleanConfig, schema: DatasetSchema
 ) -> DataFrame:
-    """raw.impressions -> annotated rows: row rules, then references, then duplicate event ids."""
-    annotated = with_references(annotate(raw, "impressions", cfg, schema), valid_users, valid_pois)
-    return with_duplicates(annotated, "impressions")
+    """raw.impressions -> annotated rows with the row rules and the references checked."""
+    return with_references(annotate(raw, "impressions", cfg, schema), valid_users, valid_pois)
 
 
 def valid_rows(annotated: DataFrame) -> DataFrame:
@@ -162,37 +192,35 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: CleanConfig, log=print)
     schema = read_schema(spark, catalog, input_versions[SCHEMA_TABLE])
     raw = {t: catalog.read(spark, f"raw.{t}", version=input_versions[f"raw.{t}"]) for t in TABLES}
     output_versions: dict[str, int] = {}
-    annotated: dict[str, DataFrame] = {}
+    cached: list[DataFrame] = []  # the contested keys and their ranked rows, unpersisted at the end
+    checked: dict[str, DataFrame] = {}
+    ranked: dict[str, DataFrame] = {}
     valid_counts: dict[str, int] = {}
     try:
         for table in ("users", "pois"):
-            annotated[table] = transform_entities(raw[table], table, cfg, schema).persist(
-                StorageLevel.MEMORY_AND_DISK
-            )
-        for table in ("users", "pois"):
+            annotated = annotate(raw[table], table, cfg, schema)
+            checked[table], ranked[table] = _deduplicated(annotated, table, cfg, cached, log)
             valid_counts[table] = _write(
-                spark, catalog, valid_rows(annotated[table]), table, output_versions, log
+                spark, catalog, valid_rows(checked[table]), table, output_versions, log
             )
         valid_users = catalog.read(spark, "clean.users", version=output_versions["clean.users"])
         valid_pois = catalog.read(spark, "clean.pois", version=output_versions["clean.pois"])
-        annotated["impressions"] = transform_impressions(
-            raw["impressions"], valid_users, valid_pois, cfg, schema
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        references = check_references(raw["impressions"], valid_users, valid_pois, cfg, schema)
+        checked["impressions"], ranked["impressions"] = _deduplicated(
+            references, "impressions", cfg, cached, log
+        )
         valid_counts["impressions"] = _write(
-            spark,
-            catalog,
-            valid_rows(annotated["impressions"]),
-            "impressions",
-            output_versions,
-            log,
+            spark, catalog, valid_rows(checked["impressions"]), "impressions", output_versions, log
         )
         rejects = None
         for table in TABLES:
-            part = rejected_rows(annotated[table], table, input_versions[f"raw.{table}"])
+            part = rejected_rows(
+                ranked[table], table, input_versions[f"raw.{table}"]
+            )  # every reject is ranked
             rejects = part if rejects is None else rejects.unionByName(part)
         output_versions[REJECTS] = catalog.write(rejects, REJECTS)
     finally:
-        for df in annotated.values():
+        for df in cached:
             df.unpersist()
     by_reason = (
         catalog.read(spark, REJECTS, version=output_versions[REJECTS])
@@ -226,6 +254,25 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: CleanConfig, log=print)
         "input_versions": input_versions,
         "output_versions": output_versions,
     }
+
+
+def _deduplicated(
+    annotated: DataFrame, table: str, cfg: CleanConfig, cached: list[DataFrame], log
+) -> tuple[DataFrame, DataFrame]:
+    """`with_duplicates` for the job: the contested keys counted once (the key column read) and
+    broadcast when at most `cfg.broadcast_contested_keys` (else the rows are shuffled to meet them:
+    slower, same result), and the ranked rows (rejected or contested: few) kept, so the rejects
+    read only them and the valid rows read the table once more."""
+    contested = contested_keys(annotated, table).persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(contested)
+    count = contested.count()
+    log(f"clean: raw.{table}: {count} keys held by more than one row")
+    if count <= cfg.broadcast_contested_keys:
+        contested = F.broadcast(contested)
+    plain, ranked = split_contested(annotated, table, contested)
+    ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(ranked)
+    return plain.unionByName(ranked), ranked
 
 
 def _write(spark, catalog: TableCatalog, df: DataFrame, table: str, versions: dict, log) -> int:

@@ -198,11 +198,12 @@ def test_hand_made_inputs_give_exact_valid_and_reject_tables(spark, catalog):
     }
     assert {r.input_version for r in catalog.read(spark, "clean.rejects").collect()} == {0}
 
-    # idempotent: the same input gives the same tables, as new versions
+    # idempotent: the same input gives the same tables, as new versions; and the contested keys met
+    # by shuffling the rows (too many to broadcast) give what broadcasting them gave
     before = {
         n: sorted(map(tuple, catalog.read(spark, n).collect()), key=str) for n in figures["output_versions"]
     }
-    again = job.run(spark, catalog, CleanConfig(), log=lambda _: None)
+    again = job.run(spark, catalog, CleanConfig(broadcast_contested_keys=0), log=lambda _: None)
     assert again["output_versions"] == {n: 1 for n in figures["output_versions"]}
     assert {k: v for k, v in again.items() if k != "output_versions"} == {
         k: v for k, v in figures.items() if k != "output_versions"
@@ -261,6 +262,8 @@ def test_config_is_validated():
         CleanConfig(max_date="April")
     with pytest.raises(ValueError, match="vocab.weather"):
         CleanConfig(vocab={"weather": ("sunny", "")})
+    with pytest.raises(ValueError, match="broadcast_contested_keys"):
+        CleanConfig(broadcast_contested_keys=-1)
 
 
 def test_every_injected_defect_of_the_generated_world_is_caught(
