@@ -21,6 +21,7 @@ MB = 1024 * 1024
 DELTA_PREFIX = "Delta:"  # Delta describes its own queries (log replay, snapshots, file listing) so
 DELTA_SITES = ("DeltaTableOperations", "DatabricksLogging")  # history, commit bookkeeping
 TOP_STAGES = 3
+SKEW_MIN_SHARE = 0.05  # stages below this share of a step's task time are left out of max_skew
 PLAN_OPERATORS = 8  # a stage's query: its first few physical operators, root first
 _OPERATOR = re.compile(r"^[\s+:\-*]*([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)*) \(\d+\)", re.M)
 
@@ -51,7 +52,9 @@ class StepMetrics:
     disk_spill_mb: float
     input_mb: float
     output_mb: float
-    max_skew: float | None  # the largest slowest/median task ratio over stages of >= 4 tasks
+    # the largest slowest/median task ratio over stages of >= 4 tasks holding >= SKEW_MIN_SHARE
+    # of the step's task time
+    max_skew: float | None
     heaviest: list[StageFigures] = field(default_factory=list)  # by task time, the top few
 
     def as_dict(self) -> dict:
@@ -72,6 +75,17 @@ def measured(spark: SparkSession, label: str) -> Iterator[str]:
         yield group
     finally:
         context._jsc.clearJobGroup()
+
+
+def worst_skew(stages: list[tuple[int, float, float | None]]) -> float | None:
+    """The largest skew of (tasks, task seconds, skew) stages with >= 4 tasks that hold at least
+    SKEW_MIN_SHARE of the step's task time: a stage of milliseconds whose one task waited on a
+    lock reads as 250x without delaying anything."""
+    total = sum(seconds for _, seconds, _ in stages)
+    weighty = [
+        skew for tasks, seconds, skew in stages if tasks >= 4 and skew and seconds >= SKEW_MIN_SHARE * total
+    ]
+    return max(weighty) if weighty else None
 
 
 def _skew(store, gateway, stage) -> float | None:
@@ -155,7 +169,7 @@ def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
     skews = {
         stage.stageId(): _skew(store, gateway, stage) for stage, _ in stages if stage.numCompleteTasks() >= 2
     }
-    wide = [s for stage, _ in stages if stage.numCompleteTasks() >= 4 and (s := skews[stage.stageId()])]
+    per_stage = [(stage.numCompleteTasks(), seconds, skews.get(stage.stageId())) for stage, seconds in stages]
     top = sorted(stages, key=lambda pair: -pair[1])[:TOP_STAGES]
     heaviest = [
         StageFigures(
@@ -183,6 +197,6 @@ def stage_metrics(spark: SparkSession, group: str) -> StepMetrics | None:
         disk_spill_mb=round(totals["disk"] / MB, 3),
         input_mb=round(totals["input"] / MB, 3),
         output_mb=round(totals["output"] / MB, 3),
-        max_skew=max(wide) if wide else None,
+        max_skew=worst_skew(per_stage),
         heaviest=heaviest,
     )

@@ -4,7 +4,7 @@ shuffle bytes, output, and the skew of a stage whose one task does nearly all th
 from pyspark.sql import functions as F
 
 from benchmarks.etl import _profiled
-from benchmarks.spark_metrics import measured, stage_metrics
+from benchmarks.spark_metrics import measured, stage_metrics, worst_skew
 
 
 def test_a_steps_stages_shuffle_and_output_are_its_own(spark, catalog):
@@ -42,3 +42,11 @@ def test_one_slow_task_shows_as_skew(spark):
     assert metrics.max_skew is not None and metrics.max_skew > 3, metrics
     slow = metrics.heaviest[0]
     assert slow.tasks == 4 and slow.skew == metrics.max_skew
+
+
+def test_skew_of_a_stage_that_costs_no_time_is_left_out():
+    # (tasks, task seconds, slowest / median task): the 250x stage holds 1% of the time
+    stages = [(8, 60.0, 1.4), (4, 0.6, 250.0), (2, 30.0, 9.0), (6, 9.4, 2.1)]
+    assert worst_skew(stages) == 2.1
+    assert worst_skew([(4, 1.0, 5.0), (4, 1.0, None)]) == 5.0
+    assert worst_skew([(1, 10.0, None)]) is None and worst_skew([]) is None
