@@ -213,10 +213,8 @@ def run(spark: SparkSession, catalog: TableCatalog, cfg: CleanConfig, log=print)
             spark, catalog, valid_rows(checked["impressions"]), "impressions", output_versions, log
         )
         rejects = None
-        for table in TABLES:
-            part = rejected_rows(
-                ranked[table], table, input_versions[f"raw.{table}"]
-            )  # every reject is ranked
+        for table in TABLES:  # every rejected row is among the ranked ones
+            part = rejected_rows(ranked[table], table, input_versions[f"raw.{table}"])
             rejects = part if rejects is None else rejects.unionByName(part)
         output_versions[REJECTS] = catalog.write(rejects, REJECTS)
     finally:
