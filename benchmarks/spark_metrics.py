@@ -79,8 +79,8 @@ def measured(spark: SparkSession, label: str) -> Iterator[str]:
 
 def worst_skew(stages: list[tuple[int, float, float | None]]) -> float | None:
     """The largest skew of (tasks, task seconds, skew) stages with >= 4 tasks that hold at least
-    SKEW_MIN_SHARE of the step's task time: a stage of milliseconds whose one task waited on a
-    lock reads as 250x without delaying anything."""
+    SKEW_MIN_SHARE of the step's task time: in a stage of milliseconds one task that waited reads
+    as a large ratio without delaying anything."""
     total = sum(seconds for _, seconds, _ in stages)
     weighty = [
         skew for tasks, seconds, skew in stages if tasks >= 4 and skew and seconds >= SKEW_MIN_SHARE * total

@@ -45,7 +45,7 @@ def test_one_slow_task_shows_as_skew(spark):
 
 
 def test_skew_of_a_stage_that_costs_no_time_is_left_out():
-    # (tasks, task seconds, slowest / median task): the 250x stage holds 1% of the time
+    # (tasks, task seconds, slowest / median task): the 250x stage holds 0.6% of the time
     stages = [(8, 60.0, 1.4), (4, 0.6, 250.0), (2, 30.0, 9.0), (6, 9.4, 2.1)]
     assert worst_skew(stages) == 2.1
     assert worst_skew([(4, 1.0, 5.0), (4, 1.0, None)]) == 5.0
