@@ -1,13 +1,7 @@
 """From a `larr bench etl` run to a cluster's bill: core-hours and shuffle volume per job for a
-target number of impressions (issue 17, part 5).
-
-Assumptions, stated in the output: cost grows linearly with impressions from the largest size
-measured (`growth_exponent` says how far the measured growth is from linear: above 1 the linear
-figure is optimistic); an executor core on the cluster does what a core did here;
-`task_core_hours` counts only executor run time (work spread perfectly, no idle cores), and
-`wall_core_hours` the wall time x the cores of the run (the driver's commits and idle cores
-included), so the truth lies between them.
-"""
+target number of impressions (issue 17, part 5). The assumptions travel with the figures
+(`ASSUMPTIONS`, in the output): `task_core_hours` and `wall_core_hours` bound the truth from
+below and above."""
 
 from __future__ import annotations
 
