@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from benchmarks.memory import peak_memory
 from benchmarks.projection import project
 from benchmarks.spark_metrics import measured, stage_metrics
 from core.catalog import TableCatalog, is_remote
@@ -60,14 +61,16 @@ def _timed(step) -> float:
 
 def _profiled(spark: SparkSession, label: str, step) -> tuple[float, dict | None]:
     """(seconds, what Spark measured: stages, task time, shuffle, spill, skew) of one step, with
-    `busy` = task time / (seconds x cores): near 1 is CPU-bound work, low is the driver or waits."""
-    with measured(spark, label) as group:
+    `busy` = task time / (seconds x cores): near 1 is CPU-bound work, low is the driver or waits;
+    and `peak_memory`, the step's own peaks (benchmarks.memory)."""
+    with measured(spark, label) as group, peak_memory(spark) as memory:
         seconds = _timed(step)
     metrics = stage_metrics(spark, group)
     if metrics is None:
         return seconds, None
     cores = spark.sparkContext.defaultParallelism
-    return seconds, {**metrics.as_dict(), "busy": round(metrics.task_seconds / (seconds * cores), 3)}
+    busy = round(metrics.task_seconds / (seconds * cores), 3)
+    return seconds, {**metrics.as_dict(), "busy": busy, "peak_memory": memory}
 
 
 def _copy(spark: SparkSession, scratch: TableCatalog) -> tuple[float, dict | None]:
@@ -177,6 +180,7 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
                 "copy_rows_per_s": round(rows / copy_seconds),
                 "copy_spark": copy_metrics,
                 "jobs": jobs,
+                "peak_memory": _peak_over(jobs),
             }
         )
         _drop(scratch, cfg.keep_tables)
@@ -209,6 +213,20 @@ def _job_figures(rows: int, copy_seconds: float, seconds: float, metrics: dict |
     }
 
 
+def _peak_over(jobs: dict) -> dict:
+    """The largest of each peak figure over one size's jobs, and the job that reached the JVM's."""
+    peaks = {name: (job["spark"] or {}).get("peak_memory") or {} for name, job in jobs.items()}
+    out: dict = {}
+    for key in ("jvm_peak_rss_mb", "jvm_heap_peak_mb", "jvm_heap_max_mb", "python_peak_rss_mb"):
+        values = [figures[key] for figures in peaks.values() if figures.get(key) is not None]
+        out[key] = max(values) if values else None
+    rss = {
+        name: figures["jvm_peak_rss_mb"] for name, figures in peaks.items() if figures.get("jvm_peak_rss_mb")
+    }
+    out["jvm_peak_job"] = max(rss, key=rss.get) if rss else None
+    return out
+
+
 def _headline(job: dict) -> str:
     """One progress line: time, ratio, and Spark's view of where it went."""
     line = f"{job['seconds']} s, ratio {job['ratio_to_copy']}"
@@ -220,6 +238,9 @@ def _headline(job: dict) -> str:
             f"shuffle {spark['shuffle_write_mb']} MB, spill {spark['disk_spill_mb']} MB, "
             f"max task / median {spark['max_skew']}, heaviest: {top}"
         )
+        memory = spark.get("peak_memory") or {}
+        if memory.get("jvm_peak_rss_mb") is not None:
+            line += f", peak JVM RSS {memory['jvm_peak_rss_mb']} MB (heap max {memory['jvm_heap_max_mb']} MB)"
     return line
 
 

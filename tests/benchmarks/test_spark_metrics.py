@@ -4,6 +4,7 @@ shuffle bytes, output, and the skew of a stage whose one task does nearly all th
 from pyspark.sql import functions as F
 
 from benchmarks.etl import _profiled
+from benchmarks.memory import peak_memory
 from benchmarks.spark_metrics import measured, stage_metrics, worst_skew
 
 
@@ -17,6 +18,7 @@ def test_a_steps_stages_shuffle_and_output_are_its_own(spark, catalog):
     assert metrics["jobs"] >= 1 and metrics["stages"] >= 2  # the aggregation's map and reduce sides
     assert metrics["shuffle_write_mb"] > 0 and metrics["output_mb"] > 0
     assert metrics["busy"] > 0 and metrics["task_seconds"] > 0
+    assert metrics["peak_memory"]["jvm_peak_rss_mb"] > 0
     assert (
         metrics["heaviest"]
         and metrics["heaviest"][0]["task_seconds"] >= metrics["heaviest"][-1]["task_seconds"]
@@ -50,3 +52,19 @@ def test_skew_of_a_stage_that_costs_no_time_is_left_out():
     assert worst_skew(stages) == 2.1
     assert worst_skew([(4, 1.0, 5.0), (4, 1.0, None)]) == 5.0
     assert worst_skew([(1, 10.0, None)]) is None and worst_skew([]) is None
+
+
+def test_peak_memory_sees_a_steps_allocation_and_resets_between_steps(spark):
+    jvm = spark.sparkContext._jvm
+    with peak_memory(spark) as heavy:
+        buffer = jvm.java.nio.ByteBuffer.allocate(256 * 1024 * 1024)  # on the JVM's heap
+    del buffer
+    jvm.java.lang.System.gc()
+    with peak_memory(spark) as light:
+        spark.range(10).count()
+
+    assert heavy["jvm_heap_peak_mb"] >= 256, heavy
+    assert light["jvm_heap_peak_mb"] < heavy["jvm_heap_peak_mb"] - 128, (light, heavy)  # the peak was reset
+    assert heavy["jvm_peak_rss_mb"] >= 256 and light["jvm_peak_rss_mb"] > 0
+    assert 2_000 < heavy["jvm_heap_max_mb"] <= 3 * 1024  # the test session's 3g driver
+    assert heavy["python_peak_rss_mb"] > 0
