@@ -127,6 +127,10 @@ def _string_hash(value: str, seed: int) -> int:
 def _small_string_hashes(values, seed: int) -> np.ndarray:
     """`spark_xxhash64` of a request-sized array of strings: per value through the cache (no
     factorize: at 100 values pandas' set-up costs more than the lookups)."""
+    values = np.asarray(values, dtype=object)
+    if len(values) and isinstance(values[0], str) and (values == values[0]).all():
+        # the request's own fields and scene are one value across its candidates: hash it once
+        return np.full(len(values), _string_hash(values[0], seed), dtype=np.uint64).view(np.int64)
     hashes = np.empty(len(values), dtype=np.uint64)
     for position, value in enumerate(values):  # a scoring request's rows, not a table's
         if isinstance(value, str):

@@ -37,6 +37,7 @@ ARTIFACT = "ctr"
 MODEL_NAME = "model"
 SETTINGS_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
+SCENE_MEMO = 65_536  # LARR: distinct scenes whose aggregated vector a scoring process remembers
 SCENE_FILE = "scene_vectors.npz"
 TEXT_FILE = "text_vectors.npz"  # larr_plus: the text export it trained on
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,7 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         from training.ctr.encoding import FrozenTables
         from training.ctr.inputs import FeatureLayout, ModelConfig
         from training.ctr.models import build_model
+        from training.ctr.models.larr import SceneAggregator
 
         folder = Path(folder)
         self.settings = json.loads((folder / SETTINGS_FILE).read_text())
@@ -65,10 +67,11 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
             folder / TEXT_FILE if self.layout.text_sides else None,
             self.layout.scene_features,
         )
-        self.scene = self.tables.scene
         self.model = build_model(self.settings["model"], self.layout, network, *self.tables.model_inputs())
         self.model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         self.model.eval()
+        if isinstance(getattr(self.model, "scene", None), SceneAggregator):  # LARR, LARR+
+            self.model.scene.memoize(SCENE_MEMO)  # frozen: a request's scene recurs across requests
         self.neg_rate = float(self.settings["neg_rate"])
         self.unknown_scene_values_seen = 0
 
@@ -81,14 +84,14 @@ class CtrScoringModel(mlflow.pyfunc.PythonModel):
         frame = with_request_item(frame, self.layout, source="scoring request")
         columns = with_hashed_ids(frame, self.layout, source="scoring request")
         inputs, _ = encode(
-            columns, self.layout, self.scene, source="scoring request", text_table=self.tables.text
+            columns, self.layout, self.tables.scene, source="scoring request", text_table=self.tables.text
         )
         out = self.model(inputs)
         p_ctr = torch.sigmoid(out.ctr_logit.float()).numpy().astype(np.float64)
         p_ctcvr = torch.sigmoid(out.ctcvr_logit.float()).numpy().astype(np.float64)
         unknown = np.zeros(len(frame), dtype=np.int64)
-        if self.scene is not None:
-            unknown = (inputs.scene_rows.numpy() == self.scene.unknown_rows[None, :]).sum(axis=1)
+        if self.tables.scene is not None:
+            unknown = (inputs.scene_rows.numpy() == self.tables.scene.unknown_rows[None, :]).sum(axis=1)
         self.unknown_scene_values_seen += int(unknown.sum())
         scored = pd.DataFrame(
             {

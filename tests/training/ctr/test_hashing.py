@@ -129,3 +129,12 @@ def test_empty_input():
 def test_bad_input(values, kind, message):
     with pytest.raises(HashingError, match=message):
         spark_xxhash64("f", values, kind=kind)
+
+
+def test_a_request_column_of_one_value_hashes_as_its_values_one_by_one():
+    one_value = np.array(["Chengdu"] * 5, dtype=object)
+    with_a_null = np.array(["Chengdu"] * 4 + [None], dtype=object)
+    want = spark_xxhash64("city", np.array(["Chengdu", "x"], dtype=object))[0]
+    assert (spark_xxhash64("city", one_value) == want).all()
+    hashed = spark_xxhash64("city", with_a_null)  # not one value: a null keeps the prefix's hash
+    assert (hashed[:4] == want).all() and hashed[4] == spark_xxhash64("city", [None])[0]

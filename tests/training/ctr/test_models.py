@@ -580,3 +580,31 @@ def test_cgc_layer_stacked_inference_equals_expert_by_expert_and_follows_weight_
         changed, _ = layer(tasks, shared)
     torch.testing.assert_close(changed[0], layer.forward_each(tasks, shared)[0][0])
     assert not torch.allclose(changed[0], before[0])
+
+
+def test_memoized_scene_aggregation_equals_the_computed_one_and_is_bounded():
+    net = model("larr").eval()
+    inputs, _, _ = batch()
+    rows = inputs.scene_rows
+    with torch.inference_mode():
+        want = net.scene(rows)
+        net.scene.memoize(3)
+        first = net.scene(rows[:2])
+        assert len(net.scene.memo) == 2
+        again = net.scene(rows[[1, 0]])  # both remembered: nothing new
+        assert len(net.scene.memo) == 2
+        everything = net.scene(rows)  # more scenes than the memo holds: all returned, 3 kept
+        assert len(net.scene.memo) == 3
+        assert list(net.scene.memo) == [tuple(r) for r in rows[-3:].tolist()]  # least recent dropped
+    torch.testing.assert_close(first, want[:2])
+    torch.testing.assert_close(again, want[[1, 0]])
+    torch.testing.assert_close(everything, want)
+
+    net.scene.memo.clear()
+    net.train()
+    net.scene(rows)  # training: computed, never remembered
+    net.eval()
+    net.scene(rows)  # gradients recorded: computed too (the memo's vectors have no graph)
+    assert not net.scene.memo
+    with pytest.raises(ValueError, match="capacity"):
+        net.scene.memoize(-1)

@@ -15,6 +15,7 @@ batch, and scoring batches can be large.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -40,6 +41,8 @@ class SceneAggregator(nn.Module):
       per sample, not computed for every sample's n tokens;
     - with agg-token pooling, the last layer is computed for the aggregation token only (the other
       positions' outputs are never read).
+
+    `memoize(capacity)` (the scoring pyfunc, a frozen model) remembers s per distinct scene.
     """
 
     def __init__(self, scene_table: np.ndarray, output_dim: int, cfg: ModelConfig) -> None:
@@ -60,6 +63,17 @@ class SceneAggregator(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.scene_layers, enable_nested_tensor=False)
         self.project = MLP(width, (width,), output_dim)  # g
         self.pooling = cfg.pooling
+        self.memo: OrderedDict[tuple[int, ...], Tensor] | None = None
+        self.memo_capacity = 0
+
+    def memoize(self, capacity: int) -> None:
+        """Remember s of up to `capacity` distinct scenes (least recently used dropped) whenever no
+        gradient is recorded: a scoring process meets the same few scenes request after request.
+        For a frozen model only: nothing tells the memo that the weights changed. 0 = off."""
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.memo = OrderedDict() if capacity else None
+        self.memo_capacity = capacity
 
     def check_rows(self, scene_rows: Tensor) -> None:
         if scene_rows.numel() and (scene_rows.min() < 0 or scene_rows.max() >= len(self.scene_table)):
@@ -67,6 +81,22 @@ class SceneAggregator(nn.Module):
 
     def forward(self, scene_rows: Tensor) -> Tensor:
         self.check_rows(scene_rows)
+        if self.memo is None or self.training or torch.is_grad_enabled():
+            return self.aggregate(scene_rows)
+        keys = [tuple(row) for row in scene_rows.tolist()]
+        new = [index for index, key in enumerate(keys) if key not in self.memo]
+        if new:
+            for index, vector in zip(new, self.aggregate(scene_rows[new]), strict=True):
+                self.memo[keys[index]] = vector
+        vectors = [self.memo[key] for key in keys]
+        for key in keys:
+            self.memo.move_to_end(key)
+        while len(self.memo) > self.memo_capacity:
+            self.memo.popitem(last=False)
+        return torch.stack(vectors) if vectors else self.aggregate(scene_rows)
+
+    def aggregate(self, scene_rows: Tensor) -> Tensor:
+        """s of every row of `scene_rows` (B, n), computed."""
         layers = self.encoder.layers
         agg_only = self.pooling == "agg_token"
         # Layer 1 reads the raw tokens [a; e_1..e_n]: project a and every table row once, then gather.
