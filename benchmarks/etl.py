@@ -217,7 +217,7 @@ def _peak_over(jobs: dict) -> dict:
     """The largest of each peak figure over one size's jobs, and the job that reached the JVM's."""
     peaks = {name: (job["spark"] or {}).get("peak_memory") or {} for name, job in jobs.items()}
     out: dict = {}
-    for key in ("jvm_peak_rss_mb", "jvm_heap_peak_mb", "jvm_heap_max_mb", "python_peak_rss_mb"):
+    for key in ("jvm_peak_rss_mb", "jvm_old_gen_peak_mb", "jvm_heap_max_mb", "python_peak_rss_mb"):
         values = [figures[key] for figures in peaks.values() if figures.get(key) is not None]
         out[key] = max(values) if values else None
     rss = {

@@ -1,7 +1,8 @@
 """Peak memory of one benchmarked step, from the processes themselves: the Spark JVM's peak
-resident set (Linux's VmHWM, reset before the step through /proc/<pid>/clear_refs) and its heap
-pools' peak usage (the JVM's own MemoryPoolMXBeans, reset likewise; summed over the pools, whose
-peaks need not coincide, so an upper bound), and this Python process's
+resident set (Linux's VmHWM, reset before the step through /proc/<pid>/clear_refs) and the peak of
+its old generation (the JVM's own MemoryPoolMXBean, reset likewise: what outlived the young
+collections, the part of the heap that runs into the driver-memory limit; the pools' peaks are
+not summed, since eden's and the old generation's peaks need not coincide), and this Python process's
 peak resident set (`ru_maxrss`, which cannot be reset: the process's peak so far).
 
 In local mode the JVM is the driver and the executor at once, so its peak is the whole job's; under
@@ -42,10 +43,13 @@ def _vm_hwm_mb(status: Path) -> float | None:
     return None
 
 
-def _heap_pools(jvm) -> list:
+OLD_GENERATION = ("Old Gen", "Tenured Gen")  # G1 / Parallel / CMS, and Serial's pool names
+
+
+def _old_generation(jvm) -> list:
     pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
-    heap = jvm.java.lang.management.MemoryType.HEAP
-    return [pools.get(i) for i in range(pools.size()) if pools.get(i).getType().equals(heap)]
+    found = [pools.get(i) for i in range(pools.size())]
+    return [pool for pool in found if any(name in str(pool.getName()) for name in OLD_GENERATION)]
 
 
 def _python_peak_rss_mb() -> float:
@@ -61,7 +65,7 @@ def peak_memory(spark: SparkSession) -> Iterator[dict]:
     jvm = _jvm(spark)
     pools, status = [], None
     if jvm is not None:
-        pools = _heap_pools(jvm)
+        pools = _old_generation(jvm)
         for pool in pools:
             pool.resetPeakUsage()
         status = _proc_status(jvm.java.lang.ProcessHandle.current().pid())
@@ -73,7 +77,7 @@ def peak_memory(spark: SparkSession) -> Iterator[dict]:
         yield figures
     finally:
         figures["jvm_peak_rss_mb"] = _vm_hwm_mb(status) if status is not None else None
-        figures["jvm_heap_peak_mb"] = (
+        figures["jvm_old_gen_peak_mb"] = (
             round(sum(pool.getPeakUsage().getUsed() for pool in pools) / MB, 1) if pools else None
         )
         figures["jvm_heap_max_mb"] = (
