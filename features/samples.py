@@ -201,9 +201,16 @@ def candidate_pool(pois: DataFrame, schema: DatasetSchema) -> DataFrame:
     )
 
 
+def _kept(mode: str, neg_rate: float, seed: int) -> Column:
+    """The logged events a mode samples from: every click and the hash-chosen unclicked ones
+    (`impressions`), or the positives alone (`positive_only`)."""
+    if mode == "positive_only":
+        return F.col("clicked") == 1
+    return (F.col("clicked") == 1) | (uniform(seed, "negative_sample", "event_id") < F.lit(neg_rate))
+
+
 def sample_impressions(scene: DataFrame, schema: DatasetSchema, neg_rate: float, seed: int) -> DataFrame:
-    keep = (F.col("clicked") == 1) | (uniform(seed, "negative_sample", "event_id") < F.lit(neg_rate))
-    return scene.where(keep).select(
+    return scene.where(_kept("impressions", neg_rate, seed)).select(
         F.col("event_id").alias("sample_id"),
         *event_columns(schema),
         F.col("clicked").alias("click"),
@@ -358,7 +365,10 @@ def transform(
 ) -> DataFrame:
     """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables;
     `stats_config` = the settings the stats were computed with (`stats.recorded_config`)."""
-    scene = with_scene_values(impressions, pois, schema.scene_features)
+    # only the events a mode keeps get their scene (a `recent` feature's join shuffles them), read
+    # against the whole log; the modes' own filters below then keep them all
+    kept = impressions.where(_kept(mode, neg_rate, seed))
+    scene = with_scene_values(kept, pois, schema.scene_features, history=impressions)
     scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema, "event")])
     if mode == "impressions":
         sampled = sample_impressions(scene, schema, neg_rate, seed)
@@ -379,13 +389,9 @@ def transform(
     split = (
         F.when(before_test <= 0, "test").when(before_test <= validation_days, "validation").otherwise("train")
     )
-    joined = (
-        sampled.join(user_fields, "user_id", "left")
-        .join(poi_fields, "poi_id", "left")
-        .crossJoin(F.broadcast(days))
-    )
-    # the as-of windows run over the narrow distinct (user, poi, day)s, then one join: the wide
-    # sample rows are shuffled once, not once per stats table
+    # the as-of windows run over the narrow distinct (user, poi, day)s, then one join: the sample
+    # rows are shuffled once, not once per stats table, and before the users' and items' fields
+    # widen them
     statistics = sampled.select("user_id", "poi_id", "dt").distinct()
     stored = {stats.USER_STATS: user_stats, stats.POI_STATS: poi_stats, stats.USER_POI_STATS: user_poi_stats}
     for name, (keys, prefix) in stats.ENTITIES.items():
@@ -398,7 +404,12 @@ def transform(
             global_stats,
             stats_config.prior_strength,
         )
-    joined = joined.join(statistics, ["user_id", "poi_id", "dt"], "left")
+    joined = (
+        sampled.join(statistics, ["user_id", "poi_id", "dt"], "left")
+        .join(user_fields, "user_id", "left")
+        .join(poi_fields, "poi_id", "left")
+        .crossJoin(F.broadcast(days))
+    )
     filled = joined.select(
         *joined.columns,
         *request_item_columns(schema),

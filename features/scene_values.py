@@ -116,13 +116,20 @@ def _recent(feature: SceneFeature) -> str:
 
 
 def with_scene_values(
-    impressions: DataFrame, items: DataFrame, features: Sequence[SceneFeature]
+    impressions: DataFrame,
+    items: DataFrame,
+    features: Sequence[SceneFeature],
+    history: DataFrame | None = None,
 ) -> DataFrame:
-    """Add `scene_<feature>` (text value) and `scene_<feature>_id` for every declared feature."""
+    """Add `scene_<feature>` (text value) and `scene_<feature>_id` for every declared feature.
+
+    A `recent` feature reads the users' earlier positives from `history` (None: `impressions`), so
+    a caller may pass only the events it keeps and the whole log as history."""
     df = impressions
+    history = impressions if history is None else history
     for feature in features:
         if feature.recent:
-            df = df.join(recent_values(impressions, items, feature), ["user_id", "dt"], "left")
+            df = df.join(recent_values(history, items, feature), ["user_id", "dt"], "left")
     for feature in features:
         value = as_text(feature, F.col(_recent(feature))) if feature.recent else scene_value(feature)
         df = df.withColumn(value_column(feature.name), value)
