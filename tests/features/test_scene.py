@@ -126,3 +126,18 @@ def test_the_dictionary_follows_another_declared_schema(spark, catalog):
         ("weekday", "Wednesday"): ("<scene_weekday>on a Wednesday</scene_weekday>", 2),
     }
     assert figures["values"] == 10 and figures["daypart_values"] == 3 and "city_values" not in figures
+
+
+def test_a_subset_of_events_reads_its_recent_values_from_the_history_it_is_given(spark):
+    impressions = spark.createDataFrame(IMPRESSIONS, IMPRESSIONS_SCHEMA)
+    pois = spark.createDataFrame(POIS, POIS_SCHEMA)
+    unclicked = impressions.where(F.col("clicked") == 0)  # user 10's Monday order is not among them
+    columns = ["event_id", value_column("recent_intent"), id_column("recent_intent")]
+    whole = with_scene_values(impressions, pois, SCHEMA.scene_features).join(
+        unclicked.select("event_id"), "event_id"
+    )
+    subset = with_scene_values(unclicked, pois, SCHEMA.scene_features, history=impressions)
+    assert sorted(subset.select(*columns).collect()) == sorted(whole.select(*columns).collect())
+    assert subset.where(F.col(value_column("recent_intent")) == "Noodles").count() >= 1
+    alone = with_scene_values(unclicked, pois, SCHEMA.scene_features)  # its own rows as history
+    assert alone.where(F.col(value_column("recent_intent")) == "Noodles").count() == 0
