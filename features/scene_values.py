@@ -91,7 +91,8 @@ def recent_values(impressions: DataFrame, items: DataFrame, feature: SceneFeatur
         impressions.where(F.col(label) == 1)
         .join(items.select("poi_id", F.col(feature.recent).alias("_field")), "poi_id")
         .groupBy("user_id", "dt")
-        .agg(F.max_by("_field", "ts").alias("_last"))
+        # the shops of one request share its ts: ties go to the larger value, not to row order
+        .agg(F.max_by("_field", F.struct("ts", "_field")).alias("_last"))
     )
     days = impressions.select("user_id", "dt").distinct()
     earlier = Window.partitionBy("user_id").orderBy("dt").rowsBetween(Window.unboundedPreceding, -1)

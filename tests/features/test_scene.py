@@ -141,3 +141,25 @@ def test_a_subset_of_events_reads_its_recent_values_from_the_history_it_is_given
     assert subset.where(F.col(value_column("recent_intent")) == "Noodles").count() >= 1
     alone = with_scene_values(unclicked, pois, SCHEMA.scene_features)  # its own rows as history
     assert alone.where(F.col(value_column("recent_intent")) == "Noodles").count() == 0
+
+
+def test_two_orders_of_one_request_give_the_same_recent_value_in_any_row_order(spark):
+    from datetime import date, datetime
+
+    from features.scene_values import recent_values
+
+    feature = next(f for f in SCHEMA.scene_features if f.recent)
+    ts, day = datetime(2026, 4, 6, 12), date(2026, 4, 6)
+    # one request of user 1: two shops ordered at the same ts; the next day reads the recent value
+    rows = [(1, 101, ts, day, 1), (1, 102, ts, day, 1), (1, 101, ts.replace(day=7), date(2026, 4, 7), 0)]
+    items = spark.createDataFrame(
+        [(101, "Noodles"), (102, "Hotpot")], f"poi_id long, {feature.recent} string"
+    )
+    schema = "user_id long, poi_id long, ts timestamp, dt date, ordered int"
+    seen = set()
+    for order in (rows, rows[::-1], [rows[1], rows[2], rows[0]]):
+        for partitions in (1, 3):
+            impressions = spark.createDataFrame(order, schema).repartition(partitions)
+            got = recent_values(impressions, items, feature).where(F.col("dt") == date(2026, 4, 7)).collect()
+            seen.add(got[0][2])
+    assert seen == {"Noodles"}  # ties go to the larger value
