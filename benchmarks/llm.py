@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.memory import python_peak_rss_mb
 from core.catalog import TableCatalog, is_remote
 from core.tracking import FULL_METHOD, NO_CPT
 from etl.synthetic import vocab
@@ -280,11 +280,6 @@ def pair_texts(pair_type: str, n: int, seed: int, offset: int = 0) -> tuple[list
 
 
 # -- one case (child process) ----------------------------------------------------------------------
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -371,7 +366,7 @@ def _mask(batch):
 
 def measure(case: Case) -> dict:
     """Train `warmup_steps` + `steps` steps (the latter timed), then the forward-only baseline."""
-    rss_floor = _peak_rss_mb()
+    rss_floor = python_peak_rss_mb()
     device = pick_device(case.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -449,8 +444,8 @@ def measure(case: Case) -> dict:
         "train_tflops": round(flops_per_token * train_tps / 1e12, 4),
         "forward_tflops": round(2 * n_fwd * forward_tps / 1e12, 4),
         "rss_before_model_mb": round(rss_floor, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "peak_above_imports_mb": round(_peak_rss_mb() - rss_floor, 1),
+        "peak_rss_mb": round(python_peak_rss_mb(), 1),
+        "peak_above_imports_mb": round(python_peak_rss_mb() - rss_floor, 1),
         "threads": torch.get_num_threads(),
     }
     out["peak_mb"] = out["peak_rss_mb"]

@@ -17,8 +17,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyspark.sql import SparkSession
+if TYPE_CHECKING:  # the LLM benchmark reads `python_peak_rss_mb` without Spark
+    from pyspark.sql import SparkSession
 
 MB = 1024 * 1024
 RESET_PEAK_RSS = "5"  # /proc/<pid>/clear_refs: reset the peak resident set to the current one
@@ -52,9 +54,10 @@ def _old_generation(jvm) -> list:
     return [pool for pool in found if any(name in str(pool.getName()) for name in OLD_GENERATION)]
 
 
-def _python_peak_rss_mb() -> float:
+def python_peak_rss_mb() -> float:
+    """This process's peak resident set so far, in MB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / MB if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
+    return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 @contextmanager
@@ -83,4 +86,4 @@ def peak_memory(spark: SparkSession) -> Iterator[dict]:
         figures["jvm_heap_max_mb"] = (
             round(jvm.java.lang.Runtime.getRuntime().maxMemory() / MB, 1) if jvm else None
         )
-        figures["python_peak_rss_mb"] = _python_peak_rss_mb()
+        figures["python_peak_rss_mb"] = round(python_peak_rss_mb(), 1)
