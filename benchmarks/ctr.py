@@ -9,7 +9,8 @@
   split at the training batch size, against what the trainer consumes (`loader_headroom` =
   loader rows/s / the fastest ID model's samples/s; above 1 the loader keeps up).
 - Scoring latency of the MLflow pyfunc (raw rows in, re-calibrated probabilities out) for one
-  request of `candidates` rows, for LARR and PLE: p50 and p99 over `requests` calls.
+  request of `candidates` rows, for LARR and PLE: p50 and p99 over `requests` calls, with torch
+  on `scoring_threads` threads (1: one core, as a serving replica per core would run).
 """
 
 from __future__ import annotations
@@ -40,11 +41,19 @@ class BenchCtrConfig:
     p5_steps: int = 2
     candidates: int = 100
     requests: int = 200
+    scoring_threads: int = 1
     scene_vectors: str = ""  # "" = the export of latest:contrastive (as `larr train ctr`)
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.rounds, self.candidates, self.requests, self.batch_size) < 1:
-            raise ValueError("steps, rounds, candidates, requests and batch_size must be >= 1")
+        if (
+            min(
+                self.steps, self.rounds, self.candidates, self.requests, self.batch_size, self.scoring_threads
+            )
+            < 1
+        ):
+            raise ValueError(
+                "steps, rounds, candidates, requests, batch_size and scoring_threads must be >= 1"
+            )
 
 
 def _train_rate(model, batches, cfg, layout, scene, steps: int, warmup: int) -> float:
@@ -166,14 +175,20 @@ def run(spark, catalog, cfg: BenchCtrConfig, log=print) -> dict:
         .toPandas()[list(raw_columns(build_layout(base.encoding, data.fields, data.scene_features, False)))]
     )
     latency = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in (PLE, LARR):
-            if name not in built:
-                continue
-            model_cfg, model, layout, _ = built[name]
-            path = save_scoring_model(model_cfg, data, model.eval(), layout, Path(tmp) / name)
-            latency[name] = _latency(mlflow.pyfunc.load_model(str(path)), request, cfg.requests)
+    training_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.scoring_threads)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in (PLE, LARR):
+                if name not in built:
+                    continue
+                model_cfg, model, layout, _ = built[name]
+                path = save_scoring_model(model_cfg, data, model.eval(), layout, Path(tmp) / name)
+                latency[name] = _latency(mlflow.pyfunc.load_model(str(path)), request, cfg.requests)
+    finally:
+        torch.set_num_threads(training_threads)
     figures["scoring_latency_ms"] = latency
     figures["candidates"] = len(request)
-    figures["torch_threads"] = torch.get_num_threads()
+    figures["torch_threads"] = training_threads
+    figures["scoring_threads"] = cfg.scoring_threads
     return figures
