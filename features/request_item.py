@@ -34,7 +34,11 @@ def opening_minutes(hours: Column) -> tuple[Column, Column]:
 
 def open_at_minute(hours: Column, minute: Column) -> Column:
     """Whether opening hours include a minute of the day (null: unreadable hours or no minute)."""
-    opens, closes = opening_minutes(hours)
+    return open_between(*opening_minutes(hours), minute)
+
+
+def open_between(opens: Column, closes: Column, minute: Column) -> Column:
+    """Whether a minute of the day lies in [opens, closes) (`opening_minutes`; null: no hours or minute)."""
     return (
         F.when(opens.isNull() | minute.isNull(), F.lit(None).cast("boolean"))
         .when(closes > opens, (minute >= opens) & (minute < closes))
@@ -56,16 +60,36 @@ def haversine_km(lat1: Column, lon1: Column, lat2: Column, lon2: Column) -> Colu
     return F.nanvl(distance, F.lit(None).cast("double"))
 
 
+def item_inputs(feature: RequestItemFeature, item: Callable[[str], Column]) -> dict[str, Column]:
+    """What a feature reads of its item, by name, to compute once per item before the items are
+    joined to the sample rows (`item(c)`: the item's declared column c): coordinates as they are,
+    opening hours parsed to their (opens, closes) minutes, so no regex runs per sample row."""
+    if feature.derive == "open_now":
+        opens, closes = opening_minutes(item(feature.item))
+        return {_opens(feature.item): opens, _closes(feature.item): closes}
+    return {c: item(c) for c in feature.item_columns}
+
+
+def _opens(hours: str) -> str:
+    return f"{hours}__opens"
+
+
+def _closes(hours: str) -> str:
+    return f"{hours}__closes"
+
+
 def derived(
-    feature: RequestItemFeature, event: Callable[[str], Column], item: Callable[[str], Column]
+    feature: RequestItemFeature, event: Callable[[str], Column], item_input: Callable[[str], Column]
 ) -> Column:
-    """A feature's value (double, null for a missing input); `event(c)` / `item(c)` give the
-    columns of the event's and the item's declared column c (`event("ts")`: the event time)."""
+    """A feature's value (double, null for a missing input); `event(c)` gives the event's declared
+    column c (`event("ts")`: the event time), `item_input(name)` the column of one of
+    `item_inputs(feature, ...)`."""
     if feature.derive == "distance_km":
         (lat, lon), (item_lat, item_lon) = feature.event, feature.item
-        return haversine_km(event(lat), event(lon), item(item_lat), item(item_lon))
+        return haversine_km(event(lat), event(lon), item_input(item_lat), item_input(item_lon))
     if feature.derive == "open_now":
-        return open_at_minute(item(feature.item), utc_minute(event("ts"))).cast("double")
+        opens, closes = item_input(_opens(feature.item)), item_input(_closes(feature.item))
+        return open_between(opens, closes, utc_minute(event("ts"))).cast("double")
     raise ValueError(f"request_item {feature.name}: no derivation {feature.derive!r}")
 
 

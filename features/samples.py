@@ -32,7 +32,8 @@ the request-item features (`request_item`) and the positive-only candidate pool 
 group keys and opening hours).
 
 Request-item features (`features/request_item.py`) are derived after the item is joined, from the
-event's columns and the sample's own item (a negative's, not its positive's): distance_km (the
+event's columns and the sample's own item (a negative's, not its positive's; its side computed
+once per item, the opening hours parsed to minutes before the join): distance_km (the
 haversine distance from the event's to the item's coordinates) and open_now (1.0 when the item's
 opening hours include the event's UTC minute, else 0.0). A null input (missing coordinates,
 unreadable hours) gives null, filled with 0.0, as the statistics' counts are zero-filled.
@@ -112,13 +113,13 @@ def event_columns(schema: DatasetSchema) -> list[str]:
         *sample_fields(schema).event_fields,
         *scene_columns(schema.scene_features),
         "dt",
-        *[_event_input(c) for c in _request_inputs(schema, "event")],
+        *[_event_input(c) for c in _request_inputs(schema)],
     ]
 
 
-def _request_inputs(schema: DatasetSchema, side: str) -> list[str]:
-    """The event's or the item's columns the request-item features read, once each."""
-    columns = [c for f in schema.request_item for c in getattr(f, f"{side}_columns")]
+def _request_inputs(schema: DatasetSchema) -> list[str]:
+    """The event's columns the request-item features read, once each."""
+    columns = [c for f in schema.request_item for c in f.event_columns]
     return list(dict.fromkeys(columns))
 
 
@@ -126,8 +127,16 @@ def _event_input(column: str) -> str:
     return f"_request_event_{column}"
 
 
-def _item_input(column: str) -> str:
-    return f"_request_item_{column}"
+def _item_input(name: str) -> str:
+    return f"_request_item_{name}"
+
+
+def _item_inputs(schema: DatasetSchema) -> dict[str, Column]:
+    """The items' side of the request-item features, computed per item (`request_item.item_inputs`)."""
+    inputs: dict[str, Column] = {}
+    for feature in schema.request_item:
+        inputs.update(request_item.item_inputs(feature, F.col))
+    return inputs
 
 
 def request_item_columns(schema: DatasetSchema) -> list[Column]:
@@ -369,7 +378,7 @@ def transform(
     # against the whole log; the modes' own filters below then keep them all
     kept = impressions.where(_kept(mode, neg_rate, seed))
     scene = with_scene_values(kept, pois, schema.scene_features, history=impressions)
-    scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema, "event")])
+    scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema)])
     if mode == "impressions":
         sampled = sample_impressions(scene, schema, neg_rate, seed)
     elif mode == "positive_only":
@@ -381,7 +390,7 @@ def transform(
     poi_fields = pois.select(
         "poi_id",
         *[F.col(k).alias(v) for k, v in fields.item_fields.items()],
-        *[F.col(c).alias(_item_input(c)) for c in _request_inputs(schema, "item")],
+        *[value.alias(_item_input(name)) for name, value in _item_inputs(schema).items()],
     )
     days = impressions.agg(F.min("dt").alias("_first_dt"), F.max("dt").alias("_last_dt"))
     # days before the first test day (0 = it is the first test day); validation is the last few

@@ -37,8 +37,12 @@ COLUMNS = ["user_lat", "user_lon", "epoch", "poi_latitude", "poi_longitude", "po
 def _spark_rows(spark):
     schema = ", ".join(f"{c} {'string' if c.endswith('hours') else 'double'}" for c in COLUMNS)
     df = spark.createDataFrame(ROWS, schema).withColumn("ts", F.timestamp_seconds("epoch"))
-    event, item = F.col, (lambda c: F.col(f"poi_{c}"))
-    derived = [spark_request_item.derived(f, event, item).alias(f.name) for f in SCHEMA.request_item]
+    # the item's side first, as `etl samples` computes it per item before the join
+    item = lambda c: F.col(f"poi_{c}")  # noqa: E731
+    inputs = {n: v for f in SCHEMA.request_item for n, v in spark_request_item.item_inputs(f, item).items()}
+    df = df.select("*", *[value.alias(f"_item_{name}") for name, value in inputs.items()])
+    item_input = lambda name: F.col(f"_item_{name}")  # noqa: E731
+    derived = [spark_request_item.derived(f, F.col, item_input).alias(f.name) for f in SCHEMA.request_item]
     return df.select(F.monotonically_increasing_id().alias("_order"), "*", *derived).orderBy("_order")
 
 
