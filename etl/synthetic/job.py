@@ -23,7 +23,7 @@ from core.schema_table import SCHEMA_TABLE, write_schema
 from etl.synthetic.config import GenerateConfig
 from etl.synthetic.dirty import corrupt_impressions, malformed_pois, malformed_users
 from etl.synthetic.entities import build_pois, build_users
-from etl.synthetic.impressions import build_requests, expand_to_lists, raw_and_truth, score
+from etl.synthetic.impressions import build_requests, expand_to_lists, raw_and_truth, score, table_columns
 
 TABLES = ("raw.users", "raw.pois", "raw.impressions", "truth.users", "truth.pois", "truth.impressions")
 SCHEMA_FILE = resources.files("etl.synthetic") / "schema.yaml"  # a resource: zips on --py-files too
@@ -95,8 +95,9 @@ def write_world(spark: SparkSession, catalog: TableCatalog, cfg: GenerateConfig,
     ):
         versions[name] = catalog.write(df, name, partition_by=partitions)
         _log_write(log, spark, catalog, name, versions[name])
-    # raw and truth impressions share the expensive joins and scoring: compute them once
-    scored = world.scored_impressions.persist(StorageLevel.MEMORY_AND_DISK)
+    # raw and truth impressions share the expensive joins and scoring: compute them once, and
+    # cache only the columns the two tables read
+    scored = table_columns(world.scored_impressions).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         raw, truth = impression_tables(scored, cfg)
         versions["truth.impressions"] = catalog.write(truth, "truth.impressions", partition_by=["dt"])
