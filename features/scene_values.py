@@ -81,8 +81,11 @@ def from_hour(feature: SceneFeature, hour: Column) -> Column:
     return as_text(feature, raw)
 
 
-def recent_values(impressions: DataFrame, items: DataFrame, feature: SceneFeature) -> DataFrame:
-    """(user_id, dt) -> the `recent` item field of the user's latest positive on an earlier day.
+def recent_values(
+    impressions: DataFrame, items: DataFrame, feature: SceneFeature, events: DataFrame | None = None
+) -> DataFrame:
+    """(user_id, dt) -> the `recent` item field of the user's latest positive on an earlier day,
+    for the (user, day)s of `events` (None: of `impressions`, the history read), among others.
 
     Point in time: a day's value uses only positives of strictly earlier days.
     """
@@ -94,9 +97,10 @@ def recent_values(impressions: DataFrame, items: DataFrame, feature: SceneFeatur
         # the shops of one request share its ts: ties go to the larger value, not to row order
         .agg(F.max_by("_field", F.struct("ts", "_field")).alias("_last"))
     )
-    days = impressions.select("user_id", "dt").distinct()
+    # the days asked for and the days of positives: a subset of the log need not hold the latter
+    days = (impressions if events is None else events).select("user_id", "dt").distinct()
     earlier = Window.partitionBy("user_id").orderBy("dt").rowsBetween(Window.unboundedPreceding, -1)
-    return days.join(positives, ["user_id", "dt"], "left").select(
+    return days.join(positives, ["user_id", "dt"], "full").select(
         "user_id", "dt", F.last("_last", ignorenulls=True).over(earlier).alias(_recent(feature))
     )
 
@@ -130,7 +134,9 @@ def with_scene_values(
     history = impressions if history is None else history
     for feature in features:
         if feature.recent:
-            df = df.join(recent_values(history, items, feature), ["user_id", "dt"], "left")
+            df = df.join(
+                recent_values(history, items, feature, events=impressions), ["user_id", "dt"], "left"
+            )
     for feature in features:
         value = as_text(feature, F.col(_recent(feature))) if feature.recent else scene_value(feature)
         df = df.withColumn(value_column(feature.name), value)
