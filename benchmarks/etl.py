@@ -165,18 +165,24 @@ def bench_etl(spark: SparkSession, catalog: TableCatalog, cfg: BenchEtlConfig, l
             lambda: generate_job.write_world(spark, scratch, world, log=log),  # noqa: B023
         )
         rows = scratch.read(spark, "raw.impressions").count()
-        copy_seconds, copy_metrics = _copy(spark, scratch)
-
-        jobs = {"generate": _job_figures(rows, copy_seconds, *generated)}
-        log(f"bench etl: {size} impressions: generate: {_headline(jobs['generate'])}")
+        copy_before, copy_metrics = _copy(spark, scratch)
+        measured_steps = {"generate": generated}
+        log(f"bench etl: {size} impressions: generate: {generated[0]:.2f} s")
         for name, step in _etl_steps():
-            measured_step = _profiled(spark, f"{name} {size}", lambda: step(spark, scratch))  # noqa: B023
-            jobs[name] = _job_figures(rows, copy_seconds, *measured_step)
-            log(f"bench etl: {size} impressions: {name}: {_headline(jobs[name])}")
+            measured_steps[name] = _profiled(spark, f"{name} {size}", lambda: step(spark, scratch))  # noqa: B023
+            log(f"bench etl: {size} impressions: {name}: {measured_steps[name][0]:.2f} s")
+        # the copy again after the jobs: the baseline is their mean, so a machine that drifts
+        # during the jobs shows as two different copies instead of skewing every ratio one way
+        copy_after, _ = _copy(spark, scratch)
+        copy_seconds = (copy_before + copy_after) / 2
+        jobs = {name: _job_figures(rows, copy_seconds, *m) for name, m in measured_steps.items()}
+        for name, job in jobs.items():
+            log(f"bench etl: {size} impressions: {name}: {_headline(job)}")
         per_size.append(
             {
                 "impressions": rows,
                 "copy_seconds": round(copy_seconds, 2),
+                "copy_seconds_before_after": [round(copy_before, 2), round(copy_after, 2)],
                 "copy_rows_per_s": round(rows / copy_seconds),
                 "copy_spark": copy_metrics,
                 "jobs": jobs,
