@@ -1,5 +1,6 @@
 import doctest
 import math
+import os
 
 import pytest
 import torch
@@ -179,6 +180,10 @@ def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # a rank's interpreter teardown still aborted once after all of that (SIGABRT, "terminate
+    # called without an active exception", a gloo thread at exit): the results are saved and
+    # the group is down, so leave without the teardown
+    os._exit(0)
 
 
 def test_gathered_loss_equals_single_process_loss_on_the_concatenated_batch(tmp_path):
