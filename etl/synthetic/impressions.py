@@ -27,6 +27,16 @@ from etl.synthetic.raw_schema import RAW_IMPRESSIONS
 SECONDS_PER_DAY = 86400
 
 
+REQUEST_USER_COLUMNS = ("home_city_idx", "home_province", "is_student", "home_lat", "home_lon", "device")
+USER_TRAITS = ("spicy_pref", "sweet_pref", "price_sensitivity", "activity")  # for the click model only
+
+
+def _user_traits() -> list[Column]:
+    """The hidden user columns the scoring reads (latent factors as `u_factor_<k>`)."""
+    factors = [F.col(f"factor_{k}").alias(f"u_factor_{k}") for k in range(LATENT_DIM)]
+    return [*map(F.col, USER_TRAITS), *factors]
+
+
 def _clamp(col: Column, low: float, high: float) -> Column:
     return F.least(F.lit(high), F.greatest(F.lit(low), col))
 
@@ -41,7 +51,8 @@ def _requesting_user(cfg: WorldConfig) -> Column:
 
 
 def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFrame) -> DataFrame:
-    """One row per request with its scene: city, place, time, weather, temperature, device."""
+    """One row per request with its scene (city, place, time, weather, temperature, device) and the
+    requesting user's hidden traits that `score` reads."""
     seed, n_cities = cfg.seed, len(vocab.CITIES)
     cities = F.broadcast(
         cities_frame(spark).select("city_idx", "city", "province", "base_temp_c", "center_lat", "center_lon")
@@ -56,12 +67,9 @@ def build_requests(spark: SparkSession, cfg: WorldConfig, users_hidden: DataFram
         .withColumn(
             "hour", weighted_index(vocab.HOUR_WEIGHTS, uniform(seed, "req_hour", "request_id")).cast("int")
         )
-        .join(
-            users_hidden.select(
-                "user_id", "home_city_idx", "home_province", "is_student", "home_lat", "home_lon", "device"
-            ),
-            "user_id",
-        )
+        # the requesting user's scene inputs and the traits the scoring reads, joined once per
+        # request rather than once per shown shop (a tenth of the rows through the shuffle)
+        .join(users_hidden.select("user_id", *REQUEST_USER_COLUMNS, *_user_traits()), "user_id")
         .withColumn("is_away", uniform(seed, "req_away", "request_id") < cfg.away_rate)
         .withColumn(
             "city_idx",
@@ -161,16 +169,9 @@ def expand_to_lists(req: DataFrame, cfg: WorldConfig) -> DataFrame:
     )
 
 
-def score(impr: DataFrame, users_hidden: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFrame:
-    """Join hidden user and POI attributes and compute the true click and order probabilities."""
-    u = users_hidden.select(
-        "user_id",
-        "spicy_pref",
-        "sweet_pref",
-        "price_sensitivity",
-        "activity",
-        *[F.col(f"factor_{k}").alias(f"u_factor_{k}") for k in range(LATENT_DIM)],
-    )
+def score(impr: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFrame:
+    """Join the hidden POI attributes and compute the true click and order probabilities (the
+    user's traits came with the request, see `build_requests`)."""
     p = pois_hidden.select(
         "poi_id",
         "temperature",
@@ -186,7 +187,7 @@ def score(impr: DataFrame, users_hidden: DataFrame, pois_hidden: DataFrame, cfg:
         F.col("longitude").alias("poi_lon"),
         *[F.col(f"factor_{k}").alias(f"p_factor_{k}") for k in range(LATENT_DIM)],
     )
-    df = impr.join(u, "user_id").join(p, "poi_id")
+    df = impr.join(p, "poi_id")
     hour, temp = F.col("hour"), F.col("temperature_c")
     dist_km = F.sqrt(
         F.pow((F.col("user_lat") - F.col("poi_lat")) * KM_PER_DEGREE, 2)
