@@ -253,14 +253,6 @@ def score(impr: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFram
 
 
 RAW_IMPRESSION_COLUMNS = tuple(RAW_IMPRESSIONS.fieldNames())  # the documented raw schema, in order
-# what the truth table reads of a scored impression beyond the raw log's columns
-HIDDEN_SCORES = ("p_click", "p_order", "semantic_logit", "collaborative_score")
-
-
-def table_columns(scored: DataFrame) -> DataFrame:
-    """The scored impressions narrowed to what the raw log and the truth table read: a cache of
-    it holds no hidden factors or intermediate columns of the scoring."""
-    return scored.select(*RAW_IMPRESSION_COLUMNS, *HIDDEN_SCORES)
 
 
 def raw_and_truth(scored: DataFrame) -> tuple[DataFrame, DataFrame]:

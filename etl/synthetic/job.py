@@ -22,7 +22,7 @@ from core.schema_table import SCHEMA_TABLE, write_schema
 from etl.synthetic.config import GenerateConfig
 from etl.synthetic.dirty import corrupt_impressions, malformed_pois, malformed_users
 from etl.synthetic.entities import build_pois, build_users
-from etl.synthetic.impressions import build_requests, expand_to_lists, raw_and_truth, score, table_columns
+from etl.synthetic.impressions import build_requests, expand_to_lists, raw_and_truth, score
 
 TABLES = ("raw.users", "raw.pois", "raw.impressions", "truth.users", "truth.pois", "truth.impressions")
 SCHEMA_FILE = resources.files("etl.synthetic") / "schema.yaml"  # a resource: zips on --py-files too
@@ -94,10 +94,10 @@ def write_world(spark: SparkSession, catalog: TableCatalog, cfg: GenerateConfig,
     ):
         versions[name] = catalog.write(df, name, partition_by=partitions)
         _log_write(log, spark, catalog, name, versions[name])
-    # each impression table scores the impressions again: with the users joined per request and
-    # the shops broadcast that is arithmetic, cheaper than caching every scored row and reading
-    # it back (16M impressions: a cache spilled and cost more than the second scoring)
-    raw, truth = impression_tables(table_columns(world.scored_impressions), cfg)
+    # each impression table scores the impressions again (each write reads only its columns):
+    # with the users joined per request that costs less than caching every scored row and
+    # reading it back (16M impressions: the cache spilled and cost more than the second scoring)
+    raw, truth = impression_tables(world.scored_impressions, cfg)
     versions["truth.impressions"] = catalog.write(truth, "truth.impressions", partition_by=["dt"])
     _log_write(log, spark, catalog, "truth.impressions", versions["truth.impressions"])
     versions["raw.impressions"] = catalog.write(raw, "raw.impressions", partition_by=["dt"])
