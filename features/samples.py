@@ -58,12 +58,20 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.catalog import TableCatalog
-from core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, sample_fields
+from core.dataset_schema import SAMPLE_WEIGHT, DatasetSchema, SceneFeature, sample_fields
 from core.randomness import randint, uniform
 from core.schema_table import SCHEMA_TABLE, read_schema
 from core.splits import SplitError
 from features import request_item, stats
-from features.scene_values import as_text, from_hour, scene_columns, value_column, with_scene_values
+from features.scene_values import (
+    add_scene_columns,
+    as_text,
+    from_hour,
+    scene_columns,
+    value_column,
+    with_recent_values,
+    with_scene_values,
+)
 
 OUTPUT = "samples.ctr"
 INPUTS = ("clean.impressions", "clean.users", "clean.pois")
@@ -104,14 +112,25 @@ class SamplesConfig:
             raise ValueError(f"validation_days must be >= 0, got {self.validation_days}")
 
 
+def late_scene_features(schema: DatasetSchema) -> list[SceneFeature]:
+    """The `recent` scene features a sample gets with its statistics, not from its event row: they
+    depend on (user, day) alone, so they are joined to the narrow distinct (user, poi, day)s and
+    the wide event rows are shuffled once (into that join) instead of twice. One that keys
+    positive_only's candidate pool is needed before the draw and stays with the events."""
+    pool = set(schema.negatives.pool_columns())
+    return [f for f in schema.scene_features if f.recent and f.name not in pool]
+
+
 def event_columns(schema: DatasetSchema) -> list[str]:
-    """What a sample takes from its event: ids, the declared event fields, the scene, the day and
-    the inputs of the request-item features (as `_request_event_<column>`, dropped once derived)."""
+    """What a sample takes from its event: ids, the declared event fields, the scene (but its
+    `late_scene_features`), the day and the inputs of the request-item features (as
+    `_request_event_<column>`, dropped once derived)."""
+    late = late_scene_features(schema)
     return [
         "user_id",
         "poi_id",
         *sample_fields(schema).event_fields,
-        *scene_columns(schema.scene_features),
+        *scene_columns([f for f in schema.scene_features if f not in late]),
         "dt",
         *[_event_input(c) for c in _request_inputs(schema)],
     ]
@@ -374,10 +393,12 @@ def transform(
 ) -> DataFrame:
     """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables;
     `stats_config` = the settings the stats were computed with (`stats.recorded_config`)."""
-    # only the events a mode keeps get their scene (a `recent` feature's join shuffles them), read
-    # against the whole log; the modes' own filters below then keep them all
+    # only the events a mode keeps get their scene, read against the whole log (the late `recent`
+    # features come with the statistics below); the modes' own filters below then keep them all
     kept = impressions.where(_kept(mode, neg_rate, seed))
-    scene = with_scene_values(kept, pois, schema.scene_features, history=impressions)
+    late = late_scene_features(schema)
+    early = [f for f in schema.scene_features if f not in late]
+    scene = with_scene_values(kept, pois, early, history=impressions)
     scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema)])
     if mode == "impressions":
         sampled = sample_impressions(scene, schema, neg_rate, seed)
@@ -398,10 +419,12 @@ def transform(
     split = (
         F.when(before_test <= 0, "test").when(before_test <= validation_days, "validation").otherwise("train")
     )
-    # the as-of windows run over the narrow distinct (user, poi, day)s, then one join: the sample
-    # rows are shuffled once, not once per stats table, and before the users' and items' fields
-    # widen them
-    statistics = sampled.select("user_id", "poi_id", "dt").distinct()
+    # the as-of windows and the late scene features run over the narrow distinct (user, poi, day)s,
+    # then one join: the sample rows are shuffled once, not once per stats table or feature, and
+    # before the users' and items' fields widen them
+    statistics = with_recent_values(
+        sampled.select("user_id", "poi_id", "dt").distinct(), pois, late, history=impressions
+    )
     stored = {stats.USER_STATS: user_stats, stats.POI_STATS: poi_stats, stats.USER_POI_STATS: user_poi_stats}
     for name, (keys, prefix) in stats.ENTITIES.items():
         statistics = stats.as_of(
@@ -413,6 +436,7 @@ def transform(
             global_stats,
             stats_config.prior_strength,
         )
+    statistics = add_scene_columns(statistics, late)
     joined = (
         sampled.join(statistics, ["user_id", "poi_id", "dt"], "left")
         .join(user_fields, "user_id", "left")

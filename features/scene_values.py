@@ -120,6 +120,30 @@ def _recent(feature: SceneFeature) -> str:
     return f"_recent_{feature.name}"
 
 
+def with_recent_values(
+    rows: DataFrame, items: DataFrame, features: Sequence[SceneFeature], history: DataFrame
+) -> DataFrame:
+    """`rows` (any rows with user_id and dt) plus `_recent_<feature>` for every `recent` feature,
+    from the users' earlier positives in `history`: one join on (user_id, dt) per such feature."""
+    for feature in features:
+        if feature.recent:
+            rows = rows.join(recent_values(history, items, feature, events=rows), ["user_id", "dt"], "left")
+    return rows
+
+
+def add_scene_columns(rows: DataFrame, features: Sequence[SceneFeature]) -> DataFrame:
+    """`scene_<feature>` (text value) and `scene_<feature>_id` for `features`, from the rows' own
+    columns (a `recent` feature's from its `_recent_<feature>`, dropped here)."""
+    for feature in features:
+        value = as_text(feature, F.col(_recent(feature))) if feature.recent else scene_value(feature)
+        rows = rows.withColumn(value_column(feature.name), value)
+    for feature in features:
+        rows = rows.withColumn(
+            id_column(feature.name), scene_id(feature.name, F.col(value_column(feature.name)))
+        )
+    return rows.drop(*[_recent(f) for f in features if f.recent])
+
+
 def with_scene_values(
     impressions: DataFrame,
     items: DataFrame,
@@ -130,16 +154,5 @@ def with_scene_values(
 
     A `recent` feature reads the users' earlier positives from `history` (None: `impressions`), so
     a caller may pass only the events it keeps and the whole log as history."""
-    df = impressions
     history = impressions if history is None else history
-    for feature in features:
-        if feature.recent:
-            df = df.join(
-                recent_values(history, items, feature, events=impressions), ["user_id", "dt"], "left"
-            )
-    for feature in features:
-        value = as_text(feature, F.col(_recent(feature))) if feature.recent else scene_value(feature)
-        df = df.withColumn(value_column(feature.name), value)
-    for feature in features:
-        df = df.withColumn(id_column(feature.name), scene_id(feature.name, F.col(value_column(feature.name))))
-    return df.drop(*[_recent(f) for f in features if f.recent])
+    return add_scene_columns(with_recent_values(impressions, items, features, history), features)

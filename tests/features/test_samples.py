@@ -7,13 +7,14 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
-from core.dataset_schema import RequestItemFeature
+from core.dataset_schema import GroupKey, RequestItemFeature
 from core.randomness import uniform
 from core.schema_table import write_schema
 from core.splits import SplitError
 from etl.synthetic.job import world_schema
 from features import samples, stats
 from features.samples import SamplesConfig
+from features.scene_values import scene_columns, value_column, with_scene_values
 from features.stats import StatsConfig
 from tests.etl.text_fixtures import SCHEMA
 from tests.features import builders
@@ -214,6 +215,28 @@ def test_on_the_test_world_every_click_is_kept(spark, catalog, world_catalog, ti
     assert summary["validation_rows"] == table.where(F.col("dt") == F.lit(D2)).count() > 0  # the day before
     assert summary["train_click_rate"] > 0.2  # clicks are over-represented after down-sampling
     assert table.where(F.col("user_gender").isNull() | F.col("poi_cuisine").isNull()).count() == 0
+    # every scene value is its event's, the `recent` ones joined with the statistics included
+    features = world_schema(tiny_world_config).scene_features
+    recent = [f for f in features if f.recent]
+    assert recent and table.where(F.col(value_column(recent[0].name)) != recent[0].default).count() > 0
+    got = table.select("sample_id", *scene_columns(features))
+    events = with_scene_values(log, pois, features).select(
+        F.col("event_id").alias("sample_id"), *scene_columns(features)
+    )
+    assert got.exceptAll(events.join(got.select("sample_id"), "sample_id")).count() == 0
+
+
+def test_a_recent_feature_keying_the_candidate_pool_stays_with_the_events(tiny_world_config):
+    schema = world_schema(tiny_world_config)
+    recent = [f for f in schema.scene_features if f.recent]
+    assert samples.late_scene_features(schema) == recent
+    assert value_column(recent[0].name) not in samples.event_columns(schema)
+    keyed = replace(
+        schema,
+        negatives=replace(schema.negatives, group=(GroupKey(scene=recent[0].name, item=recent[0].recent),)),
+    )
+    assert samples.late_scene_features(keyed) == []
+    assert value_column(recent[0].name) in samples.event_columns(keyed)
 
 
 # request-item features: every user stands at (23.1, 113.3) (builders.impressions)
