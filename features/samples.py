@@ -394,7 +394,7 @@ def transform(
     """The sampled CTR table (`sample_columns(schema)`) from the validated log and the stats tables;
     `stats_config` = the settings the stats were computed with (`stats.recorded_config`)."""
     # only the events a mode keeps get their scene, read against the whole log (the late `recent`
-    # features come with the statistics below); the modes' own filters below then keep them all
+    # features come with the statistics); the modes' own filters below then keep them all
     kept = impressions.where(_kept(mode, neg_rate, seed))
     late = late_scene_features(schema)
     early = [f for f in schema.scene_features if f not in late]
