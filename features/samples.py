@@ -121,16 +121,21 @@ def late_scene_features(schema: DatasetSchema) -> list[SceneFeature]:
     return [f for f in schema.scene_features if f.recent and f.name not in pool]
 
 
+def event_scene_features(schema: DatasetSchema) -> list[SceneFeature]:
+    """The scene features computed on the event rows: all but the `late_scene_features`."""
+    late = late_scene_features(schema)
+    return [f for f in schema.scene_features if f not in late]
+
+
 def event_columns(schema: DatasetSchema) -> list[str]:
     """What a sample takes from its event: ids, the declared event fields, the scene (but its
     `late_scene_features`), the day and the inputs of the request-item features (as
     `_request_event_<column>`, dropped once derived)."""
-    late = late_scene_features(schema)
     return [
         "user_id",
         "poi_id",
         *sample_fields(schema).event_fields,
-        *scene_columns([f for f in schema.scene_features if f not in late]),
+        *scene_columns(event_scene_features(schema)),
         "dt",
         *[_event_input(c) for c in _request_inputs(schema)],
     ]
@@ -397,8 +402,7 @@ def transform(
     # features come with the statistics); the modes' own filters below then keep them all
     kept = impressions.where(_kept(mode, neg_rate, seed))
     late = late_scene_features(schema)
-    early = [f for f in schema.scene_features if f not in late]
-    scene = with_scene_values(kept, pois, early, history=impressions)
+    scene = with_scene_values(kept, pois, event_scene_features(schema), history=impressions)
     scene = scene.select("*", *[F.col(c).alias(_event_input(c)) for c in _request_inputs(schema)])
     if mode == "impressions":
         sampled = sample_impressions(scene, schema, neg_rate, seed)
