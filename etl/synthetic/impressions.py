@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import math
+import operator
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -169,6 +171,69 @@ def expand_to_lists(req: DataFrame, cfg: WorldConfig) -> DataFrame:
     )
 
 
+def semantic_parts(hour: Column, temp: Column) -> dict[str, tuple[Column, ...]]:
+    """The semantic part of the click logit, term by term, each term as its parts in the order
+    `score` adds them (so the logit is bit for bit what it always was), on a frame with the scene,
+    the shop's hidden dish facts, the user's tastes and `dist_km`. Each term is the scene (or the
+    user) times what the shop's text says, except `rain_x_distance`, which needs the request-item
+    distance that no text carries. Named so that `larr gap` can add them one at a time as oracles."""
+    late_night = (hour >= 22) | (hour < 3)
+    breakfast_time = hour.between(6, 9)
+    evening = (hour >= 17) | (hour < 3)
+    meal, away, dish_province = F.col("meal"), F.col("is_away"), F.col("dish_province")
+    return {
+        "cold_dish_x_heat": (
+            0.9 * _flag(F.col("temperature") == -1) * _clamp((temp - 20.0) / 8.0, -1.5, 1.5),
+        ),
+        "hot_dish_x_cold": (0.6 * _flag(F.col("temperature") == 1) * _clamp((10.0 - temp) / 8.0, -1.0, 1.5),),
+        "rain_x_distance": (
+            -0.35 * _flag(F.col("weather").isin("rainy", "snowy")) * F.least(F.col("dist_km"), F.lit(10.0)),
+        ),
+        "meal_x_hour": (
+            1.0 * _flag((meal == "late_night") & late_night),
+            -0.5 * _flag((meal == "late_night") & breakfast_time),
+            1.0 * _flag((meal == "breakfast") & breakfast_time),
+            -0.7 * _flag((meal == "breakfast") & evening),
+        ),
+        "visitor_x_local_speciality": (1.2 * _flag(away & (dish_province == F.col("province"))),),
+        "home_x_home_speciality": (0.4 * _flag(~away & (dish_province == F.col("home_province"))),),
+        "taste_x_dish": (
+            0.6 * F.col("spicy_pref") * F.col("spicy"),
+            0.5 * F.col("sweet_pref") * F.col("sweet"),
+        ),
+    }
+
+
+# semantic_parts' names, in order (tests/etl/test_generate.py checks that the two agree)
+SEMANTIC_TERMS = (
+    "cold_dish_x_heat",
+    "hot_dish_x_cold",
+    "rain_x_distance",
+    "meal_x_hour",
+    "visitor_x_local_speciality",
+    "home_x_home_speciality",
+    "taste_x_dish",
+)
+# the terms a scene text and a shop text together reveal: all but the distance and the user's tastes
+SCENE_X_DISH = (
+    "cold_dish_x_heat",
+    "hot_dish_x_cold",
+    "meal_x_hour",
+    "visitor_x_local_speciality",
+    "home_x_home_speciality",
+)
+# in the truth table with `world.semantic_terms`: each term, then the scene x dish ones summed
+TERM_COLUMNS = (*(f"semantic_{term}" for term in SEMANTIC_TERMS), "semantic_scene_x_dish")
+
+
+def _flag(condition: Column) -> Column:
+    return condition.cast("double")
+
+
+def _added(parts) -> Column:
+    return functools.reduce(operator.add, parts)
+
+
 def score(impr: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFrame:
     """Join the hidden POI attributes and compute the true click and order probabilities (the
     user's traits came with the request, see `build_requests`)."""
@@ -199,23 +264,8 @@ def score(impr: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFram
     is_open = F.when(
         F.col("close_hour") > 24, (hour >= F.col("open_hour")) | (hour < F.col("close_hour") - 24)
     ).otherwise((hour >= F.col("open_hour")) & (hour < F.col("close_hour")))
-    late_night = (hour >= 22) | (hour < 3)
-    breakfast_time = hour.between(6, 9)
-    evening = (hour >= 17) | (hour < 3)
-    flag = lambda cond: cond.cast("double")  # noqa: E731
-    semantic = (
-        0.9 * flag(F.col("temperature") == -1) * _clamp((temp - 20.0) / 8.0, -1.5, 1.5)
-        + 0.6 * flag(F.col("temperature") == 1) * _clamp((10.0 - temp) / 8.0, -1.0, 1.5)
-        - 0.35 * flag(F.col("weather").isin("rainy", "snowy")) * F.least(F.col("dist_km"), F.lit(10.0))
-        + 1.0 * flag((F.col("meal") == "late_night") & late_night)
-        - 0.5 * flag((F.col("meal") == "late_night") & breakfast_time)
-        + 1.0 * flag((F.col("meal") == "breakfast") & breakfast_time)
-        - 0.7 * flag((F.col("meal") == "breakfast") & evening)
-        + 1.2 * flag(F.col("is_away") & (F.col("dish_province") == F.col("province")))
-        + 0.4 * flag(~F.col("is_away") & (F.col("dish_province") == F.col("home_province")))
-        + 0.6 * F.col("spicy_pref") * F.col("spicy")
-        + 0.5 * F.col("sweet_pref") * F.col("sweet")
-    )
+    terms = semantic_parts(hour, temp)
+    semantic = _added(part for parts in terms.values() for part in parts)
     collaborative = sum(
         F.col(f"u_factor_{k}") * F.col(f"p_factor_{k}") for k in range(LATENT_DIM)
     ) / math.sqrt(LATENT_DIM)
@@ -226,7 +276,7 @@ def score(impr: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFram
         + 0.3 * F.col("activity")
         - cfg.position_weight * F.log(F.col("position").cast("double"))
         - 0.04 * F.col("dist_km")
-        - 2.5 * flag(~is_open)
+        - 2.5 * _flag(~is_open)
         + cfg.semantic_weight * F.col("semantic_logit")
     )
     cvr_logit = (
@@ -236,9 +286,13 @@ def score(impr: DataFrame, pois_hidden: DataFrame, cfg: WorldConfig) -> DataFram
         + 0.2 * collaborative
         - 0.3 * F.col("price_sensitivity") * (F.col("price_level") - 2.5)
     )
+    df = df.withColumn("dist_km", dist_km)
+    if cfg.semantic_terms:  # the terms as truth columns, for `larr gap`'s per-term oracles
+        scene_x_dish = [part for term in SCENE_X_DISH for part in terms[term]]
+        values = [*map(_added, terms.values()), _added(scene_x_dish)]
+        df = df.withColumns(dict(zip(TERM_COLUMNS, values, strict=True)))
     return (
-        df.withColumn("dist_km", dist_km)
-        .withColumn("semantic_logit", semantic)
+        df.withColumn("semantic_logit", semantic)
         .withColumn("collaborative_score", collaborative)
         .withColumn("p_click", 1.0 / (1.0 + F.exp(-ctr_logit)))
         .withColumn("p_order", 1.0 / (1.0 + F.exp(-cvr_logit)))
@@ -256,7 +310,8 @@ RAW_IMPRESSION_COLUMNS = tuple(RAW_IMPRESSIONS.fieldNames())  # the documented r
 
 
 def raw_and_truth(scored: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Split the scored frame into the raw log and the truth table (probabilities, never features)."""
+    """Split the scored frame into the raw log and the truth table (probabilities, never features;
+    the semantic terms too when `score` wrote them)."""
     raw = scored.select(*RAW_IMPRESSION_COLUMNS)
     truth = scored.select(
         "event_id",
@@ -267,6 +322,7 @@ def raw_and_truth(scored: DataFrame) -> tuple[DataFrame, DataFrame]:
         (F.col("p_click") * F.col("p_order")).alias("p_ctcvr"),
         "semantic_logit",
         "collaborative_score",
+        *[c for c in TERM_COLUMNS if c in scored.columns],
         "clicked",
         "ordered",
         "dt",

@@ -150,6 +150,28 @@ def test_semantic_effects_only_text_reveals(world_catalog, spark):
     assert night["p"] > 2 * morning["p"]
 
 
+def test_the_semantic_terms_sum_to_the_semantic_logit_and_leave_the_world_as_it_was(spark, small_config):
+    from etl.synthetic.impressions import SCENE_X_DISH, SEMANTIC_TERMS, TERM_COLUMNS, semantic_parts
+
+    assert tuple(semantic_parts(F.col("hour"), F.col("temperature_c"))) == SEMANTIC_TERMS
+    flagged = replace(small_config, world=replace(small_config.world, semantic_terms=True))
+    plain = job.impression_tables(job.transform(spark, small_config).scored_impressions, small_config)[1]
+    truth = job.impression_tables(job.transform(spark, flagged).scored_impressions, flagged)[1]
+    assert not set(TERM_COLUMNS) & set(plain.columns) and set(TERM_COLUMNS) < set(truth.columns)
+    # the flag only adds columns: the same rows, the same logit and clicks, bit for bit
+    assert sorted_rows(truth.select(*plain.columns)) == sorted_rows(plain)
+    terms = [F.col(f"semantic_{t}") for t in SEMANTIC_TERMS]
+    scene_x_dish = [F.col(f"semantic_{t}") for t in SCENE_X_DISH]
+    errors = truth.select(
+        F.max(F.abs(sum(terms) - F.col("semantic_logit"))).alias("total"),
+        F.max(F.abs(sum(scene_x_dish) - F.col("semantic_scene_x_dish"))).alias("scene_x_dish"),
+        F.sum((F.col("semantic_rain_x_distance") != 0).cast("int")).alias("rainy"),
+        F.sum((F.col("semantic_scene_x_dish") != 0).cast("int")).alias("scene"),
+    ).first()
+    assert errors["total"] < 1e-9 and errors["scene_x_dish"] < 1e-9
+    assert errors["rainy"] > 0 and errors["scene"] > 0  # terms that are there, not columns of zeros
+
+
 def test_generate_summary_reports_the_bayes_ceiling(spark, catalog, small_config):
     versions = job.write_world(spark, catalog, small_config, log=lambda _: None)
     assert versions == dict.fromkeys((SCHEMA_TABLE, *job.TABLES), 0)

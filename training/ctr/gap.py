@@ -16,7 +16,9 @@ Each variant is a child MLflow run (tag `larr.gap`) whose seed runs carry `larr.
 `larr report` keeps them out of Tables 2 and 3. The result is a table and a plot (test CTR AUC
 against the Bayes AUC of the same test rows) and each compared model's **semantic capture**:
 (model - baseline) / (baseline with the true semantic logit - baseline), per seed, as mean and
-standard deviation: how much of what the text could give the model actually gets.
+standard deviation: how much of what the text could give the model actually gets. The same ratio
+against every oracle (`oracle_captures`): with a world generated with `world.semantic_terms`, the
+semantic logit's terms are oracles too, and the table says which part of it a model's gain matches.
 
 Run it on worlds of several sizes (`larr generate --set world.impressions_per_day=...`) with one
 MLflow store (`MLFLOW_TRACKING_URI`) to see which part of the gap is data: each run records its
@@ -193,9 +195,10 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
         for model in cfg.compared
         if semantic is not None
     }
+    captures = oracle_captures(results, cfg)
     folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-gap-"))
     folder.mkdir(parents=True, exist_ok=True)
-    table, plot = write_table(folder, results, bayes, capture), plot_gap(folder, results, bayes)
+    table, plot = write_table(folder, results, bayes, capture, captures), plot_gap(folder, results, bayes)
     this_size = {"train_rows": baseline["train_rows"], "bayes_auc_ctr": bayes, "variants": results}
     sizes = [*(earlier_sizes(cfg.model) if tracked else []), this_size]
     sizes = sorted({s["train_rows"]: s for s in sizes}.values(), key=lambda s: s["train_rows"])
@@ -218,6 +221,7 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
         "bayes_auc_ctr": bayes,
         "variants": results,
         "semantic_capture": capture,
+        "oracle_captures": captures,
         "table": str(table),
         "plot": str(plot),
         "sizes": [{"train_rows": s["train_rows"], "bayes_auc_ctr": s["bayes_auc_ctr"]} for s in sizes],
@@ -269,7 +273,21 @@ def semantic_capture(model: dict, baseline: dict, semantic: dict) -> dict | None
     }
 
 
-def write_table(folder: Path, results: list[dict], bayes: float | None, capture: dict) -> Path:
+def oracle_captures(results: list[dict], cfg: GapConfig) -> dict[str, dict[str, dict | None]]:
+    """Each compared model's share of each single oracle's gain, the semantic capture's ratio with
+    that oracle below: with a world's semantic terms as oracles (`world.semantic_terms`), which part
+    of the semantic effect a model's gain over the baseline is the size of."""
+    baseline = results[0]
+    oracles = {o: _by_label(results, f"{cfg.model} + {o}") for o in cfg.oracles}
+    return {
+        model: {o: semantic_capture(_by_label(results, model), baseline, row) for o, row in oracles.items()}
+        for model in cfg.compared
+    }
+
+
+def write_table(
+    folder: Path, results: list[dict], bayes: float | None, capture: dict, captures: dict | None = None
+) -> Path:
     lines = [
         "| variant | test CTR AUC | gap to Bayes | share of the baseline's gap closed |",
         "|---|---|---|---|",
@@ -288,9 +306,26 @@ def write_table(folder: Path, results: list[dict], bayes: float | None, capture:
         else f"Semantic capture of {model}: none (the semantic oracle did not beat the baseline)"
         for model, c in capture.items()
     ]
+    oracles = list(next(iter(captures.values()), {})) if captures else []
+    if oracles:
+        lines += [
+            "",
+            "Each model's gain over the baseline as a share of each oracle's gain (mean ± std over seeds):",
+            "",
+            "| model | " + " | ".join(oracles) + " |",
+            "|---|" + "---|" * len(oracles),
+        ]
+        lines += [
+            f"| {model} | " + " | ".join(_capture_cell(by_oracle[o]) for o in oracles) + " |"
+            for model, by_oracle in captures.items()
+        ]
     path = folder / "gap.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _capture_cell(capture: dict | None) -> str:
+    return "no gain to share" if capture is None else f"{capture['mean']:.3f} ± {capture['std']:.3f}"
 
 
 def _number(value: float | None) -> str:

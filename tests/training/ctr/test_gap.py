@@ -135,9 +135,20 @@ def test_gap_trains_every_variant_on_the_same_seeds_and_reports_the_semantic_cap
         (semantic_mean - by_label["lr"]["ctr_auc"]) / (bayes - by_label["lr"]["ctr_auc"]), abs=1e-3
     )
 
+    # against each oracle the same ratio: the semantic one is the semantic capture itself
+    by_oracle = figures["oracle_captures"][names.WIDE_DEEP]
+    assert list(by_oracle) == ["semantic_logit", "collaborative_score"]
+    assert by_oracle["semantic_logit"] == capture
+    collaborative = per_seed["lr + collaborative_score"]
+    shares = [(model[s] - base[s]) / (collaborative[s] - base[s]) for s in (1, 2)]
+    assert by_oracle["collaborative_score"]["mean"] == pytest.approx(sum(shares) / 2, abs=1e-4)
+
     table = (tmp_path / "gap.md").read_text()
     assert f"| Bayes (true p_click) | {bayes:.4f} | 0 | |" in table
     assert "| lr + semantic_logit | " in table and "Semantic capture of wide_deep: " in table
+    assert "| model | semantic_logit | collaborative_score |" in table
+    cell = lambda c: f"{c['mean']:.3f} ± {c['std']:.3f}"  # noqa: E731
+    assert f"| wide_deep | {cell(capture)} | {cell(by_oracle['collaborative_score'])} |" in table
     assert (tmp_path / "gap.png").stat().st_size > 0
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"gap.md", "gap.png"} <= artifacts
