@@ -62,7 +62,7 @@ def _steps(*lines: str | tuple[str, ...]) -> list[Step]:
 
 
 DATA = _steps(
-    "generate",
+    "generate --set world.semantic_terms=true",  # the semantic logit's terms: the study's gap oracles
     "etl clean",
     "etl corpus",
     "etl pairs",
@@ -105,6 +105,13 @@ DEMO = [
     Step(("casestudy", "--set", "encoders={full: latest:contrastive}")),
     *_steps("report --set min_seeds=1"),
 ]
+STUDY_ORACLES = (
+    "semantic_logit",
+    "semantic_scene_x_dish",
+    "semantic_rain_x_distance",
+    "semantic_taste_x_dish",
+    "collaborative_score",
+)
 SCENE_PAIR_STAGE2 = "--set weight_scene_poi=4 --set max_steps=150 --set base_model="
 STUDY = [
     *DATA,
@@ -122,7 +129,10 @@ STUDY = [
         ),
         f"train ctr --model {P5}",
         "sweep --set seeds=[1]",
-        "gap",  # where the gap to Bayes goes: PLE with the truth's oracles, LARR's semantic capture
+        # where the gap to Bayes goes: PLE with the truth's oracles (the semantic logit, the part of it
+        # a scene and a shop's text reveal, the rain x distance and taste x dish parts, the latent
+        # factors), LARR's semantic capture and its share of each oracle's gain
+        f"gap --set oracles=[{','.join(STUDY_ORACLES)}]",
     ),
     Step(("etl", "ingest", "--set", "mapping=tests/data/byo/mapping.yaml"), lakehouse="byo", quiet=True),
     Step(("etl", "clean"), lakehouse="byo", quiet=True),

@@ -30,6 +30,16 @@ def test_the_demo_covers_every_stage_once_with_three_models_on_one_seed():
     assert not {step.key for step in demo.DEMO} & {step.key for step in demo.STUDY[:1]}
 
 
+def test_the_study_gap_oracles_are_columns_its_world_writes():
+    from etl.synthetic.impressions import TERM_COLUMNS
+
+    generate = demo.STUDY[0].args
+    assert generate[0] == "generate" and "world.semantic_terms=true" in generate
+    assert set(demo.STUDY_ORACLES) <= {"semantic_logit", "collaborative_score", *TERM_COLUMNS}
+    gap = next(step.args for step in demo.STUDY if step.args[0] == "gap")
+    assert f"oracles=[{','.join(demo.STUDY_ORACLES)}]" in gap
+
+
 def _profile(monkeypatch, *steps: demo.Step) -> None:
     monkeypatch.setitem(demo.PROFILES, "demo", list(steps))
 
