@@ -189,13 +189,8 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
     bayes = baseline["bayes_auc_ctr"]
     for row in results:
         row["share_of_gap_closed"] = _share(row["ctr_auc"], baseline["ctr_auc"], bayes)
-    semantic = next((r for r in results if r["label"] == f"{cfg.model} + {SEMANTIC}"), None)
-    capture = {
-        model: semantic_capture(_by_label(results, model), baseline, semantic)
-        for model in cfg.compared
-        if semantic is not None
-    }
-    captures = oracle_captures(results, cfg)
+    captures = oracle_captures(results, cfg)  # the semantic capture is the one with SEMANTIC
+    capture = {model: by_oracle[SEMANTIC] for model, by_oracle in captures.items() if SEMANTIC in by_oracle}
     folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-gap-"))
     folder.mkdir(parents=True, exist_ok=True)
     table, plot = write_table(folder, results, bayes, capture, captures), plot_gap(folder, results, bayes)
@@ -253,12 +248,13 @@ def _share(auc: float | None, baseline: float | None, bayes: float | None) -> fl
     return round((auc - baseline) / (bayes - baseline), 4)
 
 
-def semantic_capture(model: dict, baseline: dict, semantic: dict) -> dict | None:
-    """(model - baseline) / (baseline + true semantic logit - baseline) per seed the three share;
-    None when no seed's oracle beats the baseline (nothing to capture)."""
+def capture_of(model: dict, baseline: dict, with_oracle: dict) -> dict | None:
+    """(model - baseline) / (baseline with the oracle - baseline) per seed the three share (the
+    semantic capture when the oracle is the true semantic logit); None when no seed's oracle beats
+    the baseline (nothing to capture)."""
     values = {}
     for seed, auc in model["per_seed"].items():
-        base, oracle = baseline["per_seed"].get(seed), semantic["per_seed"].get(seed)
+        base, oracle = baseline["per_seed"].get(seed), with_oracle["per_seed"].get(seed)
         if base is not None and oracle is not None and oracle > base:
             values[seed] = (auc - base) / (oracle - base)
     if not values:
@@ -280,13 +276,13 @@ def oracle_captures(results: list[dict], cfg: GapConfig) -> dict[str, dict[str, 
     baseline = results[0]
     oracles = {o: _by_label(results, f"{cfg.model} + {o}") for o in cfg.oracles}
     return {
-        model: {o: semantic_capture(_by_label(results, model), baseline, row) for o, row in oracles.items()}
+        model: {o: capture_of(_by_label(results, model), baseline, row) for o, row in oracles.items()}
         for model in cfg.compared
     }
 
 
 def write_table(
-    folder: Path, results: list[dict], bayes: float | None, capture: dict, captures: dict | None = None
+    folder: Path, results: list[dict], bayes: float | None, capture: dict, captures: dict
 ) -> Path:
     lines = [
         "| variant | test CTR AUC | gap to Bayes | share of the baseline's gap closed |",
@@ -306,7 +302,7 @@ def write_table(
         else f"Semantic capture of {model}: none (the semantic oracle did not beat the baseline)"
         for model, c in capture.items()
     ]
-    oracles = list(next(iter(captures.values()), {})) if captures else []
+    oracles = list(next(iter(captures.values()), {}))
     if oracles:
         lines += [
             "",
