@@ -36,7 +36,7 @@ class WorldConfig:
     position_weight: float = 0.25
     semantic_weight: float = 1.0
     # the truth table also holds each term of the semantic logit (`semantic_<term>`), for `larr
-    # gap`'s per-term oracles; off by default: seven more columns of every impression to write
+    # gap`'s per-term oracles; off by default: eight more columns of every impression to write
     semantic_terms: bool = False
 
     def __post_init__(self) -> None:
