@@ -193,7 +193,7 @@ def run(spark, catalog, cfg: GapConfig, log=print) -> dict:
     capture = {model: by_oracle[SEMANTIC] for model, by_oracle in captures.items() if SEMANTIC in by_oracle}
     folder = Path(cfg.plot_dir or tempfile.mkdtemp(prefix="larr-gap-"))
     folder.mkdir(parents=True, exist_ok=True)
-    table, plot = write_table(folder, results, bayes, capture, captures), plot_gap(folder, results, bayes)
+    table, plot = write_table(folder, results, bayes, captures), plot_gap(folder, results, bayes)
     this_size = {"train_rows": baseline["train_rows"], "bayes_auc_ctr": bayes, "variants": results}
     sizes = [*(earlier_sizes(cfg.model) if tracked else []), this_size]
     sizes = sorted({s["train_rows"]: s for s in sizes}.values(), key=lambda s: s["train_rows"])
@@ -270,9 +270,9 @@ def capture_of(model: dict, baseline: dict, with_oracle: dict) -> dict | None:
 
 
 def oracle_captures(results: list[dict], cfg: GapConfig) -> dict[str, dict[str, dict | None]]:
-    """Each compared model's share of each single oracle's gain, the semantic capture's ratio with
-    that oracle below: with a world's semantic terms as oracles (`world.semantic_terms`), which part
-    of the semantic effect a model's gain over the baseline is the size of."""
+    """model -> oracle -> `capture_of` for every compared model and every single oracle (the
+    semantic capture is its SEMANTIC entry). With a world's semantic terms as oracles
+    (`world.semantic_terms`) it says which part of the semantic effect a model's gain matches."""
     baseline = results[0]
     oracles = {o: _by_label(results, f"{cfg.model} + {o}") for o in cfg.oracles}
     return {
@@ -281,9 +281,7 @@ def oracle_captures(results: list[dict], cfg: GapConfig) -> dict[str, dict[str, 
     }
 
 
-def write_table(
-    folder: Path, results: list[dict], bayes: float | None, capture: dict, captures: dict
-) -> Path:
+def write_table(folder: Path, results: list[dict], bayes: float | None, captures: dict) -> Path:
     lines = [
         "| variant | test CTR AUC | gap to Bayes | share of the baseline's gap closed |",
         "|---|---|---|---|",
@@ -300,7 +298,9 @@ def write_table(
         f"Semantic capture of {model}: {c['mean']:.3f} ± {c['std']:.3f} over seeds {c['seeds']}"
         if c
         else f"Semantic capture of {model}: none (the semantic oracle did not beat the baseline)"
-        for model, c in capture.items()
+        for model, c in (
+            (m, by_oracle[SEMANTIC]) for m, by_oracle in captures.items() if SEMANTIC in by_oracle
+        )
     ]
     oracles = list(next(iter(captures.values()), {}))
     if oracles:
