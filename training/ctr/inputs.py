@@ -100,6 +100,8 @@ class ModelConfig:
     align: bool = True  # False = the no_al ablation: plain concatenation, no alignment loss
     align_temperature: float = 0.1
     align_negatives_ratio: int = 0  # extra sampled negatives per sample, beyond the in-batch ones
+    # LARR+: also add the user's / POI's projected text vectors to t (and so to the alignment)
+    text_in_target: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in ("agg_token", "mean"):

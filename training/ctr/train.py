@@ -86,6 +86,7 @@ VALIDATION_PREFIX = "val_"  # the validation split's metrics: val_ctr_auc, ...
 # fields added after checkpoints existed: left out of the key at their default, so those keep their keys
 LATER_FIELDS = {"sample_weight": "log", "validate_every": 0, "patience": 2, "text_vectors": ""}
 LATER_ENCODING_FIELDS = {"request_item": True, "extra_numeric": ()}  # the same, inside `encoding`
+LATER_NETWORK_FIELDS = {"text_in_target": False}  # and inside `network`
 VALIDATION_CURVE = "val_ctr_auc_by_step"  # early stopping's scores, one MLflow point per scored step
 
 
@@ -219,6 +220,12 @@ class CtrConfig:
             k: v
             for k, v in asdict(self.encoding).items()
             if k not in LATER_ENCODING_FIELDS or v != LATER_ENCODING_FIELDS[k]
+        }
+        skip.append("network")
+        extra["network"] = {
+            k: v
+            for k, v in asdict(self.network).items()
+            if k not in LATER_NETWORK_FIELDS or v != LATER_NETWORK_FIELDS[k]
         }
         if self.model in MODEL_REVISIONS:  # absent: revision 1, so older checkpoints keep their keys
             extra["revision"] = MODEL_REVISIONS[self.model]

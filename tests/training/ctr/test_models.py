@@ -115,9 +115,9 @@ def test_adamw_changes_every_trainable_parameter_and_fits_the_batch(name):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if len(losses) == 1:
+        if len(losses) == 2:  # LARR+'s match starts at zero (B = 0): A and C move from the second step
             unchanged = [k for k, p in net.named_parameters() if torch.equal(p, before[k])]
-            assert unchanged == [], f"{name}: one step left {unchanged} unchanged"
+            assert unchanged == [], f"{name}: two steps left {unchanged} unchanged"
     assert losses[-1] < losses[0] - 0.1, losses
     for key, value in net.named_buffers():  # LARR's frozen scene table (and LARR+'s text table)
         assert torch.equal(value, buffers[key]), key
@@ -450,52 +450,90 @@ def test_larr_aggregates_each_distinct_scene_once_with_the_same_result():
 
 
 # -- LARR+ (training/ctr/models/larr_plus.py) ------------------------------------------------------
+def _centred(table: np.ndarray) -> torch.Tensor:
+    """Rows less their mean, scaled to unit RMS per dimension: from the definition, in float64."""
+    spread = table.astype(np.float64) - table.astype(np.float64).mean(axis=0)
+    return torch.from_numpy(spread / np.sqrt((spread**2).mean())).float()
+
+
 def _plus_reference(net, inputs: CtrInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(PLE input, t, the match columns) of LARR+ computed the plain way, from its definition."""
+    """(PLE input, t, the match logit) of LARR+ computed the plain way, from its definition."""
     d = SMALL["embedding_dim"]
     dense, fields = net.inputs(inputs)
-    user_text = torch.from_numpy(text_table())[inputs.text_rows[:, 0]]
-    poi_text = torch.from_numpy(text_table())[inputs.text_rows[:, 1]]
-    user = fields[:, 0] + net.text_to_target["user"](user_text)
-    poi = fields[:, 1] + net.text_to_target["poi"](poi_text)
+    texts = torch.cat([_centred(text_table()[:USER_TEXTS]), _centred(text_table()[USER_TEXTS:])])
+    user_text, poi_text = texts[inputs.text_rows[:, 0]], texts[inputs.text_rows[:, 1]]
+    user, poi = fields[:, 0], fields[:, 1]
+    if net.text_to_target is not None:
+        user, poi = user + net.text_to_target["user"](user_text), poi + net.text_to_target["poi"](poi_text)
     target = torch.cat([user, poi], dim=1)
-    scenes = torch.from_numpy(scene_table())[inputs.scene_rows]  # (B, n, w)
-    bilinear = torch.einsum("bnd,bd->bn", net.scene_match(scenes), net.poi_match(poi_text)) / d**0.5
-    cosine = F.cosine_similarity(scenes, poi_text[:, None], dim=-1)
-    user_poi = (net.user_match(user_text) * net.poi_match(poi_text)).sum(-1, keepdim=True) / d**0.5
-    matches = torch.cat([bilinear, cosine, user_poi], dim=1)
+    scenes = _centred(scene_table())[inputs.scene_rows]  # (B, n, w)
+    scene_poi = torch.einsum("bnd,bd->b", net.scene_match(scenes), net.poi_match(poi_text)) / d**0.5
+    user_poi = (net.user_match(user_text) * net.poi_match(poi_text)).sum(-1) / d**0.5
     others = [fields[:, f] for f in range(FIELDS) if f not in (0, 1)]
-    ple_input = torch.cat([net.scene(inputs.scene_rows), target, *others, inputs.numeric, matches], dim=1)
-    return ple_input, target, matches
+    ple_input = torch.cat([net.scene(inputs.scene_rows), target, *others, inputs.numeric], dim=1)
+    return ple_input, target, scene_poi + user_poi
 
 
-def test_larr_plus_reads_texts_in_t_and_as_scene_and_user_matches_with_each_shop():
-    net = model("larr_plus").eval()
+def _random_match(net) -> None:
+    """Give B (zero in a fresh model) weights, so that the match is not zero."""
+    torch.nn.init.normal_(net.poi_match.weight, std=0.3)
+
+
+@pytest.mark.parametrize("text_in_target", [True, False])
+def test_larr_plus_adds_the_scene_and_user_matches_with_each_shop_to_both_logits(text_in_target):
+    net = model("larr_plus", text_in_target=text_in_target).eval()
     d = SMALL["embedding_dim"]
-    assert (
-        net.network.levels[0].task_gates[0].in_features
-        == 2 * d + FIELDS * d + NUMERIC + 2 * SCENE_FEATURES + 1
-    )
+    assert net.network.levels[0].task_gates[0].in_features == 2 * d + FIELDS * d + NUMERIC  # LARR's input
     inputs, _, _ = batch()
-    seen = []
-    hook = net.network.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
     with torch.no_grad():
-        net(inputs)
-        want, _, _ = _plus_reference(net, inputs)
-    hook.remove()
-    torch.testing.assert_close(seen[0], want)
-    # another shop text changes the prediction; the text table is a frozen buffer in the state dict
-    other_shop = inputs.text_rows.clone()
-    other_shop[:, 1] = USER_TEXTS + (other_shop[:, 1] - USER_TEXTS + 1) % POI_TEXTS
-    moved = CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows, text_rows=other_shop)
-    with torch.no_grad():
-        assert not torch.allclose(net(moved).ctr_logit, net(inputs).ctr_logit)
-    assert "text_table" in net.state_dict()
+        assert torch.equal(net.match_logit(inputs.scene_rows, net_texts(net, inputs)), torch.zeros(BATCH))
+        _random_match(net)
+        seen = []
+        hook = net.network.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        out = net(inputs)
+        hook.remove()
+        want_input, _, match = _plus_reference(net, inputs)
+        torch.testing.assert_close(seen[0], want_input)
+        assert match.abs().min() > 0
+        per_task = net.network(want_input)
+        torch.testing.assert_close(out.ctr_logit, per_task[:, 0] + match)
+        torch.testing.assert_close(out.ctcvr_logit, per_task[:, 1] + match)
+        # another shop text changes the prediction; the text table is a frozen buffer in the state dict
+        other_shop = inputs.text_rows.clone()
+        other_shop[:, 1] = USER_TEXTS + (other_shop[:, 1] - USER_TEXTS + 1) % POI_TEXTS
+        moved = CtrInputs(inputs.categorical, inputs.numeric, inputs.scene_rows, text_rows=other_shop)
+        assert not torch.allclose(net(moved).ctr_logit, out.ctr_logit)
+    assert "text_table" in net.state_dict() and "match_scenes" in net.state_dict()
     assert all(p.data_ptr() != net.text_table.data_ptr() for p in net.parameters())
+    assert (net.text_to_target is not None) == text_in_target
 
 
-def test_larr_plus_aligns_the_scene_with_the_text_enriched_t():
+def net_texts(net, inputs: CtrInputs) -> dict[str, torch.Tensor]:
+    return {side: net.text_table[inputs.text_rows[:, k]] for k, side in enumerate(net.sides)}
+
+
+def test_larr_plus_centres_each_side_and_the_match_scenes_and_leaves_larrs_scene_table():
     net = model("larr_plus")
+    torch.testing.assert_close(net.text_table[:USER_TEXTS], _centred(text_table()[:USER_TEXTS]))
+    torch.testing.assert_close(net.text_table[USER_TEXTS:], _centred(text_table()[USER_TEXTS:]))
+    for part in (net.text_table[:USER_TEXTS], net.text_table[USER_TEXTS:], net.match_scenes):
+        assert part.mean(0).abs().max() < 1e-5 and abs(part.pow(2).mean().item() - 1) < 1e-5
+    assert torch.equal(net.scene.scene_table, torch.from_numpy(scene_table()))  # the aggregator: LARR's
+    # an encoder whose vectors all sit in one narrow cone: what differs between shops is what remains
+    cone = np.ones((POI_TEXTS, SCENE_DIM), np.float32) + 0.01 * text_table()[:POI_TEXTS]
+    poi_only = build_model(
+        "larr_plus", replace(LAYOUT, text_sides=("poi",)), config(), scene_table(), (cone, (7,))
+    )
+    torch.testing.assert_close(poi_only.text_table, _centred(text_table()[:POI_TEXTS]), rtol=1e-3, atol=1e-3)
+    same = build_model(
+        "larr_plus", replace(LAYOUT, text_sides=("poi",)), config(), scene_table(), (cone[:1], (1,))
+    )
+    assert torch.equal(same.text_table, torch.zeros(1, SCENE_DIM))  # one row: nothing differs
+
+
+@pytest.mark.parametrize("text_in_target", [True, False])
+def test_larr_plus_aligns_the_scene_with_its_t(text_in_target):
+    net = model("larr_plus", text_in_target=text_in_target)
     inputs, _, _ = batch()
     got = net(inputs).align_loss
     _, target, _ = _plus_reference(net, inputs)
@@ -506,7 +544,7 @@ def test_larr_plus_aligns_the_scene_with_the_text_enriched_t():
 
 
 def test_larr_plus_sampled_negatives_take_texts_from_each_sides_own_rows():
-    net = model("larr_plus", align_negatives_ratio=3)
+    net = model("larr_plus", align_negatives_ratio=3, text_in_target=True)
     seen = {"user": [], "poi": []}
     for side in seen:
         net.text_to_target[side].register_forward_pre_hook(
@@ -515,34 +553,42 @@ def test_larr_plus_sampled_negatives_take_texts_from_each_sides_own_rows():
     torch.manual_seed(5)
     negatives = net.sampled_targets(BATCH)
     assert negatives.shape == (3 * BATCH, 2 * SMALL["embedding_dim"])
-    table = torch.from_numpy(text_table())
-    user_rows = [(row == table).all(1).nonzero().item() for row in seen["user"][0]]
-    poi_rows = [(row == table).all(1).nonzero().item() for row in seen["poi"][0]]
+    user_rows = [(row == net.text_table).all(1).nonzero().item() for row in seen["user"][0]]
+    poi_rows = [(row == net.text_table).all(1).nonzero().item() for row in seen["poi"][0]]
     assert all(r < USER_TEXTS for r in user_rows) and all(r >= USER_TEXTS for r in poi_rows)
+    # without texts in t the negatives are LARR's own: random rows of the ID embedding tables
+    ids_only = model("larr_plus", align_negatives_ratio=3, text_in_target=False)
+    torch.manual_seed(5)
+    larr = model("larr", align_negatives_ratio=3)
+    larr.load_state_dict(ids_only.state_dict(), strict=False)
+    torch.manual_seed(6)
+    got = ids_only.sampled_targets(BATCH)
+    torch.manual_seed(6)
+    torch.testing.assert_close(got, larr.sampled_targets(BATCH))
 
 
 def test_larr_plus_without_user_texts_or_with_another_encoders_width():
     torch.manual_seed(0)
-    d = SMALL["embedding_dim"]
     poi_only = replace(LAYOUT, text_sides=("poi",))
     net = build_model(
-        "larr_plus", poi_only, config(), scene_table(), (text_table()[:POI_TEXTS], (POI_TEXTS,))
+        "larr_plus",
+        poi_only,
+        config(text_in_target=True),
+        scene_table(),
+        (text_table()[:POI_TEXTS], (POI_TEXTS,)),
     )
     assert net.user_match is None and set(net.text_to_target) == {"poi"}
-    assert (
-        net.network.levels[0].task_gates[0].in_features == 2 * d + FIELDS * d + NUMERIC + 2 * SCENE_FEATURES
-    )
+    _random_match(net)
     inputs, _, _ = batch()
     inputs.text_rows = inputs.text_rows[:, 1:] - USER_TEXTS
-    assert torch.isfinite(net(inputs).ctr_logit).all()
-    # texts of a wider encoder: no frozen cosine (the spaces differ), the learned matches remain
+    out = net(inputs)
+    assert torch.isfinite(out.ctr_logit).all() and torch.isfinite(out.align_loss)
+    # texts of a wider encoder than the scene vectors: B reads the text width, A the scene width
     wide = build_model(
         "larr_plus", PLUS_LAYOUT, config(), scene_table(), (text_table(24), (USER_TEXTS, POI_TEXTS))
     )
-    assert not wide.same_space
-    assert (
-        wide.network.levels[0].task_gates[0].in_features == 2 * d + FIELDS * d + NUMERIC + SCENE_FEATURES + 1
-    )
+    assert wide.poi_match.in_features == 24 and wide.scene_match.in_features == SCENE_DIM
+    _random_match(wide)
     assert torch.isfinite(wide(batch()[0]).ctr_logit).all()
 
 

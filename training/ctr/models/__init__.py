@@ -22,8 +22,9 @@ from training.ctr.models.wide_deep import WideDeep
 # (`build_p5`); the trainer builds it directly. To route it through here, add it to ID_MODELS
 # (names.py) and give build_model a branch for it.
 # Part of the checkpoint key: bump a model's revision when its parameters change shape, so a run
-# does not resume a checkpoint it cannot load. larr 2: the PLE input holds t once, not twice.
-MODEL_REVISIONS = {names.LARR: 2}
+# does not resume a checkpoint it cannot load. larr 2: the PLE input holds t once, not twice;
+# larr_plus 2: the match is a term of the logits, not PLE inputs.
+MODEL_REVISIONS = {names.LARR: 2, names.LARR_PLUS: 2}
 
 
 def build_model(
