@@ -113,16 +113,10 @@ class LARRPlus(LARR):
         return output._replace(ctr_logit=output.ctr_logit + match, ctcvr_logit=output.ctcvr_logit + match)
 
     def text_in_target(self, texts: dict[str, Tensor]) -> Tensor:
-        """(B, 2D): each side's projected text in its half of t (zeros for a side without texts)."""
-        halves = [
-            self.text_to_target[side](texts[side])
-            if side in texts
-            else texts[POI].new_zeros(len(texts[POI]), 0)
-            for side in (USER, POI)
-        ]
-        if halves[0].shape[1] == 0:  # no user side: the user half of t is its ID embedding alone
-            halves[0] = torch.zeros_like(halves[1])
-        return torch.cat(halves, dim=1)
+        """(B, 2D): each side's projected text in its half of t (zeros in the user half without user texts)."""
+        poi = self.text_to_target[POI](texts[POI])
+        user = self.text_to_target[USER](texts[USER]) if self.with_user else torch.zeros_like(poi)
+        return torch.cat([user, poi], dim=1)
 
     def match_logit(self, scene_rows: Tensor, texts: dict[str, Tensor]) -> Tensor:
         """(B,): the scene x shop (and user x shop) bilinear matches, summed."""
